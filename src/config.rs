@@ -1,0 +1,365 @@
+//! Configuration: an optional TOML file, then the environment, then command-line flags.
+//!
+//! The environment has two vocabularies: the names open-balena/Jellyfish deployments already
+//! use (`REGISTRY_TOKEN_AUTH_CERT`, `REGISTRY_HOST`, ... see [`SEED_ENV`]) and `TOKEN_ISSUER_*`
+//! for every TOML key (`TOKEN_ISSUER_TOKEN__TTL_SECONDS` is `[token] ttl_seconds`).
+//! Unknown keys are errors in both the file and the `TOKEN_ISSUER_` namespace: a typo must not
+//! silently drop a rule.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::magic::RelativePathBuf;
+use figment::Figment;
+use serde::Deserialize;
+
+/// The seed's environment names and the TOML keys they set.
+pub const SEED_ENV: &[(&str, &str)] = &[
+    ("REGISTRY_TOKEN_AUTH_CERT", "keys.cert"),
+    ("REGISTRY_TOKEN_AUTH_CERT_KEY", "keys.key"),
+    ("REGISTRY_TOKEN_AUTH_CERT_KID", "keys.kid"),
+    ("REGISTRY_TOKEN_AUTH_CERT_ISSUER", "token.issuer"),
+    ("REGISTRY_TOKEN_AUTH_JWT_ALGO", "token.algorithm"),
+    ("REGISTRY_HOST", "token.service"),
+    ("REGISTRY_TOKEN_AUTH_REALM", "token.realm"),
+];
+
+/// `TOKEN_ISSUER_*` variables that are read elsewhere, not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["dev_password", "log"];
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub token: TokenConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub acl: Vec<AclRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// `iss`: must equal the registry's `auth.token.issuer`.
+    pub issuer: Option<String>,
+    /// `aud`: the registry's `auth.token.service` (open-balena: `REGISTRY_HOST`).
+    pub service: Option<String>,
+    /// The realm URL registries advertise; used by the built-in registry's challenges.
+    pub realm: Option<String>,
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            service: None,
+            realm: None,
+            algorithm: default_algorithm(),
+            ttl_seconds: default_ttl(),
+        }
+    }
+}
+
+/// Each of cert, key and kid comes either inline as base64 (the seed's env vars) or as a file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub kid: Option<String>,
+    pub cert_file: Option<RelativePathBuf>,
+    pub key_file: Option<RelativePathBuf>,
+    pub kid_file: Option<RelativePathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub htpasswd: Option<RelativePathBuf>,
+    #[serde(default)]
+    pub anonymous: bool,
+    /// How long a successful login is remembered, so repeated pulls skip bcrypt.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_seconds: u64,
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: u64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            htpasswd: None,
+            anonymous: false,
+            cache_ttl_seconds: default_cache_ttl(),
+            cache_capacity: default_cache_capacity(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Glob over user names; `*` is any authenticated user, `""` the anonymous caller.
+    pub account: Option<String>,
+    #[serde(rename = "type", default = "default_resource_type")]
+    pub resource_type: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+fn default_algorithm() -> String {
+    "ES256".into()
+}
+fn default_ttl() -> u64 {
+    3600
+}
+fn default_cache_ttl() -> u64 {
+    60
+}
+fn default_cache_capacity() -> u64 {
+    10_000
+}
+fn default_resource_type() -> String {
+    "repository".into()
+}
+
+/// The name a user would look for: the TOML key, and the env var that sets it.
+pub fn setting(key: &str) -> String {
+    match SEED_ENV.iter().find(|(_, k)| *k == key) {
+        Some((env, _)) => format!("{env} ({key})"),
+        None => format!("{key} (TOKEN_ISSUER_{})", key.to_uppercase().replace('.', "__")),
+    }
+}
+
+impl Config {
+    /// File, then env, then `overrides` (command-line flags, as `key = value` pairs).
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut fig = Figment::new();
+        if let Some(f) = file {
+            if !f.is_file() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(seed_env()).merge(
+            Env::prefixed("TOKEN_ISSUER_")
+                .split("__")
+                .ignore(NON_CONFIG_ENV),
+        );
+        for (key, value) in overrides {
+            fig = fig.merge(Serialized::default(key, value));
+        }
+        let cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("configuration: {}", msgs.join("; "))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!("{}: {:?} is not an address like 127.0.0.1:8080", setting("listen"), self.listen);
+        }
+        if self.token.algorithm != "ES256" {
+            bail!(
+                "{}: {:?} is not supported; the only algorithm is ES256",
+                setting("token.algorithm"),
+                self.token.algorithm
+            );
+        }
+        if !(60..=86_400).contains(&self.token.ttl_seconds) {
+            bail!(
+                "{}: {} is out of range; clients treat anything under 60 s as 60, and 86400 is the most allowed",
+                setting("token.ttl_seconds"),
+                self.token.ttl_seconds
+            );
+        }
+        if self.identity.cache_ttl_seconds > 3600 {
+            bail!("{}: at most 3600", setting("identity.cache_ttl_seconds"));
+        }
+        Ok(())
+    }
+
+    pub fn issuer(&self) -> anyhow::Result<&str> {
+        required(self.token.issuer.as_deref(), "token.issuer")
+    }
+
+    pub fn service(&self) -> anyhow::Result<&str> {
+        required(self.token.service.as_deref(), "token.service")
+    }
+
+    /// The PEM certificate, the PEM key and the kid, if given.
+    pub fn key_sources(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>, Option<String>)> {
+        let k = &self.keys;
+        let cert = inline_or_file(k.cert.as_deref(), k.cert_file.as_ref(), "keys.cert", "keys.cert_file")?
+            .with_context(|| {
+                format!("no signing certificate: set {} or keys.cert_file", setting("keys.cert"))
+            })?;
+        let key = inline_or_file(k.key.as_deref(), k.key_file.as_ref(), "keys.key", "keys.key_file")?
+            .with_context(|| {
+                format!("no signing key: set {} or keys.key_file", setting("keys.key"))
+            })?;
+        let kid = inline_or_file(k.kid.as_deref(), k.kid_file.as_ref(), "keys.kid", "keys.kid_file")?
+            .map(|b| String::from_utf8(b).context("the kid is not text"))
+            .transpose()?;
+        Ok((cert, key, kid))
+    }
+}
+
+fn required<'a>(v: Option<&'a str>, key: &str) -> anyhow::Result<&'a str> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => bail!("{} is required", setting(key)),
+    }
+}
+
+fn seed_env() -> Env {
+    let names: Vec<&str> = SEED_ENV.iter().map(|(e, _)| *e).collect();
+    Env::raw().only(&names).map(|name| {
+        SEED_ENV
+            .iter()
+            .find(|(e, _)| name == *e)
+            .map(|(_, key)| (*key).into())
+            .unwrap_or_else(|| name.into())
+    })
+}
+
+fn inline_or_file(
+    inline: Option<&str>,
+    file: Option<&RelativePathBuf>,
+    inline_key: &str,
+    file_key: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("{} and {file_key} are both set; keep one", setting(inline_key)),
+        (Some(b64), None) => decode_base64(b64).map(Some).with_context(|| setting(inline_key)),
+        (None, Some(path)) => {
+            let path: PathBuf = path.relative();
+            let bytes = std::fs::read(&path).with_context(|| format!("{file_key}: reading {}", path.display()))?;
+            Ok(Some(trim_end(bytes)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Base64 as open-balena's tooling writes it: line breaks allowed, and the decoded file's
+/// trailing newline trimmed.
+pub fn decode_base64(value: &str) -> anyhow::Result<Vec<u8>> {
+    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = data_encoding::BASE64
+        .decode(compact.as_bytes())
+        .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.as_bytes()))
+        .map_err(|_| anyhow::anyhow!("is not valid base64 (expected `base64 -w0 < file`)"))?;
+    Ok(trim_end(bytes))
+}
+
+fn trim_end(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_trimmed_after_decoding() {
+        // "kid\n" with a line break inside the base64.
+        assert_eq!(decode_base64("a2lk\nCg==\n").expect("b64"), b"kid");
+        assert!(decode_base64("not base64!").is_err());
+    }
+
+    #[test]
+    fn settings_name_their_env_var() {
+        assert_eq!(setting("token.service"), "REGISTRY_HOST (token.service)");
+        assert_eq!(setting("token.ttl_seconds"), "token.ttl_seconds (TOKEN_ISSUER_TOKEN__TTL_SECONDS)");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "listen = \"127.0.0.1:1\"\n[token]\nttl_secnds = 5\n")?;
+            let err = Config::load(Some(Path::new("c.toml")), &[]).expect_err("unknown key");
+            assert!(err.to_string().contains("ttl_secnds"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOKEN_ISSUER_LISTN", "x");
+            let err = Config::load(None, &[]).expect_err("unknown env key");
+            assert!(err.to_string().contains("listn"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_env_and_flags_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                r#"
+                listen = "127.0.0.1:1"
+                [token]
+                issuer = "from-file"
+                ttl_seconds = 600
+                [identity]
+                htpasswd = "users.htpasswd"
+                [[acl]]
+                account = "reader"
+                name = "org/*"
+                actions = ["pull"]
+                "#,
+            )?;
+            jail.set_env("REGISTRY_TOKEN_AUTH_CERT_ISSUER", "from-env");
+            jail.set_env("REGISTRY_HOST", "registry.test");
+            jail.set_env("TOKEN_ISSUER_TOKEN__TTL_SECONDS", "900");
+            let cfg = Config::load(Some(Path::new("c.toml")), &[("listen", "127.0.0.1:2".into())])
+                .expect("load");
+            assert_eq!(cfg.listen, "127.0.0.1:2");
+            assert_eq!(cfg.issuer().expect("issuer"), "from-env");
+            assert_eq!(cfg.service().expect("service"), "registry.test");
+            assert_eq!(cfg.token.ttl_seconds, 900);
+            assert_eq!(cfg.acl.len(), 1);
+            assert_eq!(cfg.acl[0].resource_type, "repository");
+            // Relative paths are relative to the config file.
+            let p = cfg.identity.htpasswd.as_ref().expect("htpasswd").relative();
+            assert!(p.is_absolute() && p.ends_with("users.htpasswd"), "{}", p.display());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256");
+            let err = Config::load(None, &[]).expect_err("algo").to_string();
+            assert!(err.contains("REGISTRY_TOKEN_AUTH_JWT_ALGO") && err.contains("RS256"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|_| {
+            let cfg = Config::load(None, &[]).expect("defaults");
+            let err = cfg.service().expect_err("no service").to_string();
+            assert!(err.contains("REGISTRY_HOST"), "{err}");
+            let err = cfg.key_sources().expect_err("no cert").to_string();
+            assert!(err.contains("REGISTRY_TOKEN_AUTH_CERT"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,224 @@
+//! The token endpoint: `GET /v1/registry` (the token spec) and `POST /v1/registry` (its OAuth2
+//! form). Request → parse → authenticate → authorize → sign; each failure has its own status.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use poem::http::{header, StatusCode};
+use poem::web::Data;
+use poem::{handler, Body, Request, Response};
+use serde_json::json;
+
+use super::json_response;
+use crate::app::App;
+use crate::identity::{AuthError, Credentials, Identity};
+use crate::scope::Scope;
+
+/// Form bodies are a few hundred bytes; anything near this is not a token request.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum RealmError {
+    BadRequest { code: &'static str, message: String },
+    Unauthorized(String),
+    Unavailable(String),
+    Internal,
+}
+
+impl RealmError {
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into() }
+    }
+
+    fn into_response(self, basic_realm: &str) -> Response {
+        let body = |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
+        match self {
+            Self::BadRequest { code, message } => json_response(StatusCode::BAD_REQUEST, &body(code, &message)),
+            Self::Unauthorized(message) => {
+                let mut r = json_response(StatusCode::UNAUTHORIZED, &body("UNAUTHORIZED", &message));
+                if let Ok(v) = format!("Basic realm=\"{}\"", basic_realm.replace('"', "")).parse() {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+            Self::Unavailable(message) => {
+                let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body("UNAVAILABLE", &message));
+                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                r
+            }
+            Self::Internal => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &body("INTERNAL", "the token could not be issued"),
+            ),
+        }
+    }
+}
+
+/// What a token request asks for, whichever form it came in.
+#[derive(Debug, Default)]
+struct TokenRequest {
+    service: Option<String>,
+    scopes: Vec<Scope>,
+    account: Option<String>,
+    client_id: Option<String>,
+    credentials: Option<Credentials>,
+}
+
+#[handler]
+pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+    let result = match parse_get(req) {
+        Ok(tr) => issue(app, tr).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
+}
+
+#[handler]
+pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+    let result = match parse_post(req, body).await {
+        Ok(tr) => issue(app, tr).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
+}
+
+fn parse_get(req: &Request) -> Result<TokenRequest, RealmError> {
+    let query = req.uri().query().unwrap_or("");
+    let mut tr = TokenRequest::default();
+    let mut scope_values = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "service" => tr.service = Some(v.into_owned()),
+            "scope" => scope_values.push(v.into_owned()),
+            "account" => tr.account = Some(v.into_owned()),
+            "client_id" => tr.client_id = Some(v.into_owned()),
+            // offline_token asks for a refresh token, which this issuer does not hand out.
+            _ => {}
+        }
+    }
+    tr.scopes = parse_scopes(&scope_values)?;
+    tr.credentials = basic_credentials(req)?;
+    Ok(tr)
+}
+
+async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmError> {
+    let is_form = req
+        .content_type()
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(RealmError::bad("INVALID_REQUEST", "expected an application/x-www-form-urlencoded body"));
+    }
+    let bytes = body
+        .into_bytes_limit(MAX_FORM_BYTES)
+        .await
+        .map_err(|_| RealmError::bad("INVALID_REQUEST", "the form body is unreadable or too large"))?;
+    let mut tr = TokenRequest::default();
+    let (mut grant_type, mut username, mut password, mut scope_values) = (None, None, None, Vec::new());
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        match k.as_ref() {
+            "grant_type" => grant_type = Some(v.into_owned()),
+            "service" => tr.service = Some(v.into_owned()),
+            "scope" => scope_values.push(v.into_owned()),
+            "client_id" => tr.client_id = Some(v.into_owned()),
+            "username" => username = Some(v.into_owned()),
+            "password" => password = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    match grant_type.as_deref() {
+        Some("password") => {}
+        Some("refresh_token") => {
+            return Err(RealmError::bad(
+                "UNSUPPORTED_GRANT_TYPE",
+                "this issuer does not issue refresh tokens; use grant_type=password",
+            ))
+        }
+        Some(other) => {
+            return Err(RealmError::bad("UNSUPPORTED_GRANT_TYPE", format!("unknown grant_type {other:?}")))
+        }
+        None => return Err(RealmError::bad("INVALID_REQUEST", "grant_type is required")),
+    }
+    tr.scopes = parse_scopes(&scope_values)?;
+    tr.credentials = match (username, password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        (None, None) => basic_credentials(req)?,
+        _ => return Err(RealmError::bad("INVALID_REQUEST", "username and password go together")),
+    };
+    tr.account = tr.credentials.as_ref().map(|c| c.username.clone());
+    Ok(tr)
+}
+
+fn parse_scopes(values: &[String]) -> Result<Vec<Scope>, RealmError> {
+    Scope::parse_all(values.iter().map(String::as_str)).map_err(|e| RealmError::bad("INVALID_SCOPE", e.to_string()))
+}
+
+fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| RealmError::Unauthorized("malformed Authorization header".into()))?;
+    let Some((scheme, b64)) = value.split_once(' ') else {
+        return Err(RealmError::Unauthorized("malformed Authorization header".into()));
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(RealmError::Unauthorized(format!("{scheme} credentials are not accepted here; use Basic")));
+    }
+    let decoded = data_encoding::BASE64
+        .decode(b64.trim().as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| RealmError::bad("INVALID_REQUEST", "the Basic credentials are not base64 of user:password"))?;
+    let (username, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| RealmError::bad("INVALID_REQUEST", "the Basic credentials lack a ':'"))?;
+    Ok(Some(Credentials { username: username.into(), password: password.into() }))
+}
+
+async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
+    if let Some(service) = tr.service.as_deref() {
+        if service != app.signer.service {
+            return Err(RealmError::bad(
+                "INVALID_SERVICE",
+                format!("service {service:?} is not served here; expected {:?}", app.signer.service),
+            ));
+        }
+    }
+    if let (Some(account), Some(c)) = (tr.account.as_deref(), tr.credentials.as_ref()) {
+        if account != c.username {
+            return Err(RealmError::bad(
+                "INVALID_REQUEST",
+                format!("account {account:?} differs from the user of the credentials, {:?}", c.username),
+            ));
+        }
+    }
+    let identity = match &tr.credentials {
+        Some(c) => app.auth.authenticate(c).await.map_err(|e| match e {
+            AuthError::BadCredentials => {
+                tracing::debug!(user = %c.username, "bad credentials");
+                RealmError::Unauthorized(e.to_string())
+            }
+            AuthError::Unavailable(msg) => RealmError::Unavailable(format!("identity service unavailable: {msg}")),
+        })?,
+        None if app.anonymous => Arc::new(Identity::anonymous()),
+        None => return Err(RealmError::Unauthorized("authentication required".into())),
+    };
+    let access = app.acl.authorize(&identity, &tr.scopes);
+    tracing::debug!(
+        user = %identity.name,
+        client_id = tr.client_id.as_deref().unwrap_or(""),
+        requested = ?tr.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        granted = ?access.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "token issued"
+    );
+    let now = SystemTime::now();
+    let issued = app.signer.issue(&identity.name, access, now).map_err(|_| RealmError::Internal)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": app.signer.ttl.as_secs(),
+            "issued_at": humantime::format_rfc3339_seconds(now).to_string(),
+        }),
+    ))
+}

@@ -1,0 +1,108 @@
+//! Local users from an htpasswd file (bcrypt only, as distribution's htpasswd auth).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::bail;
+
+pub struct Htpasswd {
+    users: HashMap<String, String>,
+    /// Verified against when the user is unknown, so that an unknown user costs the same
+    /// bcrypt work as a wrong password and names cannot be probed by timing.
+    dummy_hash: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    WrongPassword,
+    UnknownUser,
+}
+
+impl Htpasswd {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("identity.htpasswd: reading {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("identity.htpasswd: {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut users = HashMap::new();
+        let mut costs: HashMap<u32, usize> = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((user, hash)) = line.split_once(':') else {
+                bail!("line {}: expected user:hash", i + 1);
+            };
+            let cost = bcrypt_cost(hash).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "line {}: user {user:?} has a hash that is not bcrypt; only $2y$, $2a$ and $2b$ are supported (htpasswd -B)",
+                    i + 1
+                )
+            })?;
+            *costs.entry(cost).or_default() += 1;
+            if users.insert(user.to_string(), hash.to_string()).is_some() {
+                bail!("line {}: user {user:?} appears twice", i + 1);
+            }
+        }
+        let cost = costs.into_iter().max_by_key(|(_, n)| *n).map_or(10, |(c, _)| c);
+        let dummy_hash = bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost)?;
+        Ok(Self { users, dummy_hash })
+    }
+
+    pub fn knows(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// CPU-bound (bcrypt): call from a blocking thread.
+    pub fn verify(&self, user: &str, password: &str) -> Verdict {
+        match self.users.get(user) {
+            Some(hash) => match bcrypt::verify(password, hash) {
+                Ok(true) => Verdict::Valid,
+                _ => Verdict::WrongPassword,
+            },
+            None => {
+                let _ = bcrypt::verify(password, &self.dummy_hash);
+                Verdict::UnknownUser
+            }
+        }
+    }
+}
+
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2y$", "$2a$", "$2b$"].iter().find_map(|p| hash.strip_prefix(p))?;
+    let (cost, tail) = rest.split_once('$')?;
+    (tail.len() == 53).then_some(())?;
+    cost.parse().ok().filter(|c| (4..=31).contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifies_bcrypt_variants() {
+        let h = bcrypt::hash("s3cret", 4).expect("hash");
+        let y = h.replacen("$2b$", "$2y$", 1);
+        let a = h.replacen("$2b$", "$2a$", 1);
+        let f = Htpasswd::parse(&format!("# comment\nb:{h}\ny:{y}\n\na:{a}\n")).expect("parse");
+        for u in ["a", "b", "y"] {
+            assert_eq!(f.verify(u, "s3cret"), Verdict::Valid, "{u}");
+            assert_eq!(f.verify(u, "wrong"), Verdict::WrongPassword, "{u}");
+        }
+        assert_eq!(f.verify("nobody", "s3cret"), Verdict::UnknownUser);
+        assert!(f.knows("a") && !f.knows("nobody"));
+    }
+
+    #[test]
+    fn other_hashes_are_refused_naming_the_user() {
+        let err = Htpasswd::parse("bob:{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=\n").err().expect("sha");
+        assert!(err.to_string().contains("\"bob\""), "{err}");
+        assert!(!err.to_string().contains("fEqN"), "no hash in errors: {err}");
+        assert!(Htpasswd::parse("carol:$apr1$abc$def\n").is_err());
+        assert!(Htpasswd::parse("no-colon\n").is_err());
+    }
+}

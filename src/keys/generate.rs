@@ -1,0 +1,133 @@
+//! `gen-token-auth-cert`: a fresh P-256 key and self-signed certificate, in the shape of
+//! open-balena's script (CN = issuer, CA extensions, SEC1 key) plus the JWKS its successor writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use p256::pkcs8::DecodePrivateKey;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SerialNumber,
+    PKCS_ECDSA_P256_SHA256,
+};
+
+use super::{jwk::Jwks, KeyMaterial};
+
+pub struct Generated {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub kid: String,
+    pub jwks_json: String,
+}
+
+pub fn generate(issuer: &str, days: u32) -> anyhow::Result<Generated> {
+    let key_pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, issuer);
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(SerialNumber::from_slice(uuid::Uuid::new_v4().as_bytes()));
+    let cert = params.self_signed(&key_pair)?;
+
+    // SEC1 "EC PRIVATE KEY", as open-balena's gen-token-auth-cert writes it.
+    let secret = p256::SecretKey::from_pkcs8_der(&key_pair.serialize_der())
+        .map_err(|e| anyhow::anyhow!("re-encoding the generated key: {e}"))?;
+    let key_pem = secret
+        .to_sec1_pem(p256::pkcs8::LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("re-encoding the generated key: {e}"))?
+        .to_string();
+
+    // Load it back through the same path `serve` uses, so what we write is what we accept.
+    let material = KeyMaterial::load(cert.pem().as_bytes(), key_pem.as_bytes(), None)?;
+    Ok(Generated {
+        cert_pem: material.cert_pem.clone(),
+        jwks_json: Jwks { keys: vec![material.jwk()] }.to_json(),
+        kid: material.kid,
+        key_pem,
+    })
+}
+
+pub struct Written {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub kid: PathBuf,
+    pub jwks: PathBuf,
+}
+
+/// Writes `<issuer>.crt`, `.pem` (mode 0600), `.kid` (no newline) and `.jwks.json` into `dir`.
+pub fn write_files(dir: &Path, issuer: &str, g: &Generated, force: bool) -> anyhow::Result<Written> {
+    if issuer.is_empty() || issuer.contains('/') || issuer.starts_with('.') {
+        anyhow::bail!("issuer {issuer:?} cannot be used as a file name");
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let w = Written {
+        cert: dir.join(format!("{issuer}.crt")),
+        key: dir.join(format!("{issuer}.pem")),
+        kid: dir.join(format!("{issuer}.kid")),
+        jwks: dir.join(format!("{issuer}.jwks.json")),
+    };
+    if !force {
+        for p in [&w.cert, &w.key, &w.kid, &w.jwks] {
+            if p.exists() {
+                anyhow::bail!("{} exists; pass --force to overwrite", p.display());
+            }
+        }
+    }
+    write_file(&w.cert, g.cert_pem.as_bytes(), 0o644)?;
+    write_file(&w.key, g.key_pem.as_bytes(), 0o600)?;
+    write_file(&w.kid, g.kid.as_bytes(), 0o644)?;
+    write_file(&w.jwks, g.jwks_json.as_bytes(), 0o644)?;
+    Ok(w)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    // An existing file keeps its old mode on open: set it explicitly (matters for the key).
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_material_round_trips() {
+        let g = generate("api.example.test", 730).expect("generate");
+        assert!(g.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        let m = KeyMaterial::load(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), Some(&g.kid))
+            .expect("loads");
+        assert_eq!(m.kid.len(), 59);
+        let jwks: Jwks = serde_json::from_str(&g.jwks_json).expect("jwks");
+        assert_eq!(jwks.keys[0].kid, g.kid);
+        assert_eq!(jwks.keys[0].public_key().as_ref(), Some(&m.public));
+        // Two runs give two different keys.
+        assert_ne!(generate("api.example.test", 730).expect("again").kid, g.kid);
+    }
+
+    #[test]
+    fn refuses_to_overwrite_without_force() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let g = generate("iss", 1).expect("generate");
+        let w = write_files(dir.path(), "iss", &g, false).expect("first write");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&w.key).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&w.kid).expect("kid"), g.kid);
+        assert!(write_files(dir.path(), "iss", &g, false).is_err());
+        assert!(write_files(dir.path(), "iss", &g, true).is_ok());
+    }
+}

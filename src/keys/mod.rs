@@ -1,0 +1,189 @@
+//! Key material: loading the signing certificate and key, checking they belong together,
+//! computing the `kid`, and publishing the public half as a JWKS.
+
+pub mod generate;
+pub mod jwk;
+pub mod kid;
+
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+
+pub use kid::P256PublicKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the certificate is not usable: {0}")]
+    Cert(String),
+    #[error("the private key is not usable: {0}")]
+    Key(String),
+    #[error(
+        "the private key does not belong to the certificate (key's kid {key_kid}, certificate's kid {cert_kid})"
+    )]
+    Mismatch { key_kid: String, cert_kid: String },
+    #[error("the given kid {given} differs from the kid computed from the certificate, {computed}")]
+    Kid { given: String, computed: String },
+}
+
+/// A loaded, verified signing identity: the certificate, its key and its libtrust kid.
+pub struct KeyMaterial {
+    pub signing_key: Arc<EcdsaKeyPair>,
+    pub public: P256PublicKey,
+    pub kid: String,
+    pub cert_der: Vec<u8>,
+    pub cert_pem: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl KeyMaterial {
+    /// `cert_pem` may be a bundle: the first certificate is the signing one.
+    pub fn load(cert_pem: &[u8], key_pem: &[u8], given_kid: Option<&str>) -> Result<Self, KeyError> {
+        let (cert_der, cert_public, not_after) = parse_cert(cert_pem)?;
+        let (signing_key, key_public) = parse_key(key_pem)?;
+        if key_public != cert_public {
+            return Err(KeyError::Mismatch {
+                key_kid: key_public.libtrust_kid(),
+                cert_kid: cert_public.libtrust_kid(),
+            });
+        }
+        let kid = cert_public.libtrust_kid();
+        if let Some(given) = given_kid {
+            if given != kid {
+                return Err(KeyError::Kid { given: given.to_string(), computed: kid });
+            }
+        }
+        Ok(Self {
+            signing_key: Arc::new(signing_key),
+            public: cert_public,
+            kid,
+            cert_pem: pem_encode("CERTIFICATE", &cert_der),
+            cert_der,
+            not_after,
+        })
+    }
+
+    pub fn jwk(&self) -> jwk::Jwk {
+        jwk::Jwk::new(&self.public, &self.kid, Some(&self.cert_der))
+    }
+
+    pub fn is_expired(&self, now_unix: i64) -> bool {
+        self.not_after < now_unix
+    }
+}
+
+fn parse_cert(pem: &[u8]) -> Result<(Vec<u8>, P256PublicKey, i64), KeyError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|e| KeyError::Cert(format!("not a PEM certificate ({e})")))?;
+    if pem.label != "CERTIFICATE" {
+        return Err(KeyError::Cert(format!("PEM block is {:?}, expected CERTIFICATE", pem.label)));
+    }
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| KeyError::Cert(format!("not an X.509 certificate ({e})")))?;
+    let spki = cert.public_key();
+    let is_p256 = spki.algorithm.algorithm == x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+        && spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|oid| oid == x509_parser::oid_registry::OID_EC_P256);
+    let public = is_p256
+        .then(|| P256PublicKey::from_uncompressed(&spki.subject_public_key.data))
+        .flatten()
+        .ok_or_else(|| KeyError::Cert("its public key is not an EC P-256 key (ES256 needs one)".into()))?;
+    let not_after = cert.validity().not_after.timestamp();
+    Ok((pem.contents.clone(), public, not_after))
+}
+
+/// Accepts SEC1 (`EC PRIVATE KEY`, what open-balena's tooling writes) and PKCS#8 (`PRIVATE KEY`).
+fn parse_key(pem: &[u8]) -> Result<(EcdsaKeyPair, P256PublicKey), KeyError> {
+    let text = std::str::from_utf8(pem).map_err(|_| KeyError::Key("not PEM text".into()))?;
+    let secret = if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+        p256::SecretKey::from_sec1_pem(text)
+            .map_err(|_| KeyError::Key("EC PRIVATE KEY block is not a P-256 key".into()))?
+    } else if text.contains("-----BEGIN PRIVATE KEY-----") {
+        p256::SecretKey::from_pkcs8_pem(text)
+            .map_err(|_| KeyError::Key("PRIVATE KEY block is not a P-256 key".into()))?
+    } else {
+        return Err(KeyError::Key(
+            "expected a PEM block 'EC PRIVATE KEY' or 'PRIVATE KEY'".into(),
+        ));
+    };
+    let pkcs8 = secret
+        .to_pkcs8_der()
+        .map_err(|_| KeyError::Key("cannot re-encode as PKCS#8".into()))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_bytes())
+        .map_err(|_| KeyError::Key("rejected by the signer".into()))?;
+    let public = P256PublicKey::from_uncompressed(pair.public_key().as_ref())
+        .ok_or_else(|| KeyError::Key("unexpected public key encoding".into()))?;
+    Ok((pair, public))
+}
+
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Seed 003's development pair (base64 of the PEM files, as in its .env).
+    pub const SEED_CERT_B64: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJqVENDQVRPZ0F3SUJBZ0lVVjVRZ2xNSDRuK2wrZGF6eE1PZG1vQldqTFhJd0NnWUlLb1pJemowRUF3SXcKSERFYU1CZ0dBMVVFQXd3UllYQnBMbXg1TG1acGMyZ3ViRzlqWVd3d0hoY05NakF4TVRJMk1UY3pNalEwV2hjTgpNakl4TVRJMk1UY3pNalEwV2pBY01Sb3dHQVlEVlFRRERCRmhjR2t1YkhrdVptbHphQzVzYjJOaGJEQlpNQk1HCkJ5cUdTTTQ5QWdFR0NDcUdTTTQ5QXdFSEEwSUFCRE5IUkNWYmthZlpZaWxGY3dXd2F0bkN6bEt1VHlEZmdLTVoKZ3BhbUJVR08vRlNIMGhjTU9CYTE5V3p2eFJXN05GOWNwRmVIZSszQndWdnB4OGIxOTZTalV6QlJNQjBHQTFVZApEZ1FXQkJRelc5SDJab3VDa2NsaVJrRHYwRnJUQSthbmtUQWZCZ05WSFNNRUdEQVdnQlF6VzlIMlpvdUNrY2xpClJrRHYwRnJUQSthbmtUQVBCZ05WSFJNQkFmOEVCVEFEQVFIL01Bb0dDQ3FHU000OUJBTUNBMGdBTUVVQ0lHRWQKTXF1UGJtcTNoV1hRbkowTUpieHc1RWJLMEFWQndhem9GR2F6RFVxTkFpRUF4MzFqdEpPUUEveWNPQlIyZDEyTgpQZ3dacjdZWTN3TUJ4RWtaS2VXR3FuQT0KLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
+    pub const SEED_KEY_B64: &str = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVFSUtYdzQxTDFBdFRGK01kMzJ1Rnd1NnpKWExNRktaTzBBRGNEWEh1bEZFNk5vQW9HQ0NxR1NNNDkKQXdFSG9VUURRZ0FFTTBkRUpWdVJwOWxpS1VWekJiQnEyY0xPVXE1UElOK0FveG1DbHFZRlFZNzhWSWZTRnd3NApGclgxYk8vRkZiczBYMXlrVjRkNzdjSEJXK25IeHZYM3BBPT0KLS0tLS1FTkQgRUMgUFJJVkFURSBLRVktLS0tLQo=";
+    pub const SEED_KID: &str = "PF3H:26FR:LYS3:TIYU:2JUI:A2HE:7ZXT:G3B5:HX74:5UEB:SNU2:B5JL";
+
+    pub fn seed_material() -> KeyMaterial {
+        let cert = data_encoding::BASE64.decode(SEED_CERT_B64.as_bytes()).expect("cert b64");
+        let key = data_encoding::BASE64.decode(SEED_KEY_B64.as_bytes()).expect("key b64");
+        KeyMaterial::load(&cert, &key, Some(SEED_KID)).expect("seed key loads")
+    }
+
+    #[test]
+    fn seed_pair_loads_and_its_kid_is_computed() {
+        let m = seed_material();
+        assert_eq!(m.kid, SEED_KID);
+        // Valid 2020-11-26 to 2022-11-26: expired, which only a warning reports.
+        assert!(m.is_expired(1_700_000_000));
+        assert!(!m.is_expired(1_650_000_000));
+    }
+
+    #[test]
+    fn wrong_kid_names_both_values() {
+        let cert = data_encoding::BASE64.decode(SEED_CERT_B64.as_bytes()).expect("b64");
+        let key = data_encoding::BASE64.decode(SEED_KEY_B64.as_bytes()).expect("b64");
+        let err = KeyMaterial::load(&cert, &key, Some("AAAA:BBBB")).expect_err("mismatch");
+        let msg = err.to_string();
+        assert!(msg.contains("AAAA:BBBB") && msg.contains(SEED_KID), "{msg}");
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_refused() {
+        let other = generate::generate("other.example", 30).expect("generate");
+        let cert = data_encoding::BASE64.decode(SEED_CERT_B64.as_bytes()).expect("b64");
+        let err = KeyMaterial::load(&cert, other.key_pem.as_bytes(), None).expect_err("mismatch");
+        assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
+        assert!(!err.to_string().contains("PRIVATE"), "no key material in errors");
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let err = KeyMaterial::load(b"hello", b"world", None).expect_err("garbage");
+        assert!(err.to_string().starts_with("the certificate is not usable"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! token-issuer: a registry token service. A request flows one way through the modules:
+//! `http` (parse) → `identity` (who) → `policy` (what) → `token` (sign), with `keys` and
+//! `config` feeding them at start-up (`app`).
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod keys;
+pub mod policy;
+pub mod scope;
+pub mod server;
+pub mod token;

@@ -1,0 +1,192 @@
+//! The scope grammar of the token spec: `type[(class)]:name:action[,action...]`.
+//!
+//! A name may carry a `host:port` prefix, so the type runs to the FIRST `:` and the actions
+//! start after the LAST one. Classes are deprecated: accepted and dropped.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// One resource with actions: a requested scope, or an entry of a token's `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed scope {scope:?}: {reason}")]
+pub struct ScopeError {
+    pub scope: String,
+    pub reason: &'static str,
+}
+
+static RESOURCE_TYPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([a-z0-9]+)(?:\(([a-zA-Z0-9]+)\))?$").expect("static regex"));
+static ACTION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:\*|[a-z][a-z0-9_-]*)$").expect("static regex"));
+// distribution/reference: an optional domain (host[:port]), then path components.
+static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
+    let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+    let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+    let domain = format!(r"(?:{dc}(?:\.{dc})*(?::[0-9]+)?)", dc = domain_component);
+    Regex::new(&format!(r"^(?:{domain}/)?{component}(?:/{component})*$")).expect("static regex")
+});
+
+impl Scope {
+    pub fn new(resource_type: &str, name: &str, actions: &[&str]) -> Self {
+        Self {
+            resource_type: resource_type.into(),
+            name: name.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ScopeError> {
+        let err = |reason| ScopeError { scope: s.to_string(), reason };
+        let (first, last) = match (s.find(':'), s.rfind(':')) {
+            (Some(f), Some(l)) if f < l => (f, l),
+            _ => return Err(err("expected type:name:actions")),
+        };
+        let (type_part, name, actions_part) = (&s[..first], &s[first + 1..last], &s[last + 1..]);
+        let resource_type = RESOURCE_TYPE
+            .captures(type_part)
+            .and_then(|c| c.get(1))
+            .ok_or_else(|| err("the resource type must be lowercase letters and digits"))?
+            .as_str();
+        if name.is_empty() {
+            return Err(err("the name is empty"));
+        }
+        if resource_type == "repository" {
+            if name.len() > 255 || !REPOSITORY.is_match(name) {
+                return Err(err("not a valid repository name"));
+            }
+        } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("the name holds whitespace"));
+        }
+        let mut actions: Vec<String> = Vec::new();
+        for a in actions_part.split(',') {
+            if !ACTION.is_match(a) {
+                return Err(err("actions must be a comma-separated list like pull,push"));
+            }
+            if !actions.iter().any(|x| x == a) {
+                actions.push(a.to_string());
+            }
+        }
+        Ok(Self { resource_type: resource_type.into(), name: name.into(), actions })
+    }
+
+    /// Parses every scope in `values`, each of which may hold several space-separated scopes
+    /// (clients send both forms). Scopes naming the same resource are merged.
+    pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Self>, ScopeError> {
+        let mut out: Vec<Self> = Vec::new();
+        for value in values {
+            for piece in value.split_ascii_whitespace() {
+                let scope = Self::parse(piece)?;
+                match out
+                    .iter_mut()
+                    .find(|s| s.resource_type == scope.resource_type && s.name == scope.name)
+                {
+                    Some(existing) => {
+                        for a in scope.actions {
+                            if !existing.actions.contains(&a) {
+                                existing.actions.push(a);
+                            }
+                        }
+                    }
+                    None => out.push(scope),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == action || a == "*")
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.resource_type, self.name, self.actions.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_repository_scope() {
+        let s = Scope::parse("repository:org/app:pull,push").expect("parse");
+        assert_eq!(s, Scope::new("repository", "org/app", &["pull", "push"]));
+        assert_eq!(s.to_string(), "repository:org/app:pull,push");
+    }
+
+    #[test]
+    fn host_and_port_in_the_name() {
+        let s = Scope::parse("repository:localhost:5000/org/app:pull").expect("parse");
+        assert_eq!(s.name, "localhost:5000/org/app");
+        assert_eq!(s.actions, vec!["pull"]);
+        let s = Scope::parse("repository:registry.example.com:443/a/b-c__d.e:push").expect("parse");
+        assert_eq!(s.name, "registry.example.com:443/a/b-c__d.e");
+    }
+
+    #[test]
+    fn class_is_accepted_and_dropped() {
+        let s = Scope::parse("repository(plugin):vieux/sshfs:pull").expect("parse");
+        assert_eq!(s, Scope::new("repository", "vieux/sshfs", &["pull"]));
+    }
+
+    #[test]
+    fn catalog_scope() {
+        let s = Scope::parse("registry:catalog:*").expect("parse");
+        assert_eq!(s, Scope::new("registry", "catalog", &["*"]));
+        assert!(s.allows("pull"));
+    }
+
+    #[test]
+    fn repeated_and_space_joined_are_merged() {
+        let scopes = Scope::parse_all([
+            "repository:a/b:pull repository:c:push",
+            "repository:a/b:push,pull",
+            "registry:catalog:*",
+        ])
+        .expect("parse");
+        assert_eq!(
+            scopes,
+            vec![
+                Scope::new("repository", "a/b", &["pull", "push"]),
+                Scope::new("repository", "c", &["push"]),
+                Scope::new("registry", "catalog", &["*"]),
+            ]
+        );
+        assert_eq!(Scope::parse_all([""]).expect("empty"), vec![]);
+    }
+
+    #[test]
+    fn malformed_scopes_are_refused() {
+        for bad in [
+            "repository",
+            "repository:org/app",
+            "repository::pull",
+            "repository:org/app:",
+            "repository:Org/App:pull",
+            "repository:org//app:pull",
+            "repository:org/app/:pull",
+            "repository:-org:pull",
+            "repository:org/app:pull,,push",
+            "repository:org/app:PULL",
+            "Repository:org/app:pull",
+            "repository(:org/app:pull",
+        ] {
+            let err = Scope::parse(bad).expect_err(bad);
+            assert_eq!(err.scope, bad);
+            assert!(err.to_string().contains(bad));
+        }
+        assert!(Scope::parse(&format!("repository:{}:pull", "a".repeat(256))).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! Claims and signing. The header and the key are fixed per process, so the encoded header is
+//! computed once; each token costs one JSON encode and one ES256 signature (aws-lc-rs).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+use data_encoding::BASE64URL_NOPAD;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeyMaterial, P256PublicKey};
+use crate::scope::Scope;
+
+/// `nbf` is backdated so registries with a slightly slow clock accept a fresh token.
+pub const NBF_BACKDATE: u64 = 10;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    /// A string, never an array: distribution 2.8 cannot parse an array here.
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    pub access: Vec<Scope>,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    kid: &'a str,
+}
+
+pub struct Signer {
+    header_b64: String,
+    key: Arc<EcdsaKeyPair>,
+    rng: SystemRandom,
+    pub issuer: String,
+    pub service: String,
+    pub ttl: Duration,
+}
+
+pub struct Issued {
+    pub token: String,
+    pub claims: Claims,
+}
+
+impl Signer {
+    pub fn new(keys: &KeyMaterial, issuer: &str, service: &str, ttl: Duration) -> Self {
+        let header = Header { alg: "ES256", typ: "JWT", kid: &keys.kid };
+        let header_json = serde_json::to_vec(&header).unwrap_or_default();
+        Self {
+            header_b64: BASE64URL_NOPAD.encode(&header_json),
+            key: keys.signing_key.clone(),
+            rng: SystemRandom::new(),
+            issuer: issuer.into(),
+            service: service.into(),
+            ttl,
+        }
+    }
+
+    pub fn issue(&self, subject: &str, access: Vec<Scope>, now: SystemTime) -> Result<Issued, SignError> {
+        let iat = now.duration_since(UNIX_EPOCH).map_err(|_| SignError)?.as_secs();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: subject.into(),
+            aud: self.service.clone(),
+            exp: iat + self.ttl.as_secs(),
+            nbf: iat.saturating_sub(NBF_BACKDATE),
+            iat,
+            jti: uuid::Uuid::new_v4().to_string(),
+            access,
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
+        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        BASE64URL_NOPAD.encode_append(&payload, &mut token);
+        let sig = self.key.sign(&self.rng, token.as_bytes()).map_err(|_| SignError)?;
+        token.push('.');
+        BASE64URL_NOPAD.encode_append(sig.as_ref(), &mut token);
+        Ok(Issued { token, claims })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("signing failed")]
+pub struct SignError;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported algorithm {0:?}")]
+    Algorithm(String),
+    #[error("unknown signing key {0:?}")]
+    UnknownKey(String),
+    #[error("invalid signature")]
+    Signature,
+    #[error("token issued by {0:?}, expected another issuer")]
+    Issuer(String),
+    #[error("token is for service {0:?}, not this one")]
+    Audience(String),
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+}
+
+/// The keys a verifier trusts, by libtrust kid.
+#[derive(Clone, Default)]
+pub struct TrustedKeys {
+    keys: Vec<(String, P256PublicKey)>,
+}
+
+impl TrustedKeys {
+    pub fn add(&mut self, kid: &str, key: P256PublicKey) {
+        self.keys.push((kid.to_string(), key));
+    }
+
+    /// Verifies the signature, `iss`, `aud`, `exp` and `nbf` (with `leeway`), as distribution does.
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        leeway: Duration,
+        now: SystemTime,
+    ) -> Result<Claims, VerifyError> {
+        #[derive(Deserialize)]
+        struct Head {
+            alg: String,
+            kid: Option<String>,
+        }
+        let (signed, sig_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
+        let (head_b64, payload_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
+        let decode = |s: &str| BASE64URL_NOPAD.decode(s.as_bytes()).map_err(|_| VerifyError::Malformed);
+        let head: Head = serde_json::from_slice(&decode(head_b64)?).map_err(|_| VerifyError::Malformed)?;
+        if head.alg != "ES256" {
+            return Err(VerifyError::Algorithm(head.alg));
+        }
+        let kid = head.kid.unwrap_or_default();
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(k, _)| *k == kid)
+            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.uncompressed())
+            .verify(signed.as_bytes(), &decode(sig_b64)?)
+            .map_err(|_| VerifyError::Signature)?;
+        let claims: Claims =
+            serde_json::from_slice(&decode(payload_b64)?).map_err(|_| VerifyError::Malformed)?;
+        if claims.iss != issuer {
+            return Err(VerifyError::Issuer(claims.iss));
+        }
+        if claims.aud != audience {
+            return Err(VerifyError::Audience(claims.aud));
+        }
+        let now = now.duration_since(UNIX_EPOCH).map_err(|_| VerifyError::Expired)?.as_secs();
+        let leeway = leeway.as_secs();
+        if now > claims.exp.saturating_add(leeway) {
+            return Err(VerifyError::Expired);
+        }
+        if now.saturating_add(leeway) < claims.nbf {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::tests::seed_material;
+
+    fn signer() -> (Signer, TrustedKeys) {
+        let keys = seed_material();
+        let mut trusted = TrustedKeys::default();
+        trusted.add(&keys.kid, keys.public.clone());
+        (Signer::new(&keys, "api.ly.fish.local", "registry.ly.fish.local", Duration::from_secs(3600)), trusted)
+    }
+
+    #[test]
+    fn claims_have_the_shape_registries_need() {
+        let (s, _) = signer();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let issued = s
+            .issue("alice", vec![Scope::new("repository", "org/app", &["pull"])], now)
+            .expect("sign");
+        let parts: Vec<&str> = issued.token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let head: serde_json::Value =
+            serde_json::from_slice(&BASE64URL_NOPAD.decode(parts[0].as_bytes()).expect("b64")).expect("json");
+        assert_eq!(head["alg"], "ES256");
+        assert_eq!(head["typ"], "JWT");
+        assert_eq!(head["kid"], crate::keys::tests::SEED_KID);
+        assert_eq!(BASE64URL_NOPAD.decode(parts[2].as_bytes()).expect("sig").len(), 64, "raw r||s");
+        let body: serde_json::Value =
+            serde_json::from_slice(&BASE64URL_NOPAD.decode(parts[1].as_bytes()).expect("b64")).expect("json");
+        assert_eq!(body["iss"], "api.ly.fish.local");
+        assert_eq!(body["sub"], "alice");
+        assert!(body["aud"].is_string(), "aud must be a string");
+        assert_eq!(body["iat"], 1_800_000_000u64);
+        assert_eq!(body["nbf"], 1_800_000_000u64 - 10);
+        assert_eq!(body["exp"], 1_800_003_600u64);
+        assert!(body["exp"].is_u64() && body["nbf"].is_u64() && body["iat"].is_u64());
+        let jti = body["jti"].as_str().expect("jti");
+        assert_eq!(uuid::Uuid::parse_str(jti).expect("uuid").get_version_num(), 4);
+        assert_eq!(
+            body["access"],
+            serde_json::json!([{"type":"repository","name":"org/app","actions":["pull"]}])
+        );
+        let again = s.issue("alice", vec![], now).expect("sign");
+        assert_ne!(again.claims.jti, issued.claims.jti);
+    }
+
+    #[test]
+    fn verifies_its_own_tokens_and_refuses_tampering() {
+        let (s, trusted) = signer();
+        let now = SystemTime::now();
+        let t = s.issue("bob", vec![], now).expect("sign").token;
+        let leeway = Duration::from_secs(60);
+        let claims = trusted
+            .verify(&t, "api.ly.fish.local", "registry.ly.fish.local", leeway, now)
+            .expect("valid");
+        assert_eq!(claims.sub, "bob");
+        assert_eq!(
+            trusted.verify(&t, "other", "registry.ly.fish.local", leeway, now),
+            Err(VerifyError::Issuer("api.ly.fish.local".into()))
+        );
+        assert!(matches!(trusted.verify(&t, "api.ly.fish.local", "x", leeway, now), Err(VerifyError::Audience(_))));
+        let later = now + Duration::from_secs(3600 + 61);
+        assert_eq!(trusted.verify(&t, "api.ly.fish.local", "registry.ly.fish.local", leeway, later), Err(VerifyError::Expired));
+        // Flip one payload character: the signature no longer matches.
+        let mut bytes = t.clone().into_bytes();
+        let dot = t.find('.').expect("dot") + 5;
+        bytes[dot] = if bytes[dot] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).expect("utf8");
+        assert_eq!(
+            trusted.verify(&tampered, "api.ly.fish.local", "registry.ly.fish.local", leeway, now),
+            Err(VerifyError::Signature)
+        );
+        assert_eq!(
+            TrustedKeys::default().verify(&t, "api.ly.fish.local", "registry.ly.fish.local", leeway, now),
+            Err(VerifyError::UnknownKey(crate::keys::tests::SEED_KID.into()))
+        );
+    }
+}
