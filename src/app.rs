@@ -35,7 +35,10 @@ impl App {
                 setting("keys.kid")
             )
         })?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         if keys.is_expired(now) {
             tracing::warn!(
                 kid = %keys.kid,
@@ -61,9 +64,17 @@ impl App {
             cfg.identity.cache_capacity,
         )?;
         let acl = Acl::compile(&cfg.acl)?;
-        let signer = Signer::new(&keys, issuer, service, Duration::from_secs(cfg.token.ttl_seconds));
+        let signer = Signer::new(
+            &keys,
+            issuer,
+            service,
+            Duration::from_secs(cfg.token.ttl_seconds),
+        );
         Ok(Self {
-            jwks_json: Jwks { keys: vec![keys.jwk()] }.to_json(),
+            jwks_json: Jwks {
+                keys: vec![keys.jwk()],
+            }
+            .to_json(),
             basic_realm: issuer.to_string(),
             signer,
             keys,

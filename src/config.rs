@@ -142,7 +142,10 @@ fn default_resource_type() -> String {
 pub fn setting(key: &str) -> String {
     match SEED_ENV.iter().find(|(_, k)| *k == key) {
         Some((env, _)) => format!("{env} ({key})"),
-        None => format!("{key} (TOKEN_ISSUER_{})", key.to_uppercase().replace('.', "__")),
+        None => format!(
+            "{key} (TOKEN_ISSUER_{})",
+            key.to_uppercase().replace('.', "__")
+        ),
     }
 }
 
@@ -165,7 +168,11 @@ impl Config {
             fig = fig.merge(Serialized::default(key, value));
         }
         let cfg: Config = fig.extract().map_err(|e| {
-            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            // figment prefixes keys with its profile name, which means nothing to our users.
+            let msgs: Vec<String> = e
+                .into_iter()
+                .map(|e| e.to_string().replace("\"default.", "\""))
+                .collect();
             anyhow::anyhow!("configuration: {}", msgs.join("; "))
         })?;
         cfg.validate()?;
@@ -174,7 +181,11 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            bail!("{}: {:?} is not an address like 127.0.0.1:8080", setting("listen"), self.listen);
+            bail!(
+                "{}: {:?} is not an address like 127.0.0.1:8080",
+                setting("listen"),
+                self.listen
+            );
         }
         if self.token.algorithm != "ES256" {
             bail!(
@@ -207,17 +218,38 @@ impl Config {
     /// The PEM certificate, the PEM key and the kid, if given.
     pub fn key_sources(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>, Option<String>)> {
         let k = &self.keys;
-        let cert = inline_or_file(k.cert.as_deref(), k.cert_file.as_ref(), "keys.cert", "keys.cert_file")?
-            .with_context(|| {
-                format!("no signing certificate: set {} or keys.cert_file", setting("keys.cert"))
-            })?;
-        let key = inline_or_file(k.key.as_deref(), k.key_file.as_ref(), "keys.key", "keys.key_file")?
-            .with_context(|| {
-                format!("no signing key: set {} or keys.key_file", setting("keys.key"))
-            })?;
-        let kid = inline_or_file(k.kid.as_deref(), k.kid_file.as_ref(), "keys.kid", "keys.kid_file")?
-            .map(|b| String::from_utf8(b).context("the kid is not text"))
-            .transpose()?;
+        let cert = inline_or_file(
+            k.cert.as_deref(),
+            k.cert_file.as_ref(),
+            "keys.cert",
+            "keys.cert_file",
+        )?
+        .with_context(|| {
+            format!(
+                "no signing certificate: set {} or keys.cert_file",
+                setting("keys.cert")
+            )
+        })?;
+        let key = inline_or_file(
+            k.key.as_deref(),
+            k.key_file.as_ref(),
+            "keys.key",
+            "keys.key_file",
+        )?
+        .with_context(|| {
+            format!(
+                "no signing key: set {} or keys.key_file",
+                setting("keys.key")
+            )
+        })?;
+        let kid = inline_or_file(
+            k.kid.as_deref(),
+            k.kid_file.as_ref(),
+            "keys.kid",
+            "keys.kid_file",
+        )?
+        .map(|b| String::from_utf8(b).context("the kid is not text"))
+        .transpose()?;
         Ok((cert, key, kid))
     }
 }
@@ -247,11 +279,17 @@ fn inline_or_file(
     file_key: &str,
 ) -> anyhow::Result<Option<Vec<u8>>> {
     match (inline, file) {
-        (Some(_), Some(_)) => bail!("{} and {file_key} are both set; keep one", setting(inline_key)),
-        (Some(b64), None) => decode_base64(b64).map(Some).with_context(|| setting(inline_key)),
+        (Some(_), Some(_)) => bail!(
+            "{} and {file_key} are both set; keep one",
+            setting(inline_key)
+        ),
+        (Some(b64), None) => decode_base64(b64)
+            .map(Some)
+            .with_context(|| setting(inline_key)),
         (None, Some(path)) => {
             let path: PathBuf = path.relative();
-            let bytes = std::fs::read(&path).with_context(|| format!("{file_key}: reading {}", path.display()))?;
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("{file_key}: reading {}", path.display()))?;
             Ok(Some(trim_end(bytes)))
         }
         (None, None) => Ok(None),
@@ -277,6 +315,8 @@ fn trim_end(mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's (large) error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -290,13 +330,19 @@ mod tests {
     #[test]
     fn settings_name_their_env_var() {
         assert_eq!(setting("token.service"), "REGISTRY_HOST (token.service)");
-        assert_eq!(setting("token.ttl_seconds"), "token.ttl_seconds (TOKEN_ISSUER_TOKEN__TTL_SECONDS)");
+        assert_eq!(
+            setting("token.ttl_seconds"),
+            "token.ttl_seconds (TOKEN_ISSUER_TOKEN__TTL_SECONDS)"
+        );
     }
 
     #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("c.toml", "listen = \"127.0.0.1:1\"\n[token]\nttl_secnds = 5\n")?;
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:1\"\n[token]\nttl_secnds = 5\n",
+            )?;
             let err = Config::load(Some(Path::new("c.toml")), &[]).expect_err("unknown key");
             assert!(err.to_string().contains("ttl_secnds"), "{err}");
             Ok(())
@@ -330,8 +376,11 @@ mod tests {
             jail.set_env("REGISTRY_TOKEN_AUTH_CERT_ISSUER", "from-env");
             jail.set_env("REGISTRY_HOST", "registry.test");
             jail.set_env("TOKEN_ISSUER_TOKEN__TTL_SECONDS", "900");
-            let cfg = Config::load(Some(Path::new("c.toml")), &[("listen", "127.0.0.1:2".into())])
-                .expect("load");
+            let cfg = Config::load(
+                Some(Path::new("c.toml")),
+                &[("listen", "127.0.0.1:2".into())],
+            )
+            .expect("load");
             assert_eq!(cfg.listen, "127.0.0.1:2");
             assert_eq!(cfg.issuer().expect("issuer"), "from-env");
             assert_eq!(cfg.service().expect("service"), "registry.test");
@@ -340,7 +389,11 @@ mod tests {
             assert_eq!(cfg.acl[0].resource_type, "repository");
             // Relative paths are relative to the config file.
             let p = cfg.identity.htpasswd.as_ref().expect("htpasswd").relative();
-            assert!(p.is_absolute() && p.ends_with("users.htpasswd"), "{}", p.display());
+            assert!(
+                p.is_absolute() && p.ends_with("users.htpasswd"),
+                "{}",
+                p.display()
+            );
             Ok(())
         });
     }
@@ -350,7 +403,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256");
             let err = Config::load(None, &[]).expect_err("algo").to_string();
-            assert!(err.contains("REGISTRY_TOKEN_AUTH_JWT_ALGO") && err.contains("RS256"), "{err}");
+            assert!(
+                err.contains("REGISTRY_TOKEN_AUTH_JWT_ALGO") && err.contains("RS256"),
+                "{err}"
+            );
             Ok(())
         });
         figment::Jail::expect_with(|_| {

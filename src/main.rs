@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use token_issuer::{app::App, config::Config, http, keys, server};
 
 #[derive(Parser)]
-#[command(name = "token-issuer", version, about = "A registry token service (ES256 JWTs for distribution and open-balena-registry)")]
+#[command(
+    name = "token-issuer",
+    version,
+    about = "A registry token service (ES256 JWTs for distribution and open-balena-registry)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,10 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOKEN_ISSUER_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -81,7 +88,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let addr = cfg.listen.parse()?;
             server::serve(addr, http::routes(app), "token issuer").await
         }
-        Command::GenTokenAuthCert { issuer, out_dir, days, force } => {
+        Command::GenTokenAuthCert {
+            issuer,
+            out_dir,
+            days,
+            force,
+        } => {
             let g = keys::generate::generate(&issuer, days)?;
             let w = keys::generate::write_files(&out_dir, &issuer, &g, force)?;
             eprintln!(

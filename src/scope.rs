@@ -46,7 +46,10 @@ impl Scope {
     }
 
     pub fn parse(s: &str) -> Result<Self, ScopeError> {
-        let err = |reason| ScopeError { scope: s.to_string(), reason };
+        let err = |reason| ScopeError {
+            scope: s.to_string(),
+            reason,
+        };
         let (first, last) = match (s.find(':'), s.rfind(':')) {
             (Some(f), Some(l)) if f < l => (f, l),
             _ => return Err(err("expected type:name:actions")),
@@ -76,12 +79,18 @@ impl Scope {
                 actions.push(a.to_string());
             }
         }
-        Ok(Self { resource_type: resource_type.into(), name: name.into(), actions })
+        Ok(Self {
+            resource_type: resource_type.into(),
+            name: name.into(),
+            actions,
+        })
     }
 
     /// Parses every scope in `values`, each of which may hold several space-separated scopes
     /// (clients send both forms). Scopes naming the same resource are merged.
-    pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Self>, ScopeError> {
+    pub fn parse_all<'a>(
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Self>, ScopeError> {
         let mut out: Vec<Self> = Vec::new();
         for value in values {
             for piece in value.split_ascii_whitespace() {
@@ -111,7 +120,13 @@ impl Scope {
 
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.resource_type, self.name, self.actions.join(","))
+        write!(
+            f,
+            "{}:{}:{}",
+            self.resource_type,
+            self.name,
+            self.actions.join(",")
+        )
     }
 }
 

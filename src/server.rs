@@ -6,12 +6,20 @@ use std::time::Duration;
 use poem::listener::{Acceptor, Listener, TcpListener};
 
 /// Binds first, so start-up fails fast on a taken port and the log shows the real address.
-pub async fn serve(addr: SocketAddr, endpoint: impl poem::Endpoint + 'static, what: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    endpoint: impl poem::Endpoint + 'static,
+    what: &str,
+) -> anyhow::Result<()> {
     let acceptor = TcpListener::bind(addr)
         .into_acceptor()
         .await
         .map_err(|e| anyhow::anyhow!("{what}: cannot listen on {addr}: {e}"))?;
-    let bound: Vec<String> = acceptor.local_addr().iter().map(|a| a.to_string()).collect();
+    let bound: Vec<String> = acceptor
+        .local_addr()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     tracing::info!(listen = %bound.join(","), "{what} listening");
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(endpoint, shutdown_signal(), Some(Duration::from_secs(10)))
@@ -23,13 +31,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -51,7 +51,11 @@ pub struct Issued {
 
 impl Signer {
     pub fn new(keys: &KeyMaterial, issuer: &str, service: &str, ttl: Duration) -> Self {
-        let header = Header { alg: "ES256", typ: "JWT", kid: &keys.kid };
+        let header = Header {
+            alg: "ES256",
+            typ: "JWT",
+            kid: &keys.kid,
+        };
         let header_json = serde_json::to_vec(&header).unwrap_or_default();
         Self {
             header_b64: BASE64URL_NOPAD.encode(&header_json),
@@ -63,8 +67,16 @@ impl Signer {
         }
     }
 
-    pub fn issue(&self, subject: &str, access: Vec<Scope>, now: SystemTime) -> Result<Issued, SignError> {
-        let iat = now.duration_since(UNIX_EPOCH).map_err(|_| SignError)?.as_secs();
+    pub fn issue(
+        &self,
+        subject: &str,
+        access: Vec<Scope>,
+        now: SystemTime,
+    ) -> Result<Issued, SignError> {
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| SignError)?
+            .as_secs();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: subject.into(),
@@ -80,7 +92,10 @@ impl Signer {
         token.push_str(&self.header_b64);
         token.push('.');
         BASE64URL_NOPAD.encode_append(&payload, &mut token);
-        let sig = self.key.sign(&self.rng, token.as_bytes()).map_err(|_| SignError)?;
+        let sig = self
+            .key
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|_| SignError)?;
         token.push('.');
         BASE64URL_NOPAD.encode_append(sig.as_ref(), &mut token);
         Ok(Issued { token, claims })
@@ -138,8 +153,13 @@ impl TrustedKeys {
         }
         let (signed, sig_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
         let (head_b64, payload_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
-        let decode = |s: &str| BASE64URL_NOPAD.decode(s.as_bytes()).map_err(|_| VerifyError::Malformed);
-        let head: Head = serde_json::from_slice(&decode(head_b64)?).map_err(|_| VerifyError::Malformed)?;
+        let decode = |s: &str| {
+            BASE64URL_NOPAD
+                .decode(s.as_bytes())
+                .map_err(|_| VerifyError::Malformed)
+        };
+        let head: Head =
+            serde_json::from_slice(&decode(head_b64)?).map_err(|_| VerifyError::Malformed)?;
         if head.alg != "ES256" {
             return Err(VerifyError::Algorithm(head.alg));
         }
@@ -160,7 +180,10 @@ impl TrustedKeys {
         if claims.aud != audience {
             return Err(VerifyError::Audience(claims.aud));
         }
-        let now = now.duration_since(UNIX_EPOCH).map_err(|_| VerifyError::Expired)?.as_secs();
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| VerifyError::Expired)?
+            .as_secs();
         let leeway = leeway.as_secs();
         if now > claims.exp.saturating_add(leeway) {
             return Err(VerifyError::Expired);
@@ -181,7 +204,15 @@ mod tests {
         let keys = seed_material();
         let mut trusted = TrustedKeys::default();
         trusted.add(&keys.kid, keys.public.clone());
-        (Signer::new(&keys, "api.ly.fish.local", "registry.ly.fish.local", Duration::from_secs(3600)), trusted)
+        (
+            Signer::new(
+                &keys,
+                "api.ly.fish.local",
+                "registry.ly.fish.local",
+                Duration::from_secs(3600),
+            ),
+            trusted,
+        )
     }
 
     #[test]
@@ -189,18 +220,31 @@ mod tests {
         let (s, _) = signer();
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let issued = s
-            .issue("alice", vec![Scope::new("repository", "org/app", &["pull"])], now)
+            .issue(
+                "alice",
+                vec![Scope::new("repository", "org/app", &["pull"])],
+                now,
+            )
             .expect("sign");
         let parts: Vec<&str> = issued.token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let head: serde_json::Value =
-            serde_json::from_slice(&BASE64URL_NOPAD.decode(parts[0].as_bytes()).expect("b64")).expect("json");
+            serde_json::from_slice(&BASE64URL_NOPAD.decode(parts[0].as_bytes()).expect("b64"))
+                .expect("json");
         assert_eq!(head["alg"], "ES256");
         assert_eq!(head["typ"], "JWT");
         assert_eq!(head["kid"], crate::keys::tests::SEED_KID);
-        assert_eq!(BASE64URL_NOPAD.decode(parts[2].as_bytes()).expect("sig").len(), 64, "raw r||s");
+        assert_eq!(
+            BASE64URL_NOPAD
+                .decode(parts[2].as_bytes())
+                .expect("sig")
+                .len(),
+            64,
+            "raw r||s"
+        );
         let body: serde_json::Value =
-            serde_json::from_slice(&BASE64URL_NOPAD.decode(parts[1].as_bytes()).expect("b64")).expect("json");
+            serde_json::from_slice(&BASE64URL_NOPAD.decode(parts[1].as_bytes()).expect("b64"))
+                .expect("json");
         assert_eq!(body["iss"], "api.ly.fish.local");
         assert_eq!(body["sub"], "alice");
         assert!(body["aud"].is_string(), "aud must be a string");
@@ -209,7 +253,10 @@ mod tests {
         assert_eq!(body["exp"], 1_800_003_600u64);
         assert!(body["exp"].is_u64() && body["nbf"].is_u64() && body["iat"].is_u64());
         let jti = body["jti"].as_str().expect("jti");
-        assert_eq!(uuid::Uuid::parse_str(jti).expect("uuid").get_version_num(), 4);
+        assert_eq!(
+            uuid::Uuid::parse_str(jti).expect("uuid").get_version_num(),
+            4
+        );
         assert_eq!(
             body["access"],
             serde_json::json!([{"type":"repository","name":"org/app","actions":["pull"]}])
@@ -225,27 +272,57 @@ mod tests {
         let t = s.issue("bob", vec![], now).expect("sign").token;
         let leeway = Duration::from_secs(60);
         let claims = trusted
-            .verify(&t, "api.ly.fish.local", "registry.ly.fish.local", leeway, now)
+            .verify(
+                &t,
+                "api.ly.fish.local",
+                "registry.ly.fish.local",
+                leeway,
+                now,
+            )
             .expect("valid");
         assert_eq!(claims.sub, "bob");
         assert_eq!(
             trusted.verify(&t, "other", "registry.ly.fish.local", leeway, now),
             Err(VerifyError::Issuer("api.ly.fish.local".into()))
         );
-        assert!(matches!(trusted.verify(&t, "api.ly.fish.local", "x", leeway, now), Err(VerifyError::Audience(_))));
+        assert!(matches!(
+            trusted.verify(&t, "api.ly.fish.local", "x", leeway, now),
+            Err(VerifyError::Audience(_))
+        ));
         let later = now + Duration::from_secs(3600 + 61);
-        assert_eq!(trusted.verify(&t, "api.ly.fish.local", "registry.ly.fish.local", leeway, later), Err(VerifyError::Expired));
+        assert_eq!(
+            trusted.verify(
+                &t,
+                "api.ly.fish.local",
+                "registry.ly.fish.local",
+                leeway,
+                later
+            ),
+            Err(VerifyError::Expired)
+        );
         // Flip one payload character: the signature no longer matches.
         let mut bytes = t.clone().into_bytes();
         let dot = t.find('.').expect("dot") + 5;
         bytes[dot] = if bytes[dot] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(bytes).expect("utf8");
         assert_eq!(
-            trusted.verify(&tampered, "api.ly.fish.local", "registry.ly.fish.local", leeway, now),
+            trusted.verify(
+                &tampered,
+                "api.ly.fish.local",
+                "registry.ly.fish.local",
+                leeway,
+                now
+            ),
             Err(VerifyError::Signature)
         );
         assert_eq!(
-            TrustedKeys::default().verify(&t, "api.ly.fish.local", "registry.ly.fish.local", leeway, now),
+            TrustedKeys::default().verify(
+                &t,
+                "api.ly.fish.local",
+                "registry.ly.fish.local",
+                leeway,
+                now
+            ),
             Err(VerifyError::UnknownKey(crate::keys::tests::SEED_KID.into()))
         );
     }

@@ -12,7 +12,10 @@ use crate::app::App;
 
 pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
     Route::new()
-        .at("/v1/registry", get(realm::get_token).post(realm::post_token))
+        .at(
+            "/v1/registry",
+            get(realm::get_token).post(realm::post_token),
+        )
         .at("/v1/registry/certs", get(certs))
         .at("/.well-known/jwks.json", get(jwks))
         .at("/healthz", get(health))
@@ -39,7 +42,10 @@ fn jwks(Data(app): Data<&Arc<App>>) -> Response {
 /// Key material is loaded and checked before the listener opens, so serving means ready.
 #[handler]
 fn health() -> Response {
-    Response::builder().status(StatusCode::OK).content_type("text/plain").body("ok\n")
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("text/plain")
+        .body("ok\n")
 }
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {

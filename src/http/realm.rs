@@ -27,23 +27,34 @@ pub enum RealmError {
 
 impl RealmError {
     fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     fn into_response(self, basic_realm: &str) -> Response {
-        let body = |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
+        let body =
+            |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
         match self {
-            Self::BadRequest { code, message } => json_response(StatusCode::BAD_REQUEST, &body(code, &message)),
+            Self::BadRequest { code, message } => {
+                json_response(StatusCode::BAD_REQUEST, &body(code, &message))
+            }
             Self::Unauthorized(message) => {
-                let mut r = json_response(StatusCode::UNAUTHORIZED, &body("UNAUTHORIZED", &message));
+                let mut r =
+                    json_response(StatusCode::UNAUTHORIZED, &body("UNAUTHORIZED", &message));
                 if let Ok(v) = format!("Basic realm=\"{}\"", basic_realm.replace('"', "")).parse() {
                     r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
                 r
             }
             Self::Unavailable(message) => {
-                let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body("UNAVAILABLE", &message));
-                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                let mut r = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &body("UNAVAILABLE", &message),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
                 r
             }
             Self::Internal => json_response(
@@ -106,14 +117,20 @@ async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmErro
         .content_type()
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return Err(RealmError::bad("INVALID_REQUEST", "expected an application/x-www-form-urlencoded body"));
+        return Err(RealmError::bad(
+            "INVALID_REQUEST",
+            "expected an application/x-www-form-urlencoded body",
+        ));
     }
-    let bytes = body
-        .into_bytes_limit(MAX_FORM_BYTES)
-        .await
-        .map_err(|_| RealmError::bad("INVALID_REQUEST", "the form body is unreadable or too large"))?;
+    let bytes = body.into_bytes_limit(MAX_FORM_BYTES).await.map_err(|_| {
+        RealmError::bad(
+            "INVALID_REQUEST",
+            "the form body is unreadable or too large",
+        )
+    })?;
     let mut tr = TokenRequest::default();
-    let (mut grant_type, mut username, mut password, mut scope_values) = (None, None, None, Vec::new());
+    let (mut grant_type, mut username, mut password, mut scope_values) =
+        (None, None, None, Vec::new());
     for (k, v) in form_urlencoded::parse(&bytes) {
         match k.as_ref() {
             "grant_type" => grant_type = Some(v.into_owned()),
@@ -134,7 +151,10 @@ async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmErro
             ))
         }
         Some(other) => {
-            return Err(RealmError::bad("UNSUPPORTED_GRANT_TYPE", format!("unknown grant_type {other:?}")))
+            return Err(RealmError::bad(
+                "UNSUPPORTED_GRANT_TYPE",
+                format!("unknown grant_type {other:?}"),
+            ))
         }
         None => return Err(RealmError::bad("INVALID_REQUEST", "grant_type is required")),
     }
@@ -142,36 +162,56 @@ async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmErro
     tr.credentials = match (username, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
         (None, None) => basic_credentials(req)?,
-        _ => return Err(RealmError::bad("INVALID_REQUEST", "username and password go together")),
+        _ => {
+            return Err(RealmError::bad(
+                "INVALID_REQUEST",
+                "username and password go together",
+            ))
+        }
     };
     tr.account = tr.credentials.as_ref().map(|c| c.username.clone());
     Ok(tr)
 }
 
 fn parse_scopes(values: &[String]) -> Result<Vec<Scope>, RealmError> {
-    Scope::parse_all(values.iter().map(String::as_str)).map_err(|e| RealmError::bad("INVALID_SCOPE", e.to_string()))
+    Scope::parse_all(values.iter().map(String::as_str))
+        .map_err(|e| RealmError::bad("INVALID_SCOPE", e.to_string()))
 }
 
 fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| RealmError::Unauthorized("malformed Authorization header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| RealmError::Unauthorized("malformed Authorization header".into()))?;
     let Some((scheme, b64)) = value.split_once(' ') else {
-        return Err(RealmError::Unauthorized("malformed Authorization header".into()));
+        return Err(RealmError::Unauthorized(
+            "malformed Authorization header".into(),
+        ));
     };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(RealmError::Unauthorized(format!("{scheme} credentials are not accepted here; use Basic")));
+        return Err(RealmError::Unauthorized(format!(
+            "{scheme} credentials are not accepted here; use Basic"
+        )));
     }
     let decoded = data_encoding::BASE64
         .decode(b64.trim().as_bytes())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| RealmError::bad("INVALID_REQUEST", "the Basic credentials are not base64 of user:password"))?;
+        .ok_or_else(|| {
+            RealmError::bad(
+                "INVALID_REQUEST",
+                "the Basic credentials are not base64 of user:password",
+            )
+        })?;
     let (username, password) = decoded
         .split_once(':')
         .ok_or_else(|| RealmError::bad("INVALID_REQUEST", "the Basic credentials lack a ':'"))?;
-    Ok(Some(Credentials { username: username.into(), password: password.into() }))
+    Ok(Some(Credentials {
+        username: username.into(),
+        password: password.into(),
+    }))
 }
 
 async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
@@ -179,7 +219,10 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         if service != app.signer.service {
             return Err(RealmError::bad(
                 "INVALID_SERVICE",
-                format!("service {service:?} is not served here; expected {:?}", app.signer.service),
+                format!(
+                    "service {service:?} is not served here; expected {:?}",
+                    app.signer.service
+                ),
             ));
         }
     }
@@ -187,7 +230,10 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         if account != c.username {
             return Err(RealmError::bad(
                 "INVALID_REQUEST",
-                format!("account {account:?} differs from the user of the credentials, {:?}", c.username),
+                format!(
+                    "account {account:?} differs from the user of the credentials, {:?}",
+                    c.username
+                ),
             ));
         }
     }
@@ -197,7 +243,9 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
                 tracing::debug!(user = %c.username, "bad credentials");
                 RealmError::Unauthorized(e.to_string())
             }
-            AuthError::Unavailable(msg) => RealmError::Unavailable(format!("identity service unavailable: {msg}")),
+            AuthError::Unavailable(msg) => {
+                RealmError::Unavailable(format!("identity service unavailable: {msg}"))
+            }
         })?,
         None if app.anonymous => Arc::new(Identity::anonymous()),
         None => return Err(RealmError::Unauthorized("authentication required".into())),
@@ -211,7 +259,10 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         "token issued"
     );
     let now = SystemTime::now();
-    let issued = app.signer.issue(&identity.name, access, now).map_err(|_| RealmError::Internal)?;
+    let issued = app
+        .signer
+        .issue(&identity.name, access, now)
+        .map_err(|_| RealmError::Internal)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({

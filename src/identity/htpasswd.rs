@@ -23,7 +23,8 @@ impl Htpasswd {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("identity.htpasswd: reading {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("identity.htpasswd: {}: {e}", path.display()))
+        Self::parse(&text)
+            .map_err(|e| anyhow::anyhow!("identity.htpasswd: {}: {e}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -48,7 +49,10 @@ impl Htpasswd {
                 bail!("line {}: user {user:?} appears twice", i + 1);
             }
         }
-        let cost = costs.into_iter().max_by_key(|(_, n)| *n).map_or(10, |(c, _)| c);
+        let cost = costs
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or(10, |(c, _)| c);
         let dummy_hash = bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost)?;
         Ok(Self { users, dummy_hash })
     }
@@ -73,7 +77,9 @@ impl Htpasswd {
 }
 
 fn bcrypt_cost(hash: &str) -> Option<u32> {
-    let rest = ["$2y$", "$2a$", "$2b$"].iter().find_map(|p| hash.strip_prefix(p))?;
+    let rest = ["$2y$", "$2a$", "$2b$"]
+        .iter()
+        .find_map(|p| hash.strip_prefix(p))?;
     let (cost, tail) = rest.split_once('$')?;
     (tail.len() == 53).then_some(())?;
     cost.parse().ok().filter(|c| (4..=31).contains(c))
@@ -99,9 +105,14 @@ mod tests {
 
     #[test]
     fn other_hashes_are_refused_naming_the_user() {
-        let err = Htpasswd::parse("bob:{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=\n").err().expect("sha");
+        let err = Htpasswd::parse("bob:{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=\n")
+            .err()
+            .expect("sha");
         assert!(err.to_string().contains("\"bob\""), "{err}");
-        assert!(!err.to_string().contains("fEqN"), "no hash in errors: {err}");
+        assert!(
+            !err.to_string().contains("fEqN"),
+            "no hash in errors: {err}"
+        );
         assert!(Htpasswd::parse("carol:$apr1$abc$def\n").is_err());
         assert!(Htpasswd::parse("no-colon\n").is_err());
     }

@@ -23,7 +23,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn anonymous() -> Self {
-        Self { name: String::new(), groups: Vec::new() }
+        Self {
+            name: String::new(),
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -34,7 +37,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,7 +60,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(local: Option<Htpasswd>, cache_ttl: Duration, cache_capacity: u64) -> anyhow::Result<Self> {
+    pub fn new(
+        local: Option<Htpasswd>,
+        cache_ttl: Duration,
+        cache_capacity: u64,
+    ) -> anyhow::Result<Self> {
         let mut salt = [0u8; 32];
         SystemRandom::new()
             .fill(&mut salt)
@@ -99,7 +108,10 @@ impl Authenticator {
             .await
             .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
         match verdict {
-            Verdict::Valid => Ok(Arc::new(Identity { name: creds.username.clone(), groups: vec![] })),
+            Verdict::Valid => Ok(Arc::new(Identity {
+                name: creds.username.clone(),
+                groups: vec![],
+            })),
             Verdict::WrongPassword | Verdict::UnknownUser => Err(AuthError::BadCredentials),
         }
     }
@@ -110,7 +122,10 @@ mod tests {
     use super::*;
 
     fn creds(u: &str, p: &str) -> Credentials {
-        Credentials { username: u.into(), password: p.into() }
+        Credentials {
+            username: u.into(),
+            password: p.into(),
+        }
     }
 
     #[tokio::test]
@@ -118,16 +133,35 @@ mod tests {
         let h = bcrypt::hash("pw", 4).expect("hash");
         let file = Htpasswd::parse(&format!("alice:{h}\n")).expect("parse");
         let auth = Authenticator::new(Some(file), Duration::from_secs(60), 100).expect("auth");
-        assert_eq!(auth.authenticate(&creds("alice", "pw")).await.expect("ok").name, "alice");
+        assert_eq!(
+            auth.authenticate(&creds("alice", "pw"))
+                .await
+                .expect("ok")
+                .name,
+            "alice"
+        );
         assert_eq!(auth.cache.entry_count(), 0, "moka counts lazily");
         auth.cache.run_pending_tasks().await;
         assert_eq!(auth.cache.entry_count(), 1);
-        assert_eq!(auth.authenticate(&creds("alice", "nope")).await, Err(AuthError::BadCredentials));
-        assert_eq!(auth.authenticate(&creds("bob", "pw")).await, Err(AuthError::BadCredentials));
+        assert_eq!(
+            auth.authenticate(&creds("alice", "nope")).await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            auth.authenticate(&creds("bob", "pw")).await,
+            Err(AuthError::BadCredentials)
+        );
         auth.cache.run_pending_tasks().await;
-        assert_eq!(auth.cache.entry_count(), 1, "failures are not cached as identities");
+        assert_eq!(
+            auth.cache.entry_count(),
+            1,
+            "failures are not cached as identities"
+        );
         // The key depends on both halves and on where the split falls.
-        assert_ne!(auth.cache_key(&creds("ab", "c")), auth.cache_key(&creds("a", "bc")));
+        assert_ne!(
+            auth.cache_key(&creds("ab", "c")),
+            auth.cache_key(&creds("a", "bc"))
+        );
     }
 
     #[test]

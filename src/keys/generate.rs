@@ -45,7 +45,10 @@ pub fn generate(issuer: &str, days: u32) -> anyhow::Result<Generated> {
     let material = KeyMaterial::load(cert.pem().as_bytes(), key_pem.as_bytes(), None)?;
     Ok(Generated {
         cert_pem: material.cert_pem.clone(),
-        jwks_json: Jwks { keys: vec![material.jwk()] }.to_json(),
+        jwks_json: Jwks {
+            keys: vec![material.jwk()],
+        }
+        .to_json(),
         kid: material.kid,
         key_pem,
     })
@@ -59,12 +62,16 @@ pub struct Written {
 }
 
 /// Writes `<issuer>.crt`, `.pem` (mode 0600), `.kid` (no newline) and `.jwks.json` into `dir`.
-pub fn write_files(dir: &Path, issuer: &str, g: &Generated, force: bool) -> anyhow::Result<Written> {
+pub fn write_files(
+    dir: &Path,
+    issuer: &str,
+    g: &Generated,
+    force: bool,
+) -> anyhow::Result<Written> {
     if issuer.is_empty() || issuer.contains('/') || issuer.starts_with('.') {
         anyhow::bail!("issuer {issuer:?} cannot be used as a file name");
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let w = Written {
         cert: dir.join(format!("{issuer}.crt")),
         key: dir.join(format!("{issuer}.pem")),
@@ -124,7 +131,11 @@ mod tests {
         let g = generate("iss", 1).expect("generate");
         let w = write_files(dir.path(), "iss", &g, false).expect("first write");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&w.key).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&w.key)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_to_string(&w.kid).expect("kid"), g.kid);
         assert!(write_files(dir.path(), "iss", &g, false).is_err());

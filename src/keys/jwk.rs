@@ -78,6 +78,10 @@ mod tests {
         let k = &json["keys"][0];
         assert_eq!(k["use"], "sig");
         assert_eq!(k["alg"], "ES256");
-        assert_eq!(k["x5t"].as_str().map(str::len), Some(27), "SHA-1 is 20 bytes");
+        assert_eq!(
+            k["x5t"].as_str().map(str::len),
+            Some(27),
+            "SHA-1 is 20 bytes"
+        );
     }
 }

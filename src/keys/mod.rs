@@ -22,7 +22,9 @@ pub enum KeyError {
         "the private key does not belong to the certificate (key's kid {key_kid}, certificate's kid {cert_kid})"
     )]
     Mismatch { key_kid: String, cert_kid: String },
-    #[error("the given kid {given} differs from the kid computed from the certificate, {computed}")]
+    #[error(
+        "the given kid {given} differs from the kid computed from the certificate, {computed}"
+    )]
     Kid { given: String, computed: String },
 }
 
@@ -39,13 +41,19 @@ pub struct KeyMaterial {
 
 impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyMaterial").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("KeyMaterial")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyMaterial {
     /// `cert_pem` may be a bundle: the first certificate is the signing one.
-    pub fn load(cert_pem: &[u8], key_pem: &[u8], given_kid: Option<&str>) -> Result<Self, KeyError> {
+    pub fn load(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        given_kid: Option<&str>,
+    ) -> Result<Self, KeyError> {
         let (cert_der, cert_public, not_after) = parse_cert(cert_pem)?;
         let (signing_key, key_public) = parse_key(key_pem)?;
         if key_public != cert_public {
@@ -57,7 +65,10 @@ impl KeyMaterial {
         let kid = cert_public.libtrust_kid();
         if let Some(given) = given_kid {
             if given != kid {
-                return Err(KeyError::Kid { given: given.to_string(), computed: kid });
+                return Err(KeyError::Kid {
+                    given: given.to_string(),
+                    computed: kid,
+                });
             }
         }
         Ok(Self {
@@ -83,7 +94,10 @@ fn parse_cert(pem: &[u8]) -> Result<(Vec<u8>, P256PublicKey, i64), KeyError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
         .map_err(|e| KeyError::Cert(format!("not a PEM certificate ({e})")))?;
     if pem.label != "CERTIFICATE" {
-        return Err(KeyError::Cert(format!("PEM block is {:?}, expected CERTIFICATE", pem.label)));
+        return Err(KeyError::Cert(format!(
+            "PEM block is {:?}, expected CERTIFICATE",
+            pem.label
+        )));
     }
     let cert = pem
         .parse_x509()
@@ -99,7 +113,9 @@ fn parse_cert(pem: &[u8]) -> Result<(Vec<u8>, P256PublicKey, i64), KeyError> {
     let public = is_p256
         .then(|| P256PublicKey::from_uncompressed(&spki.subject_public_key.data))
         .flatten()
-        .ok_or_else(|| KeyError::Cert("its public key is not an EC P-256 key (ES256 needs one)".into()))?;
+        .ok_or_else(|| {
+            KeyError::Cert("its public key is not an EC P-256 key (ES256 needs one)".into())
+        })?;
     let not_after = cert.validity().not_after.timestamp();
     Ok((pem.contents.clone(), public, not_after))
 }
@@ -149,8 +165,12 @@ pub(crate) mod tests {
     pub const SEED_KID: &str = "PF3H:26FR:LYS3:TIYU:2JUI:A2HE:7ZXT:G3B5:HX74:5UEB:SNU2:B5JL";
 
     pub fn seed_material() -> KeyMaterial {
-        let cert = data_encoding::BASE64.decode(SEED_CERT_B64.as_bytes()).expect("cert b64");
-        let key = data_encoding::BASE64.decode(SEED_KEY_B64.as_bytes()).expect("key b64");
+        let cert = data_encoding::BASE64
+            .decode(SEED_CERT_B64.as_bytes())
+            .expect("cert b64");
+        let key = data_encoding::BASE64
+            .decode(SEED_KEY_B64.as_bytes())
+            .expect("key b64");
         KeyMaterial::load(&cert, &key, Some(SEED_KID)).expect("seed key loads")
     }
 
@@ -165,8 +185,12 @@ pub(crate) mod tests {
 
     #[test]
     fn wrong_kid_names_both_values() {
-        let cert = data_encoding::BASE64.decode(SEED_CERT_B64.as_bytes()).expect("b64");
-        let key = data_encoding::BASE64.decode(SEED_KEY_B64.as_bytes()).expect("b64");
+        let cert = data_encoding::BASE64
+            .decode(SEED_CERT_B64.as_bytes())
+            .expect("b64");
+        let key = data_encoding::BASE64
+            .decode(SEED_KEY_B64.as_bytes())
+            .expect("b64");
         let err = KeyMaterial::load(&cert, &key, Some("AAAA:BBBB")).expect_err("mismatch");
         let msg = err.to_string();
         assert!(msg.contains("AAAA:BBBB") && msg.contains(SEED_KID), "{msg}");
@@ -175,15 +199,23 @@ pub(crate) mod tests {
     #[test]
     fn key_of_another_certificate_is_refused() {
         let other = generate::generate("other.example", 30).expect("generate");
-        let cert = data_encoding::BASE64.decode(SEED_CERT_B64.as_bytes()).expect("b64");
+        let cert = data_encoding::BASE64
+            .decode(SEED_CERT_B64.as_bytes())
+            .expect("b64");
         let err = KeyMaterial::load(&cert, other.key_pem.as_bytes(), None).expect_err("mismatch");
         assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
-        assert!(!err.to_string().contains("PRIVATE"), "no key material in errors");
+        assert!(
+            !err.to_string().contains("PRIVATE"),
+            "no key material in errors"
+        );
     }
 
     #[test]
     fn garbage_is_a_clear_error() {
         let err = KeyMaterial::load(b"hello", b"world", None).expect_err("garbage");
-        assert!(err.to_string().starts_with("the certificate is not usable"), "{err}");
+        assert!(
+            err.to_string().starts_with("the certificate is not usable"),
+            "{err}"
+        );
     }
 }

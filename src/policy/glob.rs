@@ -26,7 +26,9 @@ impl Glob {
                 Some(Tok::Account)
             } else if let Some(r) = rest.strip_prefix("**") {
                 if r.starts_with('*') {
-                    return Err(format!("{pattern:?}: '***' is not a pattern; use '*' or '**'"));
+                    return Err(format!(
+                        "{pattern:?}: '***' is not a pattern; use '*' or '**'"
+                    ));
                 }
                 rest = r;
                 Some(Tok::DoubleStar)
@@ -63,9 +65,13 @@ fn match_toks(toks: &[Tok], s: &str, account: &str) -> bool {
         return s.is_empty();
     };
     match first {
-        Tok::Lit(l) => s.strip_prefix(l.as_str()).is_some_and(|r| match_toks(rest, r, account)),
+        Tok::Lit(l) => s
+            .strip_prefix(l.as_str())
+            .is_some_and(|r| match_toks(rest, r, account)),
         Tok::Account => {
-            !account.is_empty() && s.strip_prefix(account).is_some_and(|r| match_toks(rest, r, account))
+            !account.is_empty()
+                && s.strip_prefix(account)
+                    .is_some_and(|r| match_toks(rest, r, account))
         }
         Tok::Star => {
             let segment_end = s.find('/').unwrap_or(s.len());

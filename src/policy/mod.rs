@@ -45,8 +45,16 @@ impl Acl {
                 Some("") => AccountMatch::Anonymous,
                 Some(p) => AccountMatch::User(Glob::compile(p).map_err(|e| anyhow::anyhow!("{at}.account: {e}"))?),
             };
-            if r.resource_type.is_empty() || !r.resource_type.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-                bail!("{at}.type: {:?} is not a resource type like \"repository\" or \"registry\"", r.resource_type);
+            if r.resource_type.is_empty()
+                || !r
+                    .resource_type
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                bail!(
+                    "{at}.type: {:?} is not a resource type like \"repository\" or \"registry\"",
+                    r.resource_type
+                );
             }
             if r.name.is_empty() {
                 bail!("{at}.name: empty");
@@ -74,7 +82,11 @@ impl Acl {
         scope
             .actions
             .iter()
-            .filter(|a| rule.actions.iter().any(|allowed| allowed == "*" || allowed == *a))
+            .filter(|a| {
+                rule.actions
+                    .iter()
+                    .any(|allowed| allowed == "*" || allowed == *a)
+            })
             .cloned()
             .collect()
     }
@@ -85,7 +97,10 @@ impl Acl {
             .iter()
             .filter_map(|s| {
                 let actions = self.grant(who, s);
-                (!actions.is_empty()).then(|| Scope { actions, ..s.clone() })
+                (!actions.is_empty()).then(|| Scope {
+                    actions,
+                    ..s.clone()
+                })
             })
             .collect()
     }
@@ -97,7 +112,9 @@ impl Rule {
             AccountMatch::Anonymous => who.name.is_empty(),
             AccountMatch::User(g) => !who.name.is_empty() && g.matches(&who.name, &who.name),
         };
-        account_ok && self.resource_type == scope.resource_type && self.name.matches(&scope.name, &who.name)
+        account_ok
+            && self.resource_type == scope.resource_type
+            && self.name.matches(&scope.name, &who.name)
     }
 }
 
@@ -115,7 +132,10 @@ mod tests {
     }
 
     fn who(name: &str) -> Identity {
-        Identity { name: name.into(), groups: vec![] }
+        Identity {
+            name: name.into(),
+            groups: vec![],
+        }
     }
 
     fn acl() -> Acl {
@@ -137,7 +157,12 @@ mod tests {
         assert_eq!(acl.grant(&who("admin"), &s), vec!["pull", "push"]);
         assert_eq!(acl.grant(&who("reader"), &s), vec!["pull"]);
         // First match wins, even when it grants nothing.
-        assert!(acl.grant(&who("reader"), &Scope::new("repository", "secret/x", &["pull"])).is_empty());
+        assert!(acl
+            .grant(
+                &who("reader"),
+                &Scope::new("repository", "secret/x", &["pull"])
+            )
+            .is_empty());
         assert!(acl.grant(&who("stranger"), &s).is_empty());
     }
 
@@ -150,7 +175,12 @@ mod tests {
         let public = Scope::new("repository", "public/app", &["pull", "push"]);
         assert_eq!(acl.grant(&Identity::anonymous(), &public), vec!["pull"]);
         // "*" is any authenticated user, not the anonymous one.
-        assert!(acl.grant(&Identity::anonymous(), &Scope::new("repository", "users//x", &["pull"])).is_empty());
+        assert!(acl
+            .grant(
+                &Identity::anonymous(),
+                &Scope::new("repository", "users//x", &["pull"])
+            )
+            .is_empty());
     }
 
     #[test]
@@ -160,12 +190,17 @@ mod tests {
         assert_eq!(acl.grant(&who("admin"), &catalog), vec!["*"]);
         assert!(acl.grant(&who("reader"), &catalog).is_empty());
         // A type mismatch does not match: a repository named "catalog" is not the catalog.
-        assert!(acl.grant(&who("reader"), &Scope::new("repository", "catalog", &["*"])).is_empty());
+        assert!(acl
+            .grant(&who("reader"), &Scope::new("repository", "catalog", &["*"]))
+            .is_empty());
         let scopes = [
             Scope::new("repository", "a", &["pull", "delete"]),
             Scope::new("repository", "secret/b", &["pull"]),
         ];
-        assert_eq!(acl.authorize(&who("reader"), &scopes), vec![Scope::new("repository", "a", &["pull"])]);
+        assert_eq!(
+            acl.authorize(&who("reader"), &scopes),
+            vec![Scope::new("repository", "a", &["pull"])]
+        );
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! Test harness: real processes on loopback ports chosen at run time (the issuer binary, Debian's
+//! distribution registry), a real client (skopeo), and OCI image layouts built on disk.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_token-issuer");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(digest::digest(&digest::SHA256, bytes).as_ref())
+}
+
+pub fn htpasswd_line(user: &str, password: &str) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, 4).expect("bcrypt"))
+}
+
+/// A child process killed when the test ends; its output goes to a log file shown on failure.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            child,
+            log,
+            name: name.into(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `url` until it answers `want` (the process may still be binding its port).
+    pub async fn wait_http(&mut self, url: &str, want: u16) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited with {status} before it was ready:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = client.get(url).send().await {
+                if r.status().as_u16() == want {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready at {url}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself (start-up failures), returning status and log.
+    pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, self.log_text());
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `token-issuer gen-token-auth-cert` and returns (cert path, printed .env lines).
+pub fn gen_cert(dir: &Path, issuer: &str) -> (PathBuf, String) {
+    let out = Command::new(BIN)
+        .args(["gen-token-auth-cert", issuer, "--out-dir"])
+        .arg(dir)
+        .output()
+        .expect("run gen-token-auth-cert");
+    assert!(
+        out.status.success(),
+        "gen-token-auth-cert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        dir.join(format!("{issuer}.crt")),
+        String::from_utf8(out.stdout).expect("utf8"),
+    )
+}
+
+pub struct Issuer {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Issuer {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn realm(&self) -> String {
+        format!("{}/v1/registry", self.url())
+    }
+
+    /// Writes `config` to DIR/issuer.toml and starts `serve` with `env`, on a fresh port.
+    pub fn spawn(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let path = dir.join("issuer.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            proc: Proc::spawn("token-issuer", cmd, dir.join(format!("issuer-{port}.log"))),
+            port,
+        }
+    }
+
+    pub async fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
+        let mut issuer = Self::spawn(dir, config, env);
+        let health = format!("{}/healthz", issuer.url());
+        issuer.proc.wait_http(&health, 200).await;
+        issuer
+    }
+}
+
+/// Debian's `docker-registry` (distribution 2.8) with token auth pointing at the issuer.
+pub struct Registry {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Registry {
+    pub async fn start(
+        dir: &Path,
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        certbundle: &Path,
+    ) -> Self {
+        let port = free_port();
+        let storage = dir.join(format!("registry-{port}"));
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            storage.display(),
+            certbundle.display()
+        );
+        let cfg_path = dir.join(format!("registry-{port}.yml"));
+        std::fs::write(&cfg_path, config).expect("registry config");
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(&cfg_path);
+        let mut proc = Proc::spawn(
+            "docker-registry",
+            cmd,
+            dir.join(format!("registry-{port}.log")),
+        );
+        proc.wait_http(&format!("http://127.0.0.1:{port}/v2/"), 401)
+            .await;
+        Self { proc, port }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A one-layer OCI image layout at `dir` tagged `tag`; returns the layer's digest hex.
+/// The layer is gzipped so that skopeo pushes it unchanged (it would compress a plain tar).
+pub fn oci_layout(dir: &Path, tag: &str, file_content: &[u8]) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("layout dir");
+    let put = |bytes: &[u8]| {
+        let hex = sha256_hex(bytes);
+        std::fs::write(blobs.join(&hex), bytes).expect("blob");
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(file_content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "hello.txt", file_content)
+        .expect("tar");
+    let tar_bytes = tar.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes).expect("gzip");
+    let layer = gz.finish().expect("gzip");
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&tar_bytes))]}
+    });
+    let (config_digest, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]
+    });
+    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index.json");
+    layer_digest.trim_start_matches("sha256:").to_string()
+}
+
+/// Runs skopeo with an empty auth file, no TLS and no signature policy (loopback only).
+pub fn skopeo(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", dir.join("skopeo-auth.json"))
+        .output()
+        .expect("skopeo is installed (scripts/test installs it)");
+    eprintln!(
+        "skopeo {}: {}\n{}",
+        args.iter()
+            .filter(|a| !a.contains(':') || a.starts_with("docker://") || a.starts_with("oci:"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn push(dir: &Path, layout: &Path, dest: &str, creds: &str) -> Output {
+    skopeo(
+        dir,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            &format!("oci:{}:latest", layout.display()),
+            dest,
+        ],
+    )
+}
+
+pub fn pull(dir: &Path, src: &str, layout: &Path, creds: &str) -> Output {
+    skopeo(
+        dir,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            creds,
+            src,
+            &format!("oci:{}:latest", layout.display()),
+        ],
+    )
+}

@@ -1,0 +1,383 @@
+//! The realm over HTTP, against the real binary: statuses, bodies, headers, claims; and
+//! start-up refusals that name the setting.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use token_issuer::keys::jwk::Jwks;
+use token_issuer::token::{Claims, TrustedKeys};
+
+const SERVICE: &str = "registry.test";
+const ISSUER: &str = "issuer.test";
+
+fn config(dir: &Path, extra: &str) -> String {
+    std::fs::write(
+        dir.join("users.htpasswd"),
+        htpasswd_line("alice", "alice-pw") + &htpasswd_line("bob", "bob-pw"),
+    )
+    .expect("htpasswd");
+    format!(
+        r#"
+[token]
+issuer = "{ISSUER}"
+service = "{SERVICE}"
+ttl_seconds = 900
+[keys]
+cert_file = "{ISSUER}.crt"
+key_file = "{ISSUER}.pem"
+kid_file = "{ISSUER}.kid"
+[identity]
+htpasswd = "users.htpasswd"
+[[acl]]
+account = "alice"
+name = "org/**"
+actions = ["pull", "push"]
+[[acl]]
+account = "*"
+name = "${{account}}/*"
+actions = ["*"]
+[[acl]]
+account = "bob"
+type = "registry"
+name = "catalog"
+actions = ["*"]
+{extra}
+"#
+    )
+}
+
+async fn start(dir: &Path) -> Issuer {
+    gen_cert(dir, ISSUER);
+    Issuer::start(dir, &config(dir, ""), &[]).await
+}
+
+async fn trusted(issuer: &Issuer) -> TrustedKeys {
+    let jwks: Jwks = reqwest::get(format!("{}/.well-known/jwks.json", issuer.url()))
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
+    let mut t = TrustedKeys::default();
+    for k in &jwks.keys {
+        t.add(&k.kid, k.public_key().expect("P-256 JWK"));
+    }
+    t
+}
+
+fn decode(trusted: &TrustedKeys, token: &str) -> Claims {
+    trusted
+        .verify(
+            token,
+            ISSUER,
+            SERVICE,
+            Duration::from_secs(0),
+            SystemTime::now(),
+        )
+        .expect("token verifies against the published JWKS")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn realm_statuses_bodies_and_claims() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let issuer = start(tmp.path()).await;
+    let keys = trusted(&issuer).await;
+    let c = reqwest::Client::new();
+    let realm = issuer.realm();
+
+    // No credentials: 401 with a Basic challenge and the registry error body.
+    let r = c
+        .get(&realm)
+        .query(&[("service", SERVICE)])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .expect("header")
+        .to_string();
+    assert!(challenge.starts_with("Basic realm="), "{challenge}");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+
+    // Wrong password and unknown user: both 401, same message.
+    for (u, p) in [("alice", "nope"), ("mallory", "alice-pw")] {
+        let r = c
+            .get(&realm)
+            .basic_auth(u, Some(p))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 401, "{u}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["errors"][0]["message"], "invalid username or password");
+    }
+
+    // docker login: no scope, a token with empty access.
+    let r = c
+        .get(&realm)
+        .query(&[("service", SERVICE), ("account", "alice")])
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["token"], body["access_token"]);
+    assert_eq!(body["expires_in"], 900);
+    let issued_at = body["issued_at"].as_str().expect("issued_at");
+    assert!(
+        humantime::parse_rfc3339(issued_at).is_ok() && issued_at.ends_with('Z'),
+        "{issued_at}"
+    );
+    let claims = decode(&keys, body["token"].as_str().expect("token"));
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.exp - claims.iat, 900);
+    assert!(claims.access.is_empty());
+
+    // Repeated and space-joined scopes; intersection; scopes granted nothing are left out.
+    let r = c
+        .get(&realm)
+        .query(&[
+            ("service", SERVICE),
+            (
+                "scope",
+                "repository:org/team/app:pull,push,delete repository:other/app:pull",
+            ),
+            ("scope", "repository:alice/tools:delete"),
+            ("scope", "registry:catalog:*"),
+        ])
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let claims = decode(&keys, body["token"].as_str().expect("token"));
+    let access: Vec<String> = claims.access.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        access,
+        vec![
+            "repository:org/team/app:pull,push",
+            "repository:alice/tools:delete"
+        ]
+    );
+
+    // Bob: the catalog, and his own namespace only.
+    let r = c
+        .get(&realm)
+        .query(&[(
+            "scope",
+            "registry:catalog:* repository:alice/tools:pull repository:bob/x:pull",
+        )])
+        .basic_auth("bob", Some("bob-pw"))
+        .send()
+        .await
+        .expect("send");
+    let body: serde_json::Value = r.json().await.expect("json");
+    let claims = decode(&keys, body["token"].as_str().expect("token"));
+    let access: Vec<String> = claims.access.iter().map(ToString::to_string).collect();
+    assert_eq!(access, vec!["registry:catalog:*", "repository:bob/x:pull"]);
+
+    // Malformed scope, wrong service, account mismatch: 400s that say what is wrong.
+    for (query, code, needle) in [
+        (
+            vec![("scope", "repository:Bad Name:pull")],
+            "INVALID_SCOPE",
+            "repository:Bad",
+        ),
+        (
+            vec![("scope", "repository:org/app")],
+            "INVALID_SCOPE",
+            "repository:org/app",
+        ),
+        (vec![("service", "elsewhere")], "INVALID_SERVICE", SERVICE),
+        (vec![("account", "bob")], "INVALID_REQUEST", "bob"),
+    ] {
+        let r = c
+            .get(&realm)
+            .query(&query)
+            .basic_auth("alice", Some("alice-pw"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 400, "{query:?}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["errors"][0]["code"], code, "{query:?}");
+        let msg = body["errors"][0]["message"].as_str().expect("message");
+        assert!(msg.contains(needle), "{msg}");
+    }
+
+    // The OAuth2 form.
+    let r = c
+        .post(&realm)
+        .form(&[
+            ("grant_type", "password"),
+            ("service", SERVICE),
+            ("client_id", "test"),
+            ("scope", "repository:org/app:pull"),
+            ("username", "alice"),
+            ("password", "alice-pw"),
+        ])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        decode(&keys, body["access_token"].as_str().expect("token")).access[0].to_string(),
+        "repository:org/app:pull"
+    );
+    let r = c
+        .post(&realm)
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "x"),
+        ])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(&realm)
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+
+    // The published key material.
+    let pem = reqwest::get(format!("{}/v1/registry/certs", issuer.url()))
+        .await
+        .expect("certs")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        pem,
+        std::fs::read_to_string(tmp.path().join(format!("{ISSUER}.crt"))).expect("crt")
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", issuer.url()))
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+
+    // Nothing secret reached the log.
+    let log = issuer.proc.log_text();
+    assert!(log.contains(
+        &std::fs::read_to_string(tmp.path().join(format!("{ISSUER}.kid"))).expect("kid")
+    ));
+    for secret in ["alice-pw", "bob-pw", "PRIVATE KEY"] {
+        assert!(!log.contains(secret), "{secret} in log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_callers_get_only_anonymous_rules() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    gen_cert(tmp.path(), ISSUER);
+    let cfg = config(
+        tmp.path(),
+        "[[acl]]\naccount = \"\"\nname = \"public/*\"\nactions = [\"pull\"]\n",
+    )
+    .replace(
+        "htpasswd = \"users.htpasswd\"",
+        "htpasswd = \"users.htpasswd\"\nanonymous = true",
+    );
+    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let keys = trusted(&issuer).await;
+    let r = reqwest::Client::new()
+        .get(issuer.realm())
+        .query(&[(
+            "scope",
+            "repository:public/app:pull,push repository:org/app:pull",
+        )])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let claims = decode(&keys, body["token"].as_str().expect("token"));
+    assert_eq!(claims.sub, "");
+    let access: Vec<String> = claims.access.iter().map(ToString::to_string).collect();
+    assert_eq!(access, vec!["repository:public/app:pull"]);
+}
+
+/// Start-up refusals: each exits non-zero with a message naming the setting and the problem.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_configuration_stops_start_up() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    gen_cert(dir, ISSUER);
+    let good = config(dir, "");
+    let kid = std::fs::read_to_string(dir.join(format!("{ISSUER}.kid"))).expect("kid");
+    let wrong_kid = "AAAA:BBBB:CCCC:DDDD:EEEE:FFFF:GGGG:HHHH:IIII:JJJJ:KKKK:LLLL";
+    std::fs::write(dir.join("wrong.kid"), wrong_kid).expect("kid");
+    std::fs::write(
+        dir.join("md5.htpasswd"),
+        "carol:$apr1$abcdefgh$0123456789abcdefghijkl\n",
+    )
+    .expect("htpasswd");
+    // (config, extra env, what the error must name)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            good.replace("ttl_seconds = 900", "ttl_seconds = 900\nttl_secnds = 1"),
+            vec![],
+            vec!["ttl_secnds"],
+        ),
+        (
+            good.clone(),
+            vec![("TOKEN_ISSUER_LISTN", "x")],
+            vec!["listn"],
+        ),
+        (
+            good.replace(&format!("{ISSUER}.kid"), "wrong.kid"),
+            vec![],
+            vec![wrong_kid, kid.as_str()],
+        ),
+        (
+            good.replace("users.htpasswd", "md5.htpasswd"),
+            vec![],
+            vec!["carol", "bcrypt"],
+        ),
+        (
+            good.clone(),
+            vec![("REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256")],
+            vec!["REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256"],
+        ),
+        (
+            good.replace("service = \"registry.test\"", ""),
+            vec![],
+            vec!["REGISTRY_HOST"],
+        ),
+        (
+            good.clone(),
+            vec![("REGISTRY_TOKEN_AUTH_CERT", "!!!")],
+            vec!["REGISTRY_TOKEN_AUTH_CERT", "keys.cert_file"],
+        ),
+        (
+            good.replace("actions = [\"pull\", \"push\"]", "actions = [\"pul\"]"),
+            vec![],
+            vec!["acl[0].actions", "pul"],
+        ),
+    ];
+    for (cfg, env, needles) in cases {
+        let mut issuer = Issuer::spawn(dir, &cfg, &env);
+        let (status, log) = issuer.proc.wait_exit();
+        assert!(!status.success(), "started with {env:?}:\n{cfg}");
+        for n in needles {
+            assert!(log.contains(n), "{n:?} not in:\n{log}");
+        }
+        assert!(!log.contains("PRIVATE KEY"), "{log}");
+    }
+}
