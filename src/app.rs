@@ -5,17 +5,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::config::{setting, Config};
-use crate::identity::{htpasswd::Htpasswd, Authenticator};
+use crate::config::{setting, AclRule, Config};
+use crate::identity::upstream::{self, Upstream};
+use crate::identity::{htpasswd::Htpasswd, Authenticator, CacheSettings};
 use crate::keys::{jwk::Jwks, KeyMaterial};
-use crate::policy::Acl;
+use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
 use crate::token::Signer;
 
 pub struct App {
     pub signer: Signer,
     pub keys: KeyMaterial,
     pub auth: Authenticator,
-    pub acl: Acl,
+    pub policy: Policy,
     pub anonymous: bool,
     pub jwks_json: String,
     /// The `realm` of our own `WWW-Authenticate: Basic` challenges.
@@ -52,18 +53,32 @@ impl App {
             .as_ref()
             .map(|p| Htpasswd::load(&p.relative()))
             .transpose()?;
-        if htpasswd.is_none() && !cfg.identity.anonymous {
+        if htpasswd.is_none() && cfg.upstream.is_none() && !cfg.identity.anonymous {
             anyhow::bail!(
-                "no identity source: set {} (or allow anonymous callers with identity.anonymous = true)",
+                "no identity source: set {} or upstream.url (or allow anonymous callers with identity.anonymous = true)",
                 setting("identity.htpasswd")
             );
         }
+        let client = cfg
+            .upstream
+            .as_ref()
+            .map(|u| upstream::client(Duration::from_millis(u.timeout_ms)))
+            .transpose()?;
         let auth = Authenticator::new(
             htpasswd,
-            Duration::from_secs(cfg.identity.cache_ttl_seconds),
-            cfg.identity.cache_capacity,
+            cfg.upstream
+                .as_ref()
+                .zip(client.clone())
+                .map(|(u, c)| Upstream::new(u, c)),
+            CacheSettings {
+                local_ttl: Duration::from_secs(cfg.identity.cache_ttl_seconds),
+                upstream_ttl: Duration::from_secs(
+                    cfg.upstream.as_ref().map_or(0, |u| u.cache_ttl_seconds),
+                ),
+                capacity: cfg.identity.cache_capacity,
+            },
         )?;
-        let acl = Acl::compile(&cfg.acl)?;
+        let policy = build_policy(cfg, client)?;
         let signer = Signer::new(
             &keys,
             issuer,
@@ -79,8 +94,41 @@ impl App {
             signer,
             keys,
             auth,
-            acl,
+            policy,
             anonymous: cfg.identity.anonymous,
         })
     }
+}
+
+fn build_policy(cfg: &Config, client: Option<reqwest::Client>) -> anyhow::Result<Policy> {
+    let repository = match (&cfg.upstream, client) {
+        (Some(up), Some(client)) => up
+            .repository
+            .as_ref()
+            .map(|r| RepositoryCheck::new(up, r, client, cfg.identity.cache_capacity)),
+        _ => None,
+    };
+    let acl = if cfg.acl.is_empty() && repository.is_some() {
+        // Jellyfish / open-balena style with no local rules: the API decides every repository.
+        tracing::info!("no [[acl]] rules: every repository is decided by upstream.repository.url");
+        Acl::compile(&[AclRule {
+            account: Some("*".into()),
+            group: None,
+            resource_type: "repository".into(),
+            name: "**".into(),
+            actions: vec!["upstream".into()],
+        }])?
+    } else {
+        Acl::compile(&cfg.acl)?
+    };
+    if acl.uses_upstream() && repository.is_none() {
+        anyhow::bail!(
+            "acl: a rule grants \"upstream\" but {} is not set",
+            setting("upstream.repository.url")
+        );
+    }
+    if acl.is_empty() {
+        tracing::warn!("no [[acl]] rules: tokens will grant nothing");
+    }
+    Ok(Policy { acl, repository })
 }

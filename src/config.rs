@@ -43,6 +43,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub acl: Vec<AclRule>,
+    pub upstream: Option<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,11 +109,53 @@ impl Default for IdentityConfig {
     }
 }
 
+/// An HTTP identity API that answers "who is this credential?" (Jellyfish, a balena-like API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: String,
+    #[serde(default)]
+    pub credentials: CredentialForwarding,
+    /// JSON pointer to the identity's name in the 2xx body.
+    pub username_pointer: String,
+    /// The name must equal the Basic username (Jellyfish's rule).
+    #[serde(default = "default_true")]
+    pub match_username: bool,
+    /// JSON pointer to an array of group names.
+    pub groups_pointer: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_seconds: u64,
+    pub repository: Option<UpstreamRepositoryConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialForwarding {
+    /// `Authorization: Bearer <password>`: the password is a session token or API key.
+    #[default]
+    Bearer,
+    /// The caller's Basic pair, forwarded as is.
+    Basic,
+}
+
+/// Per-repository decisions: `GET url` (with `{name}` replaced) as the caller; 2xx grants `actions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRepositoryConfig {
+    pub url: String,
+    #[serde(default = "default_upstream_actions")]
+    pub actions: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
     /// Glob over user names; `*` is any authenticated user, `""` the anonymous caller.
     pub account: Option<String>,
+    /// Glob over the caller's groups (from the upstream API's `groups_pointer`).
+    pub group: Option<String>,
     #[serde(rename = "type", default = "default_resource_type")]
     pub resource_type: String,
     pub name: String,
@@ -133,6 +176,15 @@ fn default_cache_ttl() -> u64 {
 }
 fn default_cache_capacity() -> u64 {
     10_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_upstream_actions() -> Vec<String> {
+    vec!["pull".into(), "push".into()]
 }
 fn default_resource_type() -> String {
     "repository".into()
@@ -204,6 +256,48 @@ impl Config {
         if self.identity.cache_ttl_seconds > 3600 {
             bail!("{}: at most 3600", setting("identity.cache_ttl_seconds"));
         }
+        if let Some(u) = &self.upstream {
+            check_http_url(&u.url, "upstream.url")?;
+            for (key, pointer) in [
+                ("upstream.username_pointer", Some(&u.username_pointer)),
+                ("upstream.groups_pointer", u.groups_pointer.as_ref()),
+            ] {
+                if let Some(p) = pointer {
+                    if !p.starts_with('/') {
+                        bail!(
+                            "{}: {p:?} is not a JSON pointer (like \"/slug\" or \"/data/slug\")",
+                            setting(key)
+                        );
+                    }
+                }
+            }
+            if !(1..=60_000).contains(&u.timeout_ms) {
+                bail!("{}: between 1 and 60000", setting("upstream.timeout_ms"));
+            }
+            if u.cache_ttl_seconds > 3600 {
+                bail!("{}: at most 3600", setting("upstream.cache_ttl_seconds"));
+            }
+            if let Some(r) = &u.repository {
+                check_http_url(&r.url, "upstream.repository.url")?;
+                if !r.url.contains("{name}") {
+                    bail!(
+                        "{}: must contain {{name}}, the repository",
+                        setting("upstream.repository.url")
+                    );
+                }
+                if r.actions.is_empty()
+                    || r.actions
+                        .iter()
+                        .any(|a| !["pull", "push", "delete", "*"].contains(&a.as_str()))
+                {
+                    bail!(
+                        "{}: {:?}: use pull, push, delete or *",
+                        setting("upstream.repository.actions"),
+                        r.actions
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -251,6 +345,15 @@ impl Config {
         .map(|b| String::from_utf8(b).context("the kid is not text"))
         .transpose()?;
         Ok((cert, key, kid))
+    }
+}
+
+fn check_http_url(url: &str, key: &str) -> anyhow::Result<()> {
+    // `{name}` is not valid in a URL until it is filled in; check the rest.
+    let probe = url.replace("{name}", "x");
+    match reqwest::Url::parse(&probe) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => bail!("{}: {url:?} is not an http(s) URL", setting(key)),
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::json_response;
 use crate::app::App;
 use crate::identity::{AuthError, Credentials, Identity};
+use crate::policy::Caller;
 use crate::scope::Scope;
 
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
@@ -61,6 +62,17 @@ impl RealmError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &body("INTERNAL", "the token could not be issued"),
             ),
+        }
+    }
+}
+
+impl From<AuthError> for RealmError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::BadCredentials => Self::Unauthorized(e.to_string()),
+            AuthError::Unavailable(msg) => {
+                Self::Unavailable(format!("identity service unavailable: {msg}"))
+            }
         }
     }
 }
@@ -237,20 +249,24 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
             ));
         }
     }
-    let identity = match &tr.credentials {
-        Some(c) => app.auth.authenticate(c).await.map_err(|e| match e {
-            AuthError::BadCredentials => {
-                tracing::debug!(user = %c.username, "bad credentials");
-                RealmError::Unauthorized(e.to_string())
-            }
-            AuthError::Unavailable(msg) => {
-                RealmError::Unavailable(format!("identity service unavailable: {msg}"))
-            }
+    let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
+    let identity = match (&tr.credentials, key) {
+        (Some(c), Some(key)) => app.auth.authenticate(c, key).await.map_err(|e| {
+            tracing::debug!(user = %c.username, "authentication failed: {e}");
+            RealmError::from(e)
         })?,
-        None if app.anonymous => Arc::new(Identity::anonymous()),
-        None => return Err(RealmError::Unauthorized("authentication required".into())),
+        _ if app.anonymous => Arc::new(Identity::anonymous()),
+        _ => return Err(RealmError::Unauthorized("authentication required".into())),
     };
-    let access = app.acl.authorize(&identity, &tr.scopes);
+    let caller = Caller {
+        identity: &identity,
+        credentials: tr.credentials.as_ref().zip(key),
+    };
+    let access = app
+        .policy
+        .authorize(&caller, &tr.scopes)
+        .await
+        .map_err(RealmError::from)?;
     tracing::debug!(
         user = %identity.name,
         client_id = tr.client_id.as_deref().unwrap_or(""),

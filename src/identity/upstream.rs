@@ -1,0 +1,153 @@
+//! The upstream identity API: the registry password is a session token or API key that only
+//! the platform's API can resolve. 2xx → an identity; 401/403 → bad credentials; anything
+//! else (5xx, timeout, refused, a body that is not the documented JSON) → unavailable, which
+//! the realm turns into a 503: never a token on a guess.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use super::{AuthError, Credentials, Identity, Source};
+use crate::config::{CredentialForwarding, UpstreamConfig};
+
+pub struct Upstream {
+    client: reqwest::Client,
+    url: String,
+    forwarding: CredentialForwarding,
+    username_pointer: String,
+    match_username: bool,
+    groups_pointer: Option<String>,
+}
+
+/// What an upstream endpoint answered, reduced to what the caller acts on.
+pub enum Answer {
+    Granted(serde_json::Value),
+    Refused(StatusCode),
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig, client: reqwest::Client) -> Self {
+        Self {
+            client,
+            url: cfg.url.clone(),
+            forwarding: cfg.credentials,
+            username_pointer: cfg.username_pointer.clone(),
+            match_username: cfg.match_username,
+            groups_pointer: cfg.groups_pointer.clone(),
+        }
+    }
+
+    pub async fn whoami(&self, creds: &Credentials) -> Result<Identity, AuthError> {
+        let body = match call(&self.client, &self.url, self.forwarding, creds, true).await? {
+            Answer::Granted(body) => body,
+            Answer::Refused(status) => {
+                tracing::debug!(user = %creds.username, %status, "upstream identity refused the credential");
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        let name = body
+            .pointer(&self.username_pointer)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                unavailable(
+                    &self.url,
+                    &format!("its answer has no string at {}", self.username_pointer),
+                )
+            })?;
+        if self.match_username && name != creds.username {
+            tracing::info!(user = %creds.username, upstream_name = %name, "credential belongs to another user");
+            return Err(AuthError::BadCredentials);
+        }
+        let groups = match &self.groups_pointer {
+            None => Vec::new(),
+            Some(p) => match body.pointer(p) {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .map(|g| g.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        unavailable(&self.url, &format!("{p} is not an array of strings"))
+                    })?,
+                Some(_) => {
+                    return Err(unavailable(
+                        &self.url,
+                        &format!("{p} is not an array of strings"),
+                    ))
+                }
+            },
+        };
+        Ok(Identity {
+            name: name.to_string(),
+            groups,
+            source: Source::Upstream,
+        })
+    }
+}
+
+pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("token-issuer/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// One GET as the caller. `json_body`: a 2xx must carry JSON (the identity endpoint); the
+/// repository endpoint's 2xx body is not read.
+pub async fn call(
+    client: &reqwest::Client,
+    url: &str,
+    forwarding: CredentialForwarding,
+    creds: &Credentials,
+    json_body: bool,
+) -> Result<Answer, AuthError> {
+    let req = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let req = match forwarding {
+        CredentialForwarding::Bearer => req.bearer_auth(&creds.password),
+        CredentialForwarding::Basic => req.basic_auth(&creds.username, Some(&creds.password)),
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| unavailable(url, &describe(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        if !json_body {
+            return Ok(Answer::Granted(serde_json::Value::Null));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| unavailable(url, &describe(&e)))?;
+        return serde_json::from_slice(&bytes)
+            .map(Answer::Granted)
+            .map_err(|_| unavailable(url, "its 2xx answer is not JSON"));
+    }
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+            Ok(Answer::Refused(status))
+        }
+        _ => Err(unavailable(url, &format!("it answered {status}"))),
+    }
+}
+
+/// The URL is configuration, never a credential, so it may be logged and returned.
+fn unavailable(url: &str, how: &str) -> AuthError {
+    let url = url.split('?').next().unwrap_or(url);
+    tracing::warn!(upstream = %url, "upstream identity API failed: {how}");
+    AuthError::Unavailable(format!("{url}: {how}"))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "no answer within the timeout".into()
+    } else if e.is_connect() {
+        "connection failed (refused or unreachable)".into()
+    } else {
+        "the request failed".into()
+    }
+}

@@ -1,0 +1,69 @@
+//! Per-repository decisions from the upstream API (Jellyfish / open-balena style): the
+//! repository is looked up as the caller; 2xx grants the configured actions, 401/403/404 grant
+//! nothing, anything else makes the whole request fail closed (503).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+use crate::config::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
+use crate::identity::upstream::{call, Answer};
+use crate::identity::{AuthError, CacheKey, Credentials};
+
+pub struct RepositoryCheck {
+    client: reqwest::Client,
+    url_template: String,
+    forwarding: CredentialForwarding,
+    actions: Vec<String>,
+    /// Keyed by (credential hash, repository): one caller's answer is never another's.
+    cache: Cache<(CacheKey, String), bool>,
+}
+
+impl RepositoryCheck {
+    pub fn new(
+        up: &UpstreamConfig,
+        repo: &UpstreamRepositoryConfig,
+        client: reqwest::Client,
+        capacity: u64,
+    ) -> Self {
+        Self {
+            client,
+            url_template: repo.url.clone(),
+            forwarding: up.credentials,
+            actions: repo.actions.clone(),
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(
+                    Duration::from_secs(up.cache_ttl_seconds).max(Duration::from_millis(1)),
+                )
+                .build(),
+        }
+    }
+
+    /// The actions the endpoint grants `creds` on `name` (all configured ones, or none).
+    pub async fn allowed(
+        &self,
+        creds: &Credentials,
+        key: CacheKey,
+        name: &str,
+    ) -> Result<&[String], AuthError> {
+        let granted = self
+            .cache
+            .try_get_with((key, name.to_string()), async {
+                // Every byte but letters and digits is escaped, `/` included: `{name}` is one path segment.
+                let url = self.url_template.replace("{name}", &utf8_percent_encode(name, NON_ALPHANUMERIC).to_string());
+                match call(&self.client, &url, self.forwarding, creds, false).await? {
+                    Answer::Granted(_) => Ok(true),
+                    Answer::Refused(status) => {
+                        tracing::debug!(user = %creds.username, repository = %name, %status, "upstream refused the repository");
+                        Ok(false)
+                    }
+                }
+            })
+            .await
+            .map_err(|e: Arc<AuthError>| (*e).clone())?;
+        Ok(if granted { &self.actions } else { &[] })
+    }
+}
