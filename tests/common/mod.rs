@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 
+pub mod fake_api;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-issuer");
 
 pub fn free_port() -> u16 {
