@@ -204,6 +204,13 @@ pub fn setting(key: &str) -> String {
 impl Config {
     /// File, then env, then `overrides` (command-line flags, as `key = value` pairs).
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> anyhow::Result<Self> {
+        // Rules decide who may push: they come from the reviewed file only, never from a stray
+        // variable that would silently replace them all.
+        if let Some((name, _)) =
+            std::env::vars().find(|(k, _)| k.to_uppercase().starts_with("TOKEN_ISSUER_ACL"))
+        {
+            bail!("{name}: [[acl]] rules can only be set in the config file");
+        }
         let mut fig = Figment::new();
         if let Some(f) = file {
             if !f.is_file() {
@@ -497,6 +504,21 @@ mod tests {
                 "{}",
                 p.display()
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn acl_cannot_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "TOKEN_ISSUER_ACL",
+                r#"[{account="alice",name="**",actions=["*"]}]"#,
+            );
+            let err = Config::load(None, &[])
+                .expect_err("acl from env")
+                .to_string();
+            assert!(err.contains("TOKEN_ISSUER_ACL"), "{err}");
             Ok(())
         });
     }

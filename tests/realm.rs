@@ -49,9 +49,10 @@ actions = ["*"]
     )
 }
 
+/// At debug level, so the secrecy check below sees every line a request can log.
 async fn start(dir: &Path) -> Issuer {
     gen_cert(dir, ISSUER);
-    Issuer::start(dir, &config(dir, ""), &[]).await
+    Issuer::start(dir, &config(dir, ""), &[("TOKEN_ISSUER_LOG", "debug")]).await
 }
 
 async fn trusted(issuer: &Issuer) -> TrustedKeys {
@@ -103,6 +104,18 @@ async fn realm_statuses_bodies_and_claims() {
     assert!(challenge.starts_with("Basic realm="), "{challenge}");
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+
+    // Malformed Basic credentials: a 401 with the challenge, like missing ones.
+    for bad in ["Basic !!!", "Basic dXNlcm5vY29sb24=", "Basic /w=="] {
+        let r = c
+            .get(&realm)
+            .header("Authorization", bad)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 401, "{bad}");
+        assert!(r.headers().contains_key("www-authenticate"), "{bad}");
+    }
 
     // Wrong password and unknown user: both 401, same message.
     for (u, p) in [("alice", "nope"), ("mallory", "alice-pw")] {
@@ -361,9 +374,19 @@ async fn bad_configuration_stops_start_up() {
             vec!["REGISTRY_HOST"],
         ),
         (
-            good.clone(),
+            good.replace(&format!("cert_file = \"{ISSUER}.crt\""), ""),
             vec![("REGISTRY_TOKEN_AUTH_CERT", "!!!")],
-            vec!["REGISTRY_TOKEN_AUTH_CERT", "keys.cert_file"],
+            vec!["REGISTRY_TOKEN_AUTH_CERT", "not valid base64"],
+        ),
+        (
+            good.clone(),
+            vec![("REGISTRY_TOKEN_AUTH_CERT", "AAAA")],
+            vec!["REGISTRY_TOKEN_AUTH_CERT", "keys.cert_file", "both set"],
+        ),
+        (
+            good.clone(),
+            vec![("TOKEN_ISSUER_ACL", "[]")],
+            vec!["TOKEN_ISSUER_ACL", "config file"],
         ),
         (
             good.replace("actions = [\"pull\", \"push\"]", "actions = [\"pul\"]"),

@@ -212,14 +212,13 @@ fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| {
-            RealmError::bad(
-                "INVALID_REQUEST",
-                "the Basic credentials are not base64 of user:password",
+            RealmError::Unauthorized(
+                "the Basic credentials are not base64 of UTF-8 user:password".into(),
             )
         })?;
     let (username, password) = decoded
         .split_once(':')
-        .ok_or_else(|| RealmError::bad("INVALID_REQUEST", "the Basic credentials lack a ':'"))?;
+        .ok_or_else(|| RealmError::Unauthorized("the Basic credentials lack a ':'".into()))?;
     Ok(Some(Credentials {
         username: username.into(),
         password: password.into(),

@@ -80,6 +80,9 @@ const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 pub struct Authenticator {
     local: Option<Arc<Htpasswd>>,
+    /// bcrypt runs at most one per core: a flood of bad logins queues here instead of taking
+    /// every blocking thread and starving token signing.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
     upstream: Option<Upstream>,
     local_cache: Cache<CacheKey, Arc<Identity>>,
     upstream_cache: Cache<CacheKey, Arc<Identity>>,
@@ -109,8 +112,10 @@ impl Authenticator {
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build()
         };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             local: local.map(Arc::new),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             upstream,
             local_cache: build(cache.local_ttl),
             upstream_cache: build(cache.upstream_ttl),
@@ -171,9 +176,18 @@ impl Authenticator {
             return Err(AuthError::BadCredentials);
         };
         let (user, pass) = (creds.username.clone(), creds.password.clone());
-        let verdict = tokio::task::spawn_blocking(move || local.verify(&user, &pass))
+        let slot = self
+            .bcrypt_slots
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
+            .map_err(|_| AuthError::Unavailable("password verification is shutting down".into()))?;
+        let verdict = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            local.verify(&user, &pass)
+        })
+        .await
+        .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
         match verdict {
             Verdict::Valid => Ok(Arc::new(Identity::local(&creds.username))),
             Verdict::WrongPassword | Verdict::UnknownUser => Err(AuthError::BadCredentials),

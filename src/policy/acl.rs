@@ -51,13 +51,13 @@ impl Acl {
                 None => None,
                 Some("") => Some(AccountMatch::Anonymous),
                 Some(p) => Some(AccountMatch::User(
-                    Glob::compile(p).map_err(|e| anyhow::anyhow!("{at}.account: {e}"))?,
+                    Glob::compile_flat(p).map_err(|e| anyhow::anyhow!("{at}.account: {e}"))?,
                 )),
             };
             let group = r
                 .group
                 .as_deref()
-                .map(|g| Glob::compile(g).map_err(|e| anyhow::anyhow!("{at}.group: {e}")))
+                .map(|g| Glob::compile_flat(g).map_err(|e| anyhow::anyhow!("{at}.group: {e}")))
                 .transpose()?;
             if account.is_none() && group.is_none() {
                 bail!("{at}: needs an account (a user name glob; \"*\" for any user, \"\" for anonymous) or a group");

@@ -55,6 +55,17 @@ impl Glob {
         Ok(Self { toks })
     }
 
+    /// For globs over user and group names, which have no path segments: `*` matches anything.
+    pub fn compile_flat(pattern: &str) -> Result<Self, String> {
+        let mut g = Self::compile(pattern)?;
+        for t in &mut g.toks {
+            if *t == Tok::Star {
+                *t = Tok::DoubleStar;
+            }
+        }
+        Ok(g)
+    }
+
     pub fn matches(&self, s: &str, account: &str) -> bool {
         match_toks(&self.toks, s, account)
     }
@@ -68,8 +79,11 @@ fn match_toks(toks: &[Tok], s: &str, account: &str) -> bool {
         Tok::Lit(l) => s
             .strip_prefix(l.as_str())
             .is_some_and(|r| match_toks(rest, r, account)),
+        // `${account}` stands for one path segment: a user name holding `/` would otherwise
+        // reach into a deeper namespace (`alice/x` matching `${account}/*` on `alice/x/app`).
         Tok::Account => {
             !account.is_empty()
+                && !account.contains('/')
                 && s.strip_prefix(account)
                     .is_some_and(|r| match_toks(rest, r, account))
         }
@@ -122,6 +136,14 @@ mod tests {
         // A name is literal: a dot in the user or pattern is not "any character".
         assert!(!m("a.b", "axb"));
         assert!(!Glob::compile("${account}").expect("c").matches("", ""));
+        let own = Glob::compile("${account}/*").expect("c");
+        assert!(own.matches("bob/app", "bob"));
+        assert!(
+            !own.matches("alice/x/app", "alice/x"),
+            "a '/' in a user name is not a segment"
+        );
+        let any = Glob::compile_flat("*").expect("c");
+        assert!(any.matches("ci/bot", "ci/bot"), "account '*' is any user");
     }
 
     #[test]
