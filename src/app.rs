@@ -132,3 +132,45 @@ fn build_policy(cfg: &Config, client: Option<reqwest::Client>) -> anyhow::Result
     }
     Ok(Policy { acl, repository })
 }
+
+/// The built-in registry for `[registry]`: it trusts this issuer's key, issuer and service.
+pub fn build_registry(
+    cfg: &Config,
+    app: &App,
+) -> anyhow::Result<Option<crate::registry::Registry>> {
+    let Some(rc) = &cfg.registry else {
+        return Ok(None);
+    };
+    let storage_root = rc.storage.relative();
+    let storage = crate::registry::storage::Storage::open(&storage_root).with_context(|| {
+        format!(
+            "{}: {}",
+            setting("registry.storage"),
+            storage_root.display()
+        )
+    })?;
+    let mut trusted = crate::token::TrustedKeys::default();
+    trusted.add(&app.keys.kid, app.keys.public.clone());
+    Ok(Some(crate::registry::Registry {
+        storage,
+        auth: crate::registry::auth::TokenAuth {
+            trusted,
+            issuer: app.signer.issuer.clone(),
+            service: app.signer.service.clone(),
+            realm: realm_url(cfg),
+        },
+    }))
+}
+
+/// The realm registries send clients to: `token.realm`, else this issuer's own address
+/// (a wildcard listen address becomes loopback, which clients can reach).
+pub fn realm_url(cfg: &Config) -> String {
+    if let Some(r) = cfg.token.realm.as_deref().filter(|r| !r.is_empty()) {
+        return r.to_string();
+    }
+    let listen = cfg
+        .listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    format!("http://{listen}/v1/registry")
+}

@@ -44,6 +44,20 @@ pub struct Config {
     #[serde(default)]
     pub acl: Vec<AclRule>,
     pub upstream: Option<UpstreamConfig>,
+    pub registry: Option<RegistryConfig>,
+}
+
+/// The built-in registry, served beside the issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default = "default_registry_listen")]
+    pub listen: String,
+    /// Storage root (relative paths are relative to the config file).
+    pub storage: RelativePathBuf,
+    /// Upload sessions untouched this long are removed.
+    #[serde(default = "default_upload_ttl")]
+    pub upload_ttl_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +191,12 @@ fn default_cache_ttl() -> u64 {
 fn default_cache_capacity() -> u64 {
     10_000
 }
+fn default_registry_listen() -> String {
+    "127.0.0.1:5000".into()
+}
+fn default_upload_ttl() -> u64 {
+    3600
+}
 fn default_true() -> bool {
     true
 }
@@ -262,6 +282,18 @@ impl Config {
         }
         if self.identity.cache_ttl_seconds > 3600 {
             bail!("{}: at most 3600", setting("identity.cache_ttl_seconds"));
+        }
+        if let Some(r) = &self.registry {
+            if r.listen.parse::<std::net::SocketAddr>().is_err() {
+                bail!(
+                    "{}: {:?} is not an address like 127.0.0.1:5000",
+                    setting("registry.listen"),
+                    r.listen
+                );
+            }
+            if r.upload_ttl_seconds < 60 {
+                bail!("{}: at least 60", setting("registry.upload_ttl_seconds"));
+            }
         }
         if let Some(u) = &self.upstream {
             check_http_url(&u.url, "upstream.url")?;

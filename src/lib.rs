@@ -8,6 +8,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod policy;
+pub mod registry;
 pub mod scope;
 pub mod server;
 pub mod token;

@@ -1,8 +1,9 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use token_issuer::{app::App, config::Config, http, keys, server};
+use token_issuer::{app, app::App, config::Config, http, keys, registry, server};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,32 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+    },
+    /// One command for development: the issuer plus a built-in registry, with a generated key,
+    /// an `admin` user and its password, all kept in DATA_DIR and reused by later runs.
+    Dev {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The issuer's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The registry's address.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        registry_listen: String,
+    },
+    /// Remove blobs no manifest references (and, with --delete-untagged, manifests no tag
+    /// reaches). Run it while the registry is stopped.
+    Gc {
+        /// The `dev` data directory (its registry storage is DATA_DIR/registry).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Take the storage from this config's [registry] storage instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        delete_untagged: bool,
     },
     /// Print an htpasswd line (bcrypt) for USER, reading the password from standard input.
     Htpasswd {
@@ -76,17 +103,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 overrides.push(("listen", l));
             }
             let cfg = Config::load(config.as_deref(), &overrides)?;
-            let app = Arc::new(App::build(&cfg)?);
-            tracing::info!(
-                issuer = %app.signer.issuer,
-                service = %app.signer.service,
-                kid = %app.keys.kid,
-                listen = %cfg.listen,
-                ttl_seconds = app.signer.ttl.as_secs(),
-                "token-issuer starting"
+            serve(cfg, None).await
+        }
+        Command::Dev {
+            data_dir,
+            listen,
+            registry_listen,
+        } => {
+            let config = dev_init(&data_dir)?;
+            let cfg = Config::load(
+                Some(&config),
+                &[("listen", listen), ("registry.listen", registry_listen)],
+            )?;
+            serve(cfg, Some(&data_dir)).await
+        }
+        Command::Gc {
+            data_dir,
+            config,
+            dry_run,
+            delete_untagged,
+        } => {
+            let root = match config {
+                Some(c) => Config::load(Some(&c), &[])?
+                    .registry
+                    .ok_or_else(|| anyhow::anyhow!("{}: no [registry] section", c.display()))?
+                    .storage
+                    .relative(),
+                None => data_dir.join("registry"),
+            };
+            if !root.join("blobs").is_dir() {
+                anyhow::bail!("{} holds no registry storage", root.display());
+            }
+            let storage = registry::storage::Storage::open(&root)?;
+            let report = registry::gc::collect(&storage, delete_untagged, dry_run).await?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for (repo, d) in &report.manifests {
+                println!("{verb} manifest {repo}@{d}");
+            }
+            for d in &report.blobs {
+                println!("{verb} blob {d}");
+            }
+            println!(
+                "{verb} {} manifest(s), {} blob(s)",
+                report.manifests.len(),
+                report.blobs.len()
             );
-            let addr = cfg.listen.parse()?;
-            server::serve(addr, http::routes(app), "token issuer").await
+            Ok(())
         }
         Command::GenTokenAuthCert {
             issuer,
@@ -111,18 +173,157 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Htpasswd { user, cost } => {
-            if user.contains(':') || user.is_empty() {
-                anyhow::bail!("user {user:?}: must be non-empty and hold no ':'");
-            }
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                anyhow::bail!("no password on standard input");
-            }
-            let hash = bcrypt::hash(password, cost)?;
-            println!("{user}:{}", hash.replacen("$2b$", "$2y$", 1));
+            let password = read_password()?;
+            println!("{}", htpasswd_line(&user, &password, cost)?);
             Ok(())
         }
     }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(password)
+}
+
+fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String> {
+    if user.contains(':') || user.is_empty() {
+        anyhow::bail!("user {user:?}: must be non-empty and hold no ':'");
+    }
+    let hash = bcrypt::hash(password, cost)?;
+    Ok(format!("{user}:{}", hash.replacen("$2b$", "$2y$", 1)))
+}
+
+/// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM.
+async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
+    let app = Arc::new(App::build(&cfg)?);
+    tracing::info!(
+        issuer = %app.signer.issuer,
+        service = %app.signer.service,
+        kid = %app.keys.kid,
+        listen = %cfg.listen,
+        ttl_seconds = app.signer.ttl.as_secs(),
+        "token-issuer starting"
+    );
+    let issuer = server::serve(
+        cfg.listen.parse()?,
+        http::routes(app.clone()),
+        "token issuer",
+    );
+    let Some(reg) = app::build_registry(&cfg, &app)? else {
+        return issuer.await;
+    };
+    let rc = cfg
+        .registry
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no [registry]"))?;
+    let reg = Arc::new(reg);
+    registry::spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
+    tracing::info!(listen = %rc.listen, storage = %reg.storage.root().display(), realm = %reg.auth.realm, "registry starting");
+    if let Some(dir) = dev_dir {
+        print_dev_hints(dir, &rc.listen);
+    }
+    let registry = server::serve(rc.listen.parse()?, registry::routes(reg), "registry");
+    tokio::try_join!(issuer, registry)?;
+    Ok(())
+}
+
+const DEV_ISSUER: &str = "token-issuer-dev";
+
+/// First run: a key as `gen-token-auth-cert` makes it, an `admin` user with a random password
+/// (or TOKEN_ISSUER_DEV_PASSWORD), an ACL giving admin everything, and a config file naming
+/// them. Later runs find and reuse all of it. Returns the config file.
+fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let config = dir.join("token-issuer.toml");
+    let password_file = dir.join("admin-password");
+    if config.exists() {
+        if let (Ok(wanted), Ok(kept)) = (
+            std::env::var("TOKEN_ISSUER_DEV_PASSWORD"),
+            std::fs::read_to_string(&password_file),
+        ) {
+            if wanted != kept.trim_end() {
+                tracing::warn!(
+                    "TOKEN_ISSUER_DEV_PASSWORD is ignored: {} already exists (delete {} to start over)",
+                    password_file.display(),
+                    dir.display()
+                );
+            }
+        }
+        return Ok(config);
+    }
+    if !dir.join(format!("{DEV_ISSUER}.crt")).exists() {
+        let g = keys::generate::generate(DEV_ISSUER, 730)?;
+        keys::generate::write_files(dir, DEV_ISSUER, &g, true)?;
+    }
+    let password = match std::env::var("TOKEN_ISSUER_DEV_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    };
+    write_private(&password_file, password.as_bytes())?;
+    write_private(
+        &dir.join("users.htpasswd"),
+        format!("{}\n", htpasswd_line("admin", &password, 10)?).as_bytes(),
+    )?;
+    let toml = format!(
+        r#"# Written by `token-issuer dev` on its first run and reused by later ones: add users to
+# users.htpasswd (`token-issuer htpasswd NAME >> users.htpasswd`) and rules below.
+[token]
+issuer = "{DEV_ISSUER}"
+service = "{DEV_ISSUER}"
+[keys]
+cert_file = "{DEV_ISSUER}.crt"
+key_file = "{DEV_ISSUER}.pem"
+kid_file = "{DEV_ISSUER}.kid"
+[identity]
+htpasswd = "users.htpasswd"
+[[acl]]
+account = "admin"
+name = "**"
+actions = ["*"]
+[[acl]]
+account = "admin"
+type = "registry"
+name = "catalog"
+actions = ["*"]
+[registry]
+storage = "registry"
+"#
+    );
+    // Written last: its presence means the first run completed.
+    std::fs::write(&config, toml)?;
+    Ok(config)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+fn print_dev_hints(dir: &Path, registry: &str) {
+    let pw = dir.join("admin-password");
+    let host = registry.replace("0.0.0.0", "127.0.0.1");
+    println!(
+        "\ntoken-issuer dev: registry at {host}, user admin, password in {pw}\n\n\
+         Try:\n  \
+         docker login {host} -u admin --password-stdin < {pw}\n  \
+         docker tag alpine:latest {host}/library/alpine:latest\n  \
+         docker push {host}/library/alpine:latest\n  \
+         skopeo copy --dest-tls-verify=false --dest-creds admin:$(cat {pw}) \\\n      \
+         docker-archive:image.tar docker://{host}/library/app:latest\n  \
+         skopeo list-tags --tls-verify=false --creds admin:$(cat {pw}) docker://{host}/library/app\n",
+        pw = pw.display()
+    );
 }

@@ -32,7 +32,11 @@ static ACTION: LazyLock<Regex> =
 static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
     let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
     let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-    let domain = format!(r"(?:{dc}(?:\.{dc})*(?::[0-9]+)?)", dc = domain_component);
+    // As distribution: the first component is a host only with a dot, a port, or as localhost.
+    let domain = format!(
+        r"(?:{dc}(?:\.{dc})+(?::[0-9]+)?|{dc}:[0-9]+|localhost)",
+        dc = domain_component
+    );
     Regex::new(&format!(r"^(?:{domain}/)?{component}(?:/{component})*$")).expect("static regex")
 });
 
@@ -190,6 +194,7 @@ mod tests {
             "repository::pull",
             "repository:org/app:",
             "repository:Org/App:pull",
+            "repository:Org/app:pull",
             "repository:org//app:pull",
             "repository:org/app/:pull",
             "repository:-org:pull",

@@ -1,0 +1,105 @@
+//! Registry errors, with the codes and statuses of the distribution spec.
+
+use poem::http::StatusCode;
+use poem::Response;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct RegError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub detail: serde_json::Value,
+}
+
+impl RegError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            detail: serde_json::Value::Null,
+        }
+    }
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+    pub fn blob_unknown(digest: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
+        )
+        .with_detail(json!({"digest": digest}))
+    }
+    pub fn upload_unknown() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            "blob upload unknown to registry",
+        )
+    }
+    pub fn upload_invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", msg)
+    }
+    pub fn digest_invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", msg)
+    }
+    pub fn manifest_unknown(reference: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown",
+        )
+        .with_detail(json!({"reference": reference}))
+    }
+    pub fn manifest_invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
+    }
+    pub fn name_unknown(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+        )
+        .with_detail(json!({"name": name}))
+    }
+    pub fn name_invalid(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            "invalid repository name",
+        )
+        .with_detail(json!({"name": name}))
+    }
+    pub fn unsupported(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("registry storage error: {e}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            "unknown error",
+        )
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if !self.detail.is_null() {
+            err["detail"] = self.detail;
+        }
+        Response::builder()
+            .status(self.status)
+            .content_type("application/json")
+            .header("Docker-Distribution-API-Version", "registry/2.0")
+            .body(json!({"errors": [err]}).to_string())
+    }
+}
+
+impl From<std::io::Error> for RegError {
+    fn from(e: std::io::Error) -> Self {
+        Self::internal(e)
+    }
+}

@@ -1,0 +1,45 @@
+//! The built-in development registry: the OCI distribution API (`routes`) over filesystem
+//! storage (`storage`), accepting only tokens from this issuer (`auth`), plus garbage
+//! collection (`gc`). What works against it must work against distribution, so it follows
+//! distribution's behaviour, status codes and challenge wording.
+
+pub mod auth;
+pub mod errors;
+pub mod gc;
+pub mod routes;
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::{EndpointExt, Route};
+
+use auth::TokenAuth;
+use storage::Storage;
+
+pub struct Registry {
+    pub storage: Storage,
+    pub auth: TokenAuth,
+}
+
+pub fn routes(reg: Arc<Registry>) -> impl poem::Endpoint {
+    Route::new()
+        .at("/v2", routes::dispatch)
+        .at("/v2/*path", routes::dispatch)
+        .data(reg)
+}
+
+/// Removes expired upload sessions every `ttl / 4` (at most every 5 minutes).
+pub fn spawn_upload_sweeper(reg: Arc<Registry>, ttl: Duration) {
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let n = reg.storage.sweep_uploads(ttl).await;
+            if n > 0 {
+                tracing::info!("removed {n} expired upload session(s)");
+            }
+        }
+    });
+}

@@ -1,0 +1,699 @@
+//! The OCI distribution API over [`Storage`], behind [`TokenAuth`]. Repository names contain
+//! slashes, so one handler takes `/v2/*` and splits the path from the right, as distribution does.
+
+use std::sync::Arc;
+
+use poem::http::{header, Method, StatusCode};
+use poem::web::Data;
+use poem::{handler, Body, Request, Response};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::errors::RegError;
+use super::storage::Digest;
+use super::Registry;
+use crate::scope::Scope;
+
+/// Manifests are small JSON documents; distribution refuses anything over 4 MiB too.
+const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Base,
+    Catalog,
+    Tags(&'a str),
+    Manifest(&'a str, &'a str),
+    Blob(&'a str, &'a str),
+    Upload(&'a str, Option<&'a str>),
+    Referrers(&'a str, &'a str),
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let rest = path.strip_prefix("/v2")?;
+    if rest.is_empty() || rest == "/" {
+        return Some(Route::Base);
+    }
+    let rest = rest.strip_prefix('/')?;
+    if rest == "_catalog" {
+        return Some(Route::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Route::Tags(name));
+    }
+    if let Some((name, uuid)) = rest.rsplit_once("/blobs/uploads") {
+        return match uuid {
+            "" | "/" => Some(Route::Upload(name, None)),
+            u => u
+                .strip_prefix('/')
+                .filter(|u| !u.contains('/'))
+                .map(|u| Route::Upload(name, Some(u))),
+        };
+    }
+    let (name, kind, last) = ["/manifests/", "/blobs/", "/referrers/"]
+        .iter()
+        .filter_map(|k| rest.rfind(k).map(|i| (i, *k)))
+        .max()
+        .map(|(i, k)| (&rest[..i], k, &rest[i + k.len()..]))?;
+    if last.is_empty() || last.contains('/') {
+        return None;
+    }
+    Some(match kind {
+        "/manifests/" => Route::Manifest(name, last),
+        "/blobs/" => Route::Blob(name, last),
+        _ => Route::Referrers(name, last),
+    })
+}
+
+fn repo_scope(name: &str, actions: &[&str]) -> Scope {
+    Scope::new("repository", name, actions)
+}
+
+fn query(req: &Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn valid_name(name: &str) -> bool {
+    Scope::parse(&format!("repository:{name}:pull")).is_ok_and(|s| s.name == name)
+        && !name.contains(':')
+}
+
+fn valid_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn base() -> poem::ResponseBuilder {
+    Response::builder().header("Docker-Distribution-API-Version", "registry/2.0")
+}
+
+#[handler]
+pub async fn dispatch(req: &Request, body: Body, Data(reg): Data<&Arc<Registry>>) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(r) = route(&path) else {
+        return RegError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+            .into_response();
+    };
+    let name = match &r {
+        Route::Tags(n)
+        | Route::Manifest(n, _)
+        | Route::Blob(n, _)
+        | Route::Upload(n, _)
+        | Route::Referrers(n, _) => Some(*n),
+        _ => None,
+    };
+    if let Some(n) = name {
+        if !valid_name(n) {
+            return RegError::name_invalid(n).into_response();
+        }
+    }
+    let method = req.method().clone();
+    let q = query(req);
+    // The access each request needs (protocol-notes §6).
+    let needed: Vec<Scope> = match (&r, &method) {
+        (Route::Base, _) => vec![],
+        (Route::Catalog, _) => vec![Scope::new("registry", "catalog", &["*"])],
+        (_, m) if m == Method::DELETE && !matches!(r, Route::Upload(..)) => {
+            vec![repo_scope(name.unwrap_or(""), &["delete"])]
+        }
+        (_, m) if m == Method::GET || m == Method::HEAD => {
+            if matches!(r, Route::Upload(..)) {
+                vec![repo_scope(name.unwrap_or(""), &["pull", "push"])]
+            } else {
+                vec![repo_scope(name.unwrap_or(""), &["pull"])]
+            }
+        }
+        _ => vec![repo_scope(name.unwrap_or(""), &["pull", "push"])],
+    };
+    let claims = match reg.auth.check(req, &needed) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let result = match (r, method) {
+        (Route::Base, _) => Ok(base().content_type("application/json").body("{}")),
+        (Route::Catalog, Method::GET) => catalog(reg, &q).await,
+        (Route::Tags(n), Method::GET) => tags(reg, n, &q).await,
+        (Route::Manifest(n, reference), m @ (Method::GET | Method::HEAD)) => {
+            get_manifest(reg, n, reference, m == Method::HEAD).await
+        }
+        (Route::Manifest(n, reference), Method::PUT) => {
+            put_manifest(reg, req, n, reference, body).await
+        }
+        (Route::Manifest(n, reference), Method::DELETE) => delete_manifest(reg, n, reference).await,
+        (Route::Blob(n, d), m @ (Method::GET | Method::HEAD)) => {
+            get_blob(reg, req, n, d, m == Method::HEAD).await
+        }
+        (Route::Blob(n, d), Method::DELETE) => delete_blob(reg, n, d).await,
+        (Route::Upload(n, None), Method::POST) => {
+            let can_mount_from =
+                |from: &str| super::auth::grants(&claims, &repo_scope(from, &["pull"]));
+            start_upload(reg, n, &q, body, can_mount_from).await
+        }
+        (Route::Upload(n, Some(id)), Method::PATCH) => patch_upload(reg, req, n, id, body).await,
+        (Route::Upload(n, Some(id)), Method::PUT) => put_upload(reg, n, id, &q, body).await,
+        (Route::Upload(n, Some(id)), Method::GET) => upload_status(reg, n, id).await,
+        (Route::Upload(n, Some(id)), Method::DELETE) => cancel_upload(reg, n, id).await,
+        (Route::Referrers(n, d), Method::GET) => referrers(reg, n, d, &q).await,
+        _ => Err(RegError::unsupported("the operation is unsupported")),
+    };
+    result.unwrap_or_else(RegError::into_response)
+}
+
+// ---- listings
+
+/// `n`/`last` pagination with a `Link` header to the next page.
+fn paginate(
+    all: Vec<String>,
+    q: &[(String, String)],
+    path: &str,
+) -> Result<(Vec<String>, Option<String>), RegError> {
+    let last = param(q, "last");
+    let mut items: Vec<String> = all
+        .into_iter()
+        .filter(|x| last.is_none_or(|l| x.as_str() > l))
+        .collect();
+    let Some(n) = param(q, "n") else {
+        return Ok((items, None));
+    };
+    let n: usize = n.parse().map_err(|_| {
+        RegError::new(
+            StatusCode::BAD_REQUEST,
+            "PAGINATION_NUMBER_INVALID",
+            "n must be a number",
+        )
+    })?;
+    if items.len() <= n {
+        return Ok((items, None));
+    }
+    items.truncate(n);
+    let link = items.last().map(|l| {
+        let last: String = form_urlencoded::byte_serialize(l.as_bytes()).collect();
+        format!("<{path}?last={last}&n={n}>; rel=\"next\"")
+    });
+    Ok((items, link))
+}
+
+fn json_page(body: Value, link: Option<String>) -> Response {
+    let mut b = base().content_type("application/json");
+    if let Some(l) = link {
+        b = b.header(header::LINK, l);
+    }
+    b.body(body.to_string())
+}
+
+async fn catalog(reg: &Registry, q: &[(String, String)]) -> Result<Response, RegError> {
+    let (repos, link) = paginate(reg.storage.repositories().await, q, "/v2/_catalog")?;
+    Ok(json_page(json!({"repositories": repos}), link))
+}
+
+async fn tags(reg: &Registry, name: &str, q: &[(String, String)]) -> Result<Response, RegError> {
+    let all = reg
+        .storage
+        .tags(name)
+        .await
+        .ok_or_else(|| RegError::name_unknown(name))?;
+    let (tags, link) = paginate(all, q, &format!("/v2/{name}/tags/list"))?;
+    Ok(json_page(json!({"name": name, "tags": tags}), link))
+}
+
+// ---- manifests
+
+async fn resolve(reg: &Registry, name: &str, reference: &str) -> Result<Digest, RegError> {
+    if reference.contains(':') {
+        return Digest::parse(reference);
+    }
+    if !valid_tag(reference) {
+        return Err(RegError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            "invalid tag",
+        ));
+    }
+    reg.storage
+        .resolve_tag(name, reference)
+        .await
+        .ok_or_else(|| RegError::manifest_unknown(reference))
+}
+
+async fn get_manifest(
+    reg: &Registry,
+    name: &str,
+    reference: &str,
+    head: bool,
+) -> Result<Response, RegError> {
+    let d = resolve(reg, name, reference).await?;
+    let (media_type, bytes) = reg
+        .storage
+        .get_manifest(name, &d)
+        .await
+        .ok_or_else(|| RegError::manifest_unknown(reference))?;
+    let b = base()
+        .content_type(media_type)
+        .header("Docker-Content-Digest", d.to_string())
+        .header(header::ETAG, format!("\"{d}\""));
+    Ok(if head {
+        b.header(header::CONTENT_LENGTH, bytes.len())
+            .body(Body::empty())
+    } else {
+        b.body(bytes)
+    })
+}
+
+async fn put_manifest(
+    reg: &Registry,
+    req: &Request,
+    name: &str,
+    reference: &str,
+    body: Body,
+) -> Result<Response, RegError> {
+    let bytes = body.into_bytes_limit(MAX_MANIFEST).await.map_err(|_| {
+        RegError::manifest_invalid("the manifest is unreadable or larger than 4 MiB")
+    })?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| RegError::manifest_invalid("the manifest is not JSON"))?;
+    let declared = doc.get("mediaType").and_then(Value::as_str);
+    let header_type = req
+        .content_type()
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+    let media_type = match (header_type.as_deref(), declared) {
+        (Some(h), Some(d)) if h != d && h != "application/json" => {
+            return Err(RegError::manifest_invalid(format!(
+                "Content-Type {h} but mediaType {d}"
+            )))
+        }
+        (_, Some(d)) => d.to_string(),
+        (Some(h), None) if h != "application/json" => h.to_string(),
+        // OCI manifests may omit mediaType: tell an index from an image manifest by shape.
+        _ if doc.get("manifests").is_some() => OCI_INDEX.to_string(),
+        _ => OCI_MANIFEST.to_string(),
+    };
+    match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => {
+            let config = doc.get("config").into_iter();
+            let layers = doc
+                .get("layers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for desc in config.chain(layers) {
+                // Foreign (non-distributable) layers live elsewhere, by their `urls`.
+                if desc.get("urls").is_some() {
+                    continue;
+                }
+                let d = descriptor_digest(desc)?;
+                if reg.storage.blob_size(name, &d).await.is_none() {
+                    return Err(manifest_blob_unknown(&d));
+                }
+            }
+        }
+        OCI_INDEX | DOCKER_LIST => {
+            for desc in doc
+                .get("manifests")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let d = descriptor_digest(desc)?;
+                if !reg.storage.has_manifest(name, &d).await {
+                    return Err(manifest_blob_unknown(&d));
+                }
+            }
+        }
+        other => {
+            return Err(RegError::manifest_invalid(format!(
+                "unsupported manifest media type {other}"
+            )))
+        }
+    }
+    let computed = Digest::of(&bytes);
+    let tag = if reference.contains(':') {
+        if Digest::parse(reference)? != computed {
+            return Err(RegError::digest_invalid(format!(
+                "the manifest's digest is {computed}, not {reference}"
+            )));
+        }
+        None
+    } else if valid_tag(reference) {
+        Some(reference)
+    } else {
+        return Err(RegError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            "invalid tag",
+        ));
+    };
+    let d = reg.storage.put_manifest(name, &media_type, &bytes).await?;
+    if let Some(t) = tag {
+        reg.storage.tag(name, t, &d).await?;
+    }
+    let mut b = base()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{name}/manifests/{d}"))
+        .header("Docker-Content-Digest", d.to_string());
+    if let Some(subject) = doc
+        .get("subject")
+        .and_then(|s| s.get("digest"))
+        .and_then(Value::as_str)
+    {
+        b = b.header("OCI-Subject", subject);
+    }
+    Ok(b.finish())
+}
+
+fn descriptor_digest(desc: &Value) -> Result<Digest, RegError> {
+    let d = desc
+        .get("digest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RegError::manifest_invalid("a descriptor has no digest"))?;
+    Digest::parse(d)
+}
+
+fn manifest_blob_unknown(d: &Digest) -> RegError {
+    RegError::new(
+        StatusCode::BAD_REQUEST,
+        "MANIFEST_BLOB_UNKNOWN",
+        "blob unknown to registry",
+    )
+    .with_detail(json!({"digest": d.to_string()}))
+}
+
+async fn delete_manifest(
+    reg: &Registry,
+    name: &str,
+    reference: &str,
+) -> Result<Response, RegError> {
+    let removed = if reference.contains(':') {
+        reg.storage
+            .delete_manifest(name, &Digest::parse(reference)?)
+            .await?
+    } else {
+        reg.storage.untag(name, reference).await
+    };
+    if !removed {
+        return Err(RegError::manifest_unknown(reference));
+    }
+    Ok(base().status(StatusCode::ACCEPTED).finish())
+}
+
+async fn referrers(
+    reg: &Registry,
+    name: &str,
+    digest: &str,
+    q: &[(String, String)],
+) -> Result<Response, RegError> {
+    let subject = Digest::parse(digest)?;
+    let filter = param(q, "artifactType");
+    let mut manifests = Vec::new();
+    for (d, media_type) in reg.storage.manifests(name).await {
+        let Some((_, bytes)) = reg.storage.get_manifest(name, &d).await else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        if doc.pointer("/subject/digest").and_then(Value::as_str) != Some(&subject.to_string()) {
+            continue;
+        }
+        let artifact_type = doc
+            .get("artifactType")
+            .or_else(|| doc.pointer("/config/mediaType"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if filter.is_some_and(|f| f != artifact_type) {
+            continue;
+        }
+        let mut desc = json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len(), "artifactType": artifact_type});
+        if let Some(a) = doc.get("annotations") {
+            desc["annotations"] = a.clone();
+        }
+        manifests.push(desc);
+    }
+    let mut b = base().content_type(OCI_INDEX);
+    if filter.is_some() {
+        b = b.header("OCI-Filters-Applied", "artifactType");
+    }
+    Ok(b.body(
+        json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).to_string(),
+    ))
+}
+
+// ---- blobs
+
+async fn get_blob(
+    reg: &Registry,
+    req: &Request,
+    name: &str,
+    digest: &str,
+    head: bool,
+) -> Result<Response, RegError> {
+    let d = Digest::parse(digest)?;
+    let size = reg
+        .storage
+        .blob_size(name, &d)
+        .await
+        .ok_or_else(|| RegError::blob_unknown(digest))?;
+    let b = base()
+        .content_type("application/octet-stream")
+        .header("Docker-Content-Digest", d.to_string())
+        .header(header::ETAG, format!("\"{d}\""))
+        .header(header::ACCEPT_RANGES, "bytes");
+    if head {
+        return Ok(b.header(header::CONTENT_LENGTH, size).body(Body::empty()));
+    }
+    let mut file = tokio::fs::File::open(reg.storage.blob_path(&d)).await?;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let Some(range) = range else {
+        return Ok(b
+            .header(header::CONTENT_LENGTH, size)
+            .body(Body::from_async_read(file)));
+    };
+    let (start, end) = parse_range(range, size).ok_or_else(|| {
+        RegError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UNKNOWN",
+            format!("range {range} is not satisfiable"),
+        )
+    })?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let len = end - start + 1;
+    Ok(b.status(StatusCode::PARTIAL_CONTENT)
+        .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_async_read(file.take(len))))
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n`, inclusive, within `size`.
+fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.checked_sub(n.min(size))?, size.checked_sub(1)?)
+        }
+        (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(size.checked_sub(1)?),
+        ),
+    };
+    (start <= end && end < size).then_some((start, end))
+}
+
+async fn delete_blob(reg: &Registry, name: &str, digest: &str) -> Result<Response, RegError> {
+    let d = Digest::parse(digest)?;
+    if !reg.storage.unlink_blob(name, &d).await {
+        return Err(RegError::blob_unknown(digest));
+    }
+    Ok(base().status(StatusCode::ACCEPTED).finish())
+}
+
+// ---- uploads
+
+fn upload_response(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
+    base()
+        .status(status)
+        .header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
+        // distribution's quirk: an empty upload reports 0-0.
+        .header(header::RANGE, format!("0-{}", size.saturating_sub(1)))
+        .header("Docker-Upload-UUID", id)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+}
+
+fn blob_created(name: &str, d: &Digest) -> Response {
+    base()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{name}/blobs/{d}"))
+        .header("Docker-Content-Digest", d.to_string())
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+}
+
+async fn start_upload(
+    reg: &Registry,
+    name: &str,
+    q: &[(String, String)],
+    body: Body,
+    can_mount_from: impl Fn(&str) -> bool,
+) -> Result<Response, RegError> {
+    if let (Some(mount), Some(from)) = (param(q, "mount"), param(q, "from")) {
+        let d = Digest::parse(mount)?;
+        // Mounting needs pull on the source; without it (or without the blob there), fall
+        // back to a plain upload session, as distribution does.
+        if valid_name(from)
+            && can_mount_from(from)
+            && reg.storage.blob_size(from, &d).await.is_some()
+        {
+            reg.storage.link_blob(name, &d).await?;
+            return Ok(blob_created(name, &d));
+        }
+    }
+    let id = reg.storage.start_upload(name).await?;
+    if let Some(digest) = param(q, "digest") {
+        let d = Digest::parse(digest)?;
+        reg.storage
+            .append(name, &id, None, body.into_async_read())
+            .await?;
+        reg.storage.finish(name, &id, &d).await?;
+        return Ok(blob_created(name, &d));
+    }
+    Ok(upload_response(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+async fn patch_upload(
+    reg: &Registry,
+    req: &Request,
+    name: &str,
+    id: &str,
+    body: Body,
+) -> Result<Response, RegError> {
+    let start = match req
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => None,
+        Some(v) => {
+            let v = v.trim_start_matches("bytes=").trim_start_matches("bytes ");
+            let (a, _) = v
+                .split_once('-')
+                .ok_or_else(|| RegError::upload_invalid("malformed Content-Range"))?;
+            Some(
+                a.parse()
+                    .map_err(|_| RegError::upload_invalid("malformed Content-Range"))?,
+            )
+        }
+    };
+    let size = reg
+        .storage
+        .append(name, id, start, body.into_async_read())
+        .await?;
+    Ok(upload_response(StatusCode::ACCEPTED, name, id, size))
+}
+
+async fn put_upload(
+    reg: &Registry,
+    name: &str,
+    id: &str,
+    q: &[(String, String)],
+    body: Body,
+) -> Result<Response, RegError> {
+    let d = Digest::parse(
+        param(q, "digest")
+            .ok_or_else(|| RegError::digest_invalid("the digest parameter is required"))?,
+    )?;
+    reg.storage
+        .append(name, id, None, body.into_async_read())
+        .await?;
+    reg.storage.finish(name, id, &d).await?;
+    Ok(blob_created(name, &d))
+}
+
+async fn cancel_upload(reg: &Registry, name: &str, id: &str) -> Result<Response, RegError> {
+    reg.storage.upload_size(name, id).await?;
+    reg.storage.cancel(id).await;
+    Ok(base().status(StatusCode::NO_CONTENT).finish())
+}
+
+async fn upload_status(reg: &Registry, name: &str, id: &str) -> Result<Response, RegError> {
+    let size = reg.storage.upload_size(name, id).await?;
+    Ok(upload_response(StatusCode::NO_CONTENT, name, id, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_from_the_right() {
+        assert_eq!(route("/v2/"), Some(Route::Base));
+        assert_eq!(route("/v2"), Some(Route::Base));
+        assert_eq!(route("/v2/_catalog"), Some(Route::Catalog));
+        assert_eq!(route("/v2/a/b/tags/list"), Some(Route::Tags("a/b")));
+        assert_eq!(
+            route("/v2/a/blobs/b/manifests/latest"),
+            Some(Route::Manifest("a/blobs/b", "latest"))
+        );
+        assert_eq!(
+            route("/v2/org/app/blobs/sha256:00"),
+            Some(Route::Blob("org/app", "sha256:00"))
+        );
+        assert_eq!(
+            route("/v2/org/app/blobs/uploads/"),
+            Some(Route::Upload("org/app", None))
+        );
+        assert_eq!(
+            route("/v2/org/app/blobs/uploads/abc"),
+            Some(Route::Upload("org/app", Some("abc")))
+        );
+        assert_eq!(
+            route("/v2/org/app/referrers/sha256:00"),
+            Some(Route::Referrers("org/app", "sha256:00"))
+        );
+        assert_eq!(route("/v2/org/app/manifests/"), None);
+        assert_eq!(route("/v3/x"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn names_and_tags() {
+        assert!(valid_name("org/app") && valid_name("a"));
+        for bad in ["Org/app", "../x", "localhost:5000/x", "", "a//b", "a/"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert!(valid_tag("v1.2_3-x") && valid_tag("_x"));
+        for bad in ["-x", "", "a/b", ".x"] {
+            assert!(!valid_tag(bad), "{bad}");
+        }
+        assert!(!valid_tag(&"a".repeat(129)));
+    }
+}
