@@ -7,7 +7,6 @@ use poem::http::{header, Method, StatusCode};
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::errors::RegError;
 use super::storage::Digest;
@@ -475,7 +474,7 @@ async fn get_blob(
     if head {
         return Ok(b.header(header::CONTENT_LENGTH, size).body(Body::empty()));
     }
-    let mut file = tokio::fs::File::open(reg.storage.blob_path(&d)).await?;
+    let path = reg.storage.blob_path(&d);
     let range = req
         .headers()
         .get(header::RANGE)
@@ -483,7 +482,7 @@ async fn get_blob(
     let Some(range) = range else {
         return Ok(b
             .header(header::CONTENT_LENGTH, size)
-            .body(Body::from_async_read(file)));
+            .body(stream_file(path, 0, size)));
     };
     let (start, end) = parse_range(range, size).ok_or_else(|| {
         RegError::new(
@@ -492,12 +491,45 @@ async fn get_blob(
             format!("range {range} is not satisfiable"),
         )
     })?;
-    file.seek(std::io::SeekFrom::Start(start)).await?;
     let len = end - start + 1;
     Ok(b.status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
         .header(header::CONTENT_LENGTH, len)
-        .body(Body::from_async_read(file.take(len))))
+        .body(stream_file(path, start, len)))
+}
+
+/// Streams `len` bytes of `path` from `offset`. One blocking thread reads 1 MiB chunks into a
+/// small bounded channel: memory stays bounded, and there is no blocking-pool round trip per
+/// chunk as with tokio's `File` (which made pulls slower than distribution's).
+fn stream_file(path: std::path::PathBuf, offset: u64, len: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return drop(tx.blocking_send(Err(e))),
+        };
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
+            return drop(tx.blocking_send(Err(e)));
+        }
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; left.min(1 << 20) as usize];
+            let n = match file.read(&mut buf) {
+                Ok(0) => {
+                    return drop(tx.blocking_send(Err(std::io::ErrorKind::UnexpectedEof.into())))
+                }
+                Ok(n) => n,
+                Err(e) => return drop(tx.blocking_send(Err(e))),
+            };
+            buf.truncate(n);
+            left -= n as u64;
+            if tx.blocking_send(Ok(buf.into())).is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    Body::from_bytes_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n`, inclusive, within `size`.
