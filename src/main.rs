@@ -65,6 +65,16 @@ enum Command {
         #[arg(long)]
         delete_untagged: bool,
     },
+    /// Probe the local /healthz (for container HEALTHCHECKs: no curl needed in the image).
+    /// Exits 0 when the issuer answers 200.
+    Healthcheck {
+        /// Read `listen` from this config (the environment applies too, as for `serve`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Probe this URL instead.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Print an htpasswd line (bcrypt) for USER, reading the password from standard input.
     Htpasswd {
         user: String,
@@ -170,6 +180,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("REGISTRY_TOKEN_AUTH_CERT_KEY={}", b64(&g.key_pem));
             println!("REGISTRY_TOKEN_AUTH_CERT_KID={}", b64(&g.kid));
             println!("REGISTRY_TOKEN_AUTH_CERT_ISSUER={issuer}");
+            Ok(())
+        }
+        Command::Healthcheck { config, url } => {
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let cfg = Config::load(config.as_deref(), &[])?;
+                    let addr = cfg
+                        .listen
+                        .replace("0.0.0.0", "127.0.0.1")
+                        .replace("[::]", "[::1]");
+                    format!("http://{addr}/healthz")
+                }
+            };
+            let resp = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            if !resp.status().is_success() {
+                anyhow::bail!("{url} answered {}", resp.status());
+            }
             Ok(())
         }
         Command::Htpasswd { user, cost } => {
