@@ -149,6 +149,9 @@ pub fn build_registry(
             storage_root.display()
         )
     })?;
+    let lock = storage
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", setting("registry.storage")))?;
     let mut trusted = crate::token::TrustedKeys::default();
     trusted.add(&app.keys.kid, app.keys.public.clone());
     Ok(Some(crate::registry::Registry {
@@ -159,6 +162,8 @@ pub fn build_registry(
             service: app.signer.service.clone(),
             realm: realm_url(cfg),
         },
+        downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::registry::MAX_DOWNLOADS)),
+        _lock: lock,
     }))
 }
 

@@ -145,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{} holds no registry storage", root.display());
             }
             let storage = registry::storage::Storage::open(&root)?;
+            let _lock = storage.lock().map_err(|e| anyhow::anyhow!("gc: {e}"))?;
             let report = registry::gc::collect(&storage, delete_untagged, dry_run).await?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (repo, d) in &report.manifests {

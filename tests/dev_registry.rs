@@ -90,7 +90,7 @@ async fn dev_mode_with_skopeo_and_a_restart() {
         "push:\n{}",
         dev.proc.log_text()
     );
-    // A second repository from the first: skopeo mounts the blobs across.
+    // A second repository from the first (skopeo asks to mount the blobs across).
     let out = skopeo(
         dir,
         &[
@@ -271,7 +271,13 @@ storage = "storage"
             .to_string()
     }
 
+    /// With the Accept header real clients send (every manifest type).
     fn req(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.req_raw(method, path, token)
+            .header("Accept", ALL_MANIFESTS)
+    }
+
+    fn req_raw(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.registry))
             .bearer_auth(token)
@@ -361,6 +367,9 @@ fn image_manifest(
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const ALL_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_api_uploads_manifests_listings_and_auth() {
@@ -569,11 +578,35 @@ async fn registry_api_uploads_manifests_listings_and_auth() {
         .send()
         .await
         .expect("mount");
+    // Without pull on the source: distribution's 401, asking for both scopes.
+    assert_eq!(r.status(), 401, "mounted without pull on the source");
     assert_eq!(
-        r.status(),
-        StatusCode::ACCEPTED,
-        "mounted without pull on the source"
+        r.headers()["www-authenticate"].to_str().expect("h"),
+        format!(
+            "Bearer realm=\"{}\",service=\"{SERVICE}\",scope=\"repository:org/c:pull,push repository:org/a:pull\",error=\"insufficient_scope\"",
+            env.realm
+        )
     );
+    // A bad mount digest, or a blob the source lacks: a plain upload session.
+    let c_and_a = env
+        .token(
+            "admin",
+            &["repository:org/c:pull,push", "repository:org/a:pull"],
+        )
+        .await;
+    for mount in ["sha256:bad".to_string(), digest(b"no repository has this")] {
+        let r = env
+            .req(
+                Method::POST,
+                &format!("/v2/org/c/blobs/uploads/?mount={mount}&from=org/a"),
+                &c_and_a,
+            )
+            .send()
+            .await
+            .expect("mount");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{mount}");
+        assert!(r.headers().contains_key("docker-upload-uuid"));
+    }
 
     // Manifests: a missing blob is refused; then by tag, by digest, content type kept.
     let missing = digest(b"never uploaded");
@@ -833,9 +866,31 @@ async fn registry_api_uploads_manifests_listings_and_auth() {
         .issue("admin", everything, SystemTime::now())
         .expect("sign")
         .token;
+    // Signed by another key but naming ours: the signature check, not the kid lookup, refuses it.
+    let forged = {
+        use aws_lc_rs::rand::SystemRandom;
+        let b64 = |b: &[u8]| data_encoding::BASE64URL_NOPAD.encode(b);
+        let head = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": env.keys.kid});
+        let genuine = signer
+            .issue(
+                "admin",
+                vec![Scope::new("repository", "org/a", &["*"])],
+                SystemTime::now(),
+            )
+            .expect("sign")
+            .token;
+        let payload = genuine.split('.').nth(1).expect("payload").to_string();
+        let signed = format!("{}.{payload}", b64(head.to_string().as_bytes()));
+        let sig = foreign_keys
+            .signing_key
+            .sign(&SystemRandom::new(), signed.as_bytes())
+            .expect("sign");
+        format!("{signed}.{}", b64(sig.as_ref()))
+    };
     for (what, t) in [
         ("expired", old),
         ("foreign", foreign),
+        ("forged under our kid", forged),
         ("other service", other_service),
     ] {
         let r = env
@@ -958,4 +1013,213 @@ async fn gc_removes_exactly_the_unreferenced() {
     assert!(out.contains("removed 1 manifest(s), 2 blob(s)"), "{out}");
     assert!(!blob_exists(&untagged_layer) && !blob_exists(&untagged_d));
     assert!(blob_exists(&config_d) && blob_exists(&layer_d));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifest_types_accept_negotiation_and_conditional_gets() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let env = Env::start(tmp.path()).await;
+    let admin = env
+        .token("admin", &["repository:org/m:pull,push,delete"])
+        .await;
+    let config_d = monolithic(&env, &admin, "org/m", b"{\"os\":\"linux\"}").await;
+    let amd64_layer = monolithic(&env, &admin, "org/m", b"amd64 layer").await;
+    let arm_layer = monolithic(&env, &admin, "org/m", b"arm64 layer").await;
+    let docker_image = |layer: &str, len: usize| {
+        serde_json::json!({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_d, "size": 15},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer, "size": len}]
+        })
+    };
+    let (amd64, arm64) = (docker_image(&amd64_layer, 11), docker_image(&arm_layer, 11));
+    let (amd64_d, arm64_d) = (
+        digest(amd64.to_string().as_bytes()),
+        digest(arm64.to_string().as_bytes()),
+    );
+    for (m, d) in [(&amd64, &amd64_d), (&arm64, &arm64_d)] {
+        assert_eq!(
+            put_manifest(&env, &admin, "org/m", d, DOCKER_MANIFEST, m)
+                .await
+                .status(),
+            201
+        );
+    }
+    let list = serde_json::json!({
+        "schemaVersion": 2, "mediaType": DOCKER_LIST,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": arm64_d, "size": arm64.to_string().len(), "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": DOCKER_MANIFEST, "digest": amd64_d, "size": amd64.to_string().len(), "platform": {"os": "linux", "architecture": "amd64"}}
+        ]
+    });
+    let list_d = digest(list.to_string().as_bytes());
+    assert_eq!(
+        put_manifest(&env, &admin, "org/m", "multi", DOCKER_LIST, &list)
+            .await
+            .status(),
+        201
+    );
+
+    // A client that takes lists gets the list, with its type and digest; HEAD says the same.
+    for method in [Method::GET, Method::HEAD] {
+        let r = env
+            .req(method.clone(), "/v2/org/m/manifests/multi", &admin)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], DOCKER_LIST);
+        assert_eq!(r.headers()["docker-content-digest"], list_d.as_str());
+        assert_eq!(
+            r.headers()["content-length"],
+            list.to_string().len().to_string().as_str()
+        );
+    }
+    // One that does not, by tag: the linux/amd64 image instead (distribution's behaviour).
+    let r = env
+        .req_raw(Method::GET, "/v2/org/m/manifests/multi", &admin)
+        .header("Accept", DOCKER_MANIFEST)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.headers()["content-type"], DOCKER_MANIFEST);
+    assert_eq!(r.headers()["docker-content-digest"], amd64_d.as_str());
+    // OCI manifests only for clients that list the OCI type.
+    let oci = image_manifest(&config_d, 15, &amd64_layer, 11);
+    assert_eq!(
+        put_manifest(&env, &admin, "org/m", "oci", OCI_MANIFEST, &oci)
+            .await
+            .status(),
+        201
+    );
+    let r = env
+        .req_raw(Method::GET, "/v2/org/m/manifests/oci", &admin)
+        .header("Accept", DOCKER_MANIFEST)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        (r.status().as_u16(), error_code(r).await.as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
+    let r = env
+        .req_raw(Method::GET, "/v2/org/m/manifests/oci", &admin)
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    // If-None-Match on the digest: 304.
+    let oci_d = digest(oci.to_string().as_bytes());
+    let r = env
+        .req(Method::GET, "/v2/org/m/manifests/oci", &admin)
+        .header("If-None-Match", format!("\"{oci_d}\""))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 304);
+
+    // Manifests distribution refuses: wrong schemaVersion, no config, urls on a plain layer.
+    let mut bad_version = oci.clone();
+    bad_version["schemaVersion"] = 1.into();
+    let mut no_config = oci.clone();
+    no_config.as_object_mut().expect("obj").remove("config");
+    let mut urls = oci.clone();
+    urls["layers"][0]["urls"] = serde_json::json!(["https://example.test/layer"]);
+    for (what, m) in [
+        ("schemaVersion", bad_version),
+        ("no config", no_config),
+        ("urls", urls),
+    ] {
+        let r = put_manifest(&env, &admin, "org/m", "bad", OCI_MANIFEST, &m).await;
+        assert_eq!(
+            (r.status().as_u16(), error_code(r).await.as_str()),
+            (400, "MANIFEST_INVALID"),
+            "{what}"
+        );
+    }
+    // A 416 says how large the blob is.
+    let r = env
+        .req(
+            Method::GET,
+            &format!("/v2/org/m/blobs/{amd64_layer}"),
+            &admin,
+        )
+        .header("Range", "bytes=100-200")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */11");
+
+    // gc --delete-untagged keeps what a tag reaches through an index, and referrers of kept ones.
+    let sbom = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_d, "size": 15},
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": oci_d, "size": oci.to_string().len()}
+    });
+    let sbom_d = digest(sbom.to_string().as_bytes());
+    assert_eq!(
+        put_manifest(&env, &admin, "org/m", &sbom_d, OCI_MANIFEST, &sbom)
+            .await
+            .status(),
+        201
+    );
+    let storage = env.storage.clone();
+    drop(env);
+    let out = Command::new(BIN)
+        .arg("gc")
+        .arg("--config")
+        .arg(tmp.path().join("issuer.toml"))
+        .arg("--delete-untagged")
+        .output()
+        .expect("gc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("removed 0 manifest(s), 0 blob(s)"),
+        "{stdout}"
+    );
+    for d in [
+        &amd64_d,
+        &arm64_d,
+        &sbom_d,
+        &list_d,
+        &amd64_layer,
+        &arm_layer,
+    ] {
+        let hex = d.trim_start_matches("sha256:");
+        assert!(
+            storage
+                .join("blobs/sha256")
+                .join(&hex[..2])
+                .join(hex)
+                .exists(),
+            "{d} removed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_refuses_to_run_under_a_live_registry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let env = Env::start(tmp.path()).await;
+    let out = Command::new(BIN)
+        .arg("gc")
+        .arg("--config")
+        .arg(tmp.path().join("issuer.toml"))
+        .output()
+        .expect("gc");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by a running registry"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(env);
 }

@@ -20,7 +20,14 @@ use storage::Storage;
 pub struct Registry {
     pub storage: Storage,
     pub auth: TokenAuth,
+    /// Each download holds a reader thread; this bounds them (slow clients wait, others go on).
+    pub downloads: Arc<tokio::sync::Semaphore>,
+    /// Held while the registry runs, so `gc` cannot sweep under a live push.
+    pub _lock: std::fs::File,
 }
+
+/// At most this many blob downloads read from disk at once.
+pub const MAX_DOWNLOADS: usize = 128;
 
 pub fn routes(reg: Arc<Registry>) -> impl poem::Endpoint {
     Route::new()

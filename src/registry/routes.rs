@@ -20,6 +20,12 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const FOREIGN_LAYERS: &[&str] = &[
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
@@ -44,14 +50,17 @@ fn route(path: &str) -> Option<Route<'_>> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Some(Route::Tags(name));
     }
-    if let Some((name, uuid)) = rest.rsplit_once("/blobs/uploads") {
-        return match uuid {
-            "" | "/" => Some(Route::Upload(name, None)),
-            u => u
-                .strip_prefix('/')
-                .filter(|u| !u.contains('/'))
-                .map(|u| Route::Upload(name, Some(u))),
-        };
+    // Uploads only at the end of the path: a name may itself hold "blobs/uploads".
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads")
+        .or_else(|| rest.strip_suffix("/blobs/uploads/"))
+    {
+        return Some(Route::Upload(name, None));
+    }
+    if let Some((before, id)) = rest.rsplit_once('/') {
+        if let Some(name) = before.strip_suffix("/blobs/uploads") {
+            return Some(Route::Upload(name, Some(id)));
+        }
     }
     let (name, kind, last) = ["/manifests/", "/blobs/", "/referrers/"]
         .iter()
@@ -123,31 +132,37 @@ pub async fn dispatch(req: &Request, body: Body, Data(reg): Data<&Arc<Registry>>
     let method = req.method().clone();
     let q = query(req);
     // The access each request needs (protocol-notes §6).
-    let needed: Vec<Scope> = match (&r, &method) {
+    // The access each request needs, as distribution's appendAccessRecords (protocol-notes §6):
+    // GET/HEAD pull, POST/PUT/PATCH pull+push, DELETE delete, a mount also pull on its source.
+    let needed: Vec<Scope> = match (&r, name) {
         (Route::Base, _) => vec![],
         (Route::Catalog, _) => vec![Scope::new("registry", "catalog", &["*"])],
-        (_, m) if m == Method::DELETE && !matches!(r, Route::Upload(..)) => {
-            vec![repo_scope(name.unwrap_or(""), &["delete"])]
-        }
-        (_, m) if m == Method::GET || m == Method::HEAD => {
-            if matches!(r, Route::Upload(..)) {
-                vec![repo_scope(name.unwrap_or(""), &["pull", "push"])]
-            } else {
-                vec![repo_scope(name.unwrap_or(""), &["pull"])]
+        (_, Some(n)) => {
+            let mut needed = vec![match method {
+                Method::GET | Method::HEAD => repo_scope(n, &["pull"]),
+                Method::DELETE => repo_scope(n, &["delete"]),
+                _ => repo_scope(n, &["pull", "push"]),
+            }];
+            if let (Route::Upload(_, None), true, Some(from)) =
+                (&r, method == Method::POST, param(&q, "from"))
+            {
+                if param(&q, "mount").is_some() && valid_name(from) && from != n {
+                    needed.push(repo_scope(from, &["pull"]));
+                }
             }
+            needed
         }
-        _ => vec![repo_scope(name.unwrap_or(""), &["pull", "push"])],
+        (_, None) => vec![],
     };
-    let claims = match reg.auth.check(req, &needed) {
-        Ok(c) => c,
-        Err(resp) => return *resp,
-    };
+    if let Err(resp) = reg.auth.check(req, &needed) {
+        return *resp;
+    }
     let result = match (r, method) {
         (Route::Base, _) => Ok(base().content_type("application/json").body("{}")),
         (Route::Catalog, Method::GET) => catalog(reg, &q).await,
         (Route::Tags(n), Method::GET) => tags(reg, n, &q).await,
         (Route::Manifest(n, reference), m @ (Method::GET | Method::HEAD)) => {
-            get_manifest(reg, n, reference, m == Method::HEAD).await
+            get_manifest(reg, req, n, reference, m == Method::HEAD).await
         }
         (Route::Manifest(n, reference), Method::PUT) => {
             put_manifest(reg, req, n, reference, body).await
@@ -157,11 +172,7 @@ pub async fn dispatch(req: &Request, body: Body, Data(reg): Data<&Arc<Registry>>
             get_blob(reg, req, n, d, m == Method::HEAD).await
         }
         (Route::Blob(n, d), Method::DELETE) => delete_blob(reg, n, d).await,
-        (Route::Upload(n, None), Method::POST) => {
-            let can_mount_from =
-                |from: &str| super::auth::grants(&claims, &repo_scope(from, &["pull"]));
-            start_upload(reg, n, &q, body, can_mount_from).await
-        }
+        (Route::Upload(n, None), Method::POST) => start_upload(reg, n, &q, body).await,
         (Route::Upload(n, Some(id)), Method::PATCH) => patch_upload(reg, req, n, id, body).await,
         (Route::Upload(n, Some(id)), Method::PUT) => put_upload(reg, n, id, &q, body).await,
         (Route::Upload(n, Some(id)), Method::GET) => upload_status(reg, n, id).await,
@@ -248,22 +259,73 @@ async fn resolve(reg: &Registry, name: &str, reference: &str) -> Result<Digest, 
         .ok_or_else(|| RegError::manifest_unknown(reference))
 }
 
+/// As distribution's GetManifest: OCI manifests and indexes only for clients that accept them
+/// (else MANIFEST_UNKNOWN); a Docker manifest list fetched by tag by a client that does not
+/// accept lists gets the linux/amd64 image instead; `If-None-Match` on the digest gives 304.
 async fn get_manifest(
     reg: &Registry,
+    req: &Request,
     name: &str,
     reference: &str,
     head: bool,
 ) -> Result<Response, RegError> {
-    let d = resolve(reg, name, reference).await?;
-    let (media_type, bytes) = reg
+    let accepts: Vec<String> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
+        .collect();
+    let supports = |t: &str| accepts.iter().any(|a| a == t);
+    let mut d = resolve(reg, name, reference).await?;
+    let (mut media_type, mut bytes) = reg
         .storage
         .get_manifest(name, &d)
         .await
         .ok_or_else(|| RegError::manifest_unknown(reference))?;
+    if (media_type == OCI_MANIFEST || media_type == OCI_INDEX) && !supports(&media_type) {
+        return Err(RegError::manifest_unknown(reference)
+            .with_detail(json!({"reason": format!("{media_type} found, but the Accept header does not list it")})));
+    }
+    if media_type == DOCKER_LIST && !reference.contains(':') && !supports(DOCKER_LIST) {
+        let list: Value = serde_json::from_slice(&bytes).map_err(RegError::internal)?;
+        let amd64 = list
+            .get("manifests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
+                    && m.pointer("/platform/architecture").and_then(Value::as_str) == Some("amd64")
+            });
+        let child = amd64.map(descriptor_digest).transpose()?.ok_or_else(|| {
+            RegError::manifest_unknown(reference)
+                .with_detail(json!({"reason": "no linux/amd64 manifest in the list"}))
+        })?;
+        (media_type, bytes) = reg
+            .storage
+            .get_manifest(name, &child)
+            .await
+            .ok_or_else(|| RegError::manifest_unknown(reference))?;
+        d = child;
+    }
+    let etag = format!("\"{d}\"");
+    if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok(base()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .finish());
+    }
     let b = base()
         .content_type(media_type)
         .header("Docker-Content-Digest", d.to_string())
-        .header(header::ETAG, format!("\"{d}\""));
+        .header(header::ETAG, etag);
     Ok(if head {
         b.header(header::CONTENT_LENGTH, bytes.len())
             .body(Body::empty())
@@ -300,18 +362,41 @@ async fn put_manifest(
         _ if doc.get("manifests").is_some() => OCI_INDEX.to_string(),
         _ => OCI_MANIFEST.to_string(),
     };
+    if doc.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        return Err(RegError::manifest_invalid("schemaVersion must be 2"));
+    }
     match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => {
-            let config = doc.get("config").into_iter();
+            let Some(config) = doc.get("config").filter(|c| c.is_object()) else {
+                return Err(RegError::manifest_invalid(
+                    "an image manifest needs a config descriptor",
+                ));
+            };
+            if config.get("urls").is_some() {
+                return Err(RegError::manifest_invalid(
+                    "the config descriptor cannot have urls",
+                ));
+            }
+            if doc.get("layers").is_some_and(|l| !l.is_array()) {
+                return Err(RegError::manifest_invalid("layers must be an array"));
+            }
+            let config = std::iter::once(config);
             let layers = doc
                 .get("layers")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten();
             for desc in config.chain(layers) {
-                // Foreign (non-distributable) layers live elsewhere, by their `urls`.
+                // Foreign (non-distributable) layers live elsewhere, by their `urls`; distribution
+                // allows urls on those only.
                 if desc.get("urls").is_some() {
-                    continue;
+                    let mt = desc.get("mediaType").and_then(Value::as_str).unwrap_or("");
+                    if FOREIGN_LAYERS.contains(&mt) {
+                        continue;
+                    }
+                    return Err(RegError::manifest_invalid(format!(
+                        "urls are not allowed on a {mt} descriptor"
+                    )));
                 }
                 let d = descriptor_digest(desc)?;
                 if reg.storage.blob_size(name, &d).await.is_none() {
@@ -399,8 +484,14 @@ async fn delete_manifest(
         reg.storage
             .delete_manifest(name, &Digest::parse(reference)?)
             .await?
-    } else {
+    } else if valid_tag(reference) {
         reg.storage.untag(name, reference).await
+    } else {
+        return Err(RegError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            "invalid tag",
+        ));
     };
     if !removed {
         return Err(RegError::manifest_unknown(reference));
@@ -475,6 +566,12 @@ async fn get_blob(
         return Ok(b.header(header::CONTENT_LENGTH, size).body(Body::empty()));
     }
     let path = reg.storage.blob_path(&d);
+    let permit = reg
+        .downloads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(RegError::internal)?;
     let range = req
         .headers()
         .get(header::RANGE)
@@ -482,28 +579,40 @@ async fn get_blob(
     let Some(range) = range else {
         return Ok(b
             .header(header::CONTENT_LENGTH, size)
-            .body(stream_file(path, 0, size)));
+            .body(stream_file(path, 0, size, permit)));
     };
-    let (start, end) = parse_range(range, size).ok_or_else(|| {
-        RegError::new(
+    let Some((start, end)) = parse_range(range, size) else {
+        let mut resp = RegError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UNKNOWN",
+            "RANGE_INVALID",
             format!("range {range} is not satisfiable"),
         )
-    })?;
+        .into_response();
+        if let Ok(v) = format!("bytes */{size}").parse() {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        return Ok(resp);
+    };
     let len = end - start + 1;
     Ok(b.status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
         .header(header::CONTENT_LENGTH, len)
-        .body(stream_file(path, start, len)))
+        .body(stream_file(path, start, len, permit)))
 }
 
 /// Streams `len` bytes of `path` from `offset`. One blocking thread reads 1 MiB chunks into a
 /// small bounded channel: memory stays bounded, and there is no blocking-pool round trip per
 /// chunk as with tokio's `File` (which made pulls slower than distribution's).
-fn stream_file(path: std::path::PathBuf, offset: u64, len: u64) -> Body {
+/// The thread holds a permit of [`Registry::downloads`] until it ends.
+fn stream_file(
+    path: std::path::PathBuf,
+    offset: u64,
+    len: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         use std::io::{Read, Seek};
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -585,18 +694,15 @@ async fn start_upload(
     name: &str,
     q: &[(String, String)],
     body: Body,
-    can_mount_from: impl Fn(&str) -> bool,
 ) -> Result<Response, RegError> {
     if let (Some(mount), Some(from)) = (param(q, "mount"), param(q, "from")) {
-        let d = Digest::parse(mount)?;
-        // Mounting needs pull on the source; without it (or without the blob there), fall
-        // back to a plain upload session, as distribution does.
-        if valid_name(from)
-            && can_mount_from(from)
-            && reg.storage.blob_size(from, &d).await.is_some()
-        {
-            reg.storage.link_blob(name, &d).await?;
-            return Ok(blob_created(name, &d));
+        // A mount the registry cannot do (a bad digest, a blob the source lacks) becomes a plain
+        // upload session, as distribution does; pull on the source was checked with the token.
+        if let Ok(d) = Digest::parse(mount) {
+            if valid_name(from) && reg.storage.blob_size(from, &d).await.is_some() {
+                reg.storage.link_blob(name, &d).await?;
+                return Ok(blob_created(name, &d));
+            }
         }
     }
     let id = reg.storage.start_upload(name).await?;
@@ -661,8 +767,7 @@ async fn put_upload(
 }
 
 async fn cancel_upload(reg: &Registry, name: &str, id: &str) -> Result<Response, RegError> {
-    reg.storage.upload_size(name, id).await?;
-    reg.storage.cancel(id).await;
+    reg.storage.cancel(name, id).await?;
     Ok(base().status(StatusCode::NO_CONTENT).finish())
 }
 
@@ -703,6 +808,19 @@ mod tests {
         );
         assert_eq!(route("/v2/org/app/manifests/"), None);
         assert_eq!(route("/v3/x"), None);
+        // A name may hold "blobs/uploads": only the end of the path decides.
+        assert_eq!(
+            route("/v2/a/blobs/uploads/manifests/latest"),
+            Some(Route::Manifest("a/blobs/uploads", "latest"))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/blobs/uploads/"),
+            Some(Route::Upload("a/blobs/uploads", None))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/tags/list"),
+            Some(Route::Tags("a/blobs/uploads"))
+        );
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! repositories/<name>/_manifests/tags/<tag>            the digest a tag points at
 //! ```
 //!
-//! Blobs are hashed while they stream and only renamed into place once the digest matches, so a
-//! crash or a mismatch never leaves a partial or wrong blob visible; two uploads of the same blob
-//! race harmlessly (each renames identical bytes).
+//! Blobs are hashed while they stream and only linked into place once the digest matches, so a
+//! crash or a mismatch never leaves a partial or wrong blob visible. A stored blob is never
+//! written again: committing links the upload's file to the blob path and an existing blob wins,
+//! so two uploads of the same blob race harmlessly. One request at a time may work on an upload
+//! (a PATCH still writing when a PUT commits would otherwise write into the stored blob).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -81,6 +83,22 @@ struct UploadHash {
 pub struct Storage {
     root: PathBuf,
     hashes: Mutex<HashMap<String, UploadHash>>,
+    /// Uploads a request is working on.
+    busy: Mutex<HashSet<String>>,
+}
+
+/// A request's exclusive claim on an upload, released on drop.
+struct Claim<'a> {
+    storage: &'a Storage,
+    uuid: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.storage.busy.lock() {
+            busy.remove(&self.uuid);
+        }
+    }
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -93,6 +111,43 @@ impl Storage {
         Ok(Self {
             root: root.to_path_buf(),
             hashes: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// An exclusive lock on the storage for this process's lifetime: a running registry holds it,
+    /// and `gc` refuses to run without it (it would delete what a live push is referencing).
+    pub fn lock(&self) -> Result<std::fs::File, String> {
+        let path = self.root.join(".lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "{} is in use by a running registry; stop it first",
+                self.root.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    fn claim(&self, uuid: &str) -> Result<Claim<'_>, RegError> {
+        let mut busy = self
+            .busy
+            .lock()
+            .map_err(|_| RegError::internal("poisoned lock"))?;
+        if !busy.insert(uuid.to_string()) {
+            return Err(RegError::upload_invalid(
+                "another request is working on this upload",
+            ));
+        }
+        Ok(Claim {
+            storage: self,
+            uuid: uuid.to_string(),
         })
     }
 
@@ -203,6 +258,7 @@ impl Storage {
         start: Option<u64>,
         body: impl AsyncRead + Unpin,
     ) -> Result<u64, RegError> {
+        let _claim = self.claim(uuid)?;
         let size = self.upload_size(repo, uuid).await?;
         if let Some(start) = start {
             if start != size {
@@ -234,6 +290,7 @@ impl Storage {
     /// Verifies the whole upload against `expected` and moves it into place, linked to `repo`.
     /// On a mismatch the upload is discarded and nothing is stored.
     pub async fn finish(&self, repo: &str, uuid: &str, expected: &Digest) -> Result<u64, RegError> {
+        let _claim = self.claim(uuid)?;
         let size = self.upload_size(repo, uuid).await?;
         let data = self.upload_dir(uuid).join("data");
         let actual = match self.take_hash(uuid).filter(|h| h.size == size) {
@@ -241,7 +298,7 @@ impl Storage {
             None => hash_file(&data).await?,
         };
         if &actual != expected {
-            self.cancel(uuid).await;
+            self.remove_upload(uuid).await;
             return Err(RegError::digest_invalid(format!(
                 "the uploaded content has digest {actual}, not {expected}"
             ))
@@ -253,13 +310,27 @@ impl Storage {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        tokio::fs::rename(&data, &dest).await?;
-        self.cancel(uuid).await;
+        tokio::fs::File::open(&data).await?.sync_all().await?;
+        match tokio::fs::hard_link(&data, &dest).await {
+            Ok(()) => {}
+            // Stored already (verified when it was): the first copy stays untouched.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.remove_upload(uuid).await;
         self.link_blob(repo, expected).await?;
         Ok(size)
     }
 
-    pub async fn cancel(&self, uuid: &str) {
+    /// Cancels an upload of `repo` (DELETE on the session).
+    pub async fn cancel(&self, repo: &str, uuid: &str) -> Result<(), RegError> {
+        let _claim = self.claim(uuid)?;
+        self.upload_size(repo, uuid).await?;
+        self.remove_upload(uuid).await;
+        Ok(())
+    }
+
+    async fn remove_upload(&self, uuid: &str) {
         let _ = self.take_hash(uuid);
         let _ = tokio::fs::remove_dir_all(self.upload_dir(uuid)).await;
     }
@@ -272,13 +343,21 @@ impl Storage {
         };
         let now = SystemTime::now();
         while let Ok(Some(e)) = entries.next_entry().await {
-            let touched = tokio::fs::metadata(e.path().join("data"))
-                .await
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
+            // A session being created may not have its data file yet: then the directory's time.
+            let touched = match tokio::fs::metadata(e.path().join("data")).await {
+                Ok(m) => m.modified(),
+                Err(_) => tokio::fs::metadata(e.path())
+                    .await
+                    .and_then(|m| m.modified()),
+            }
+            .unwrap_or(now);
+            let uuid = e.file_name().to_string_lossy().to_string();
             if now.duration_since(touched).unwrap_or_default() > max_age {
-                self.cancel(&e.file_name().to_string_lossy()).await;
-                removed += 1;
+                // Skip uploads a request is working on right now.
+                if let Ok(_claim) = self.claim(&uuid) {
+                    self.remove_upload(&uuid).await;
+                    removed += 1;
+                }
             }
         }
         removed
@@ -565,6 +644,96 @@ mod tests {
         s.finish("r", &id, &Digest::of(b"abcdef"))
             .await
             .expect("finish");
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Storage::open(dir.path()).expect("open");
+        let old = s.start_upload("r").await.expect("start");
+        let fresh = s.start_upload("r").await.expect("start");
+        let data = dir.path().join("uploads").join(&old).join("data");
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&data)
+            .expect("open")
+            .set_modified(two_hours_ago)
+            .expect("mtime");
+        assert_eq!(s.sweep_uploads(Duration::from_secs(3600)).await, 1);
+        assert!(s.upload_size("r", &old).await.is_err());
+        assert_eq!(s.upload_size("r", &fresh).await.expect("kept"), 0);
+    }
+
+    #[tokio::test]
+    async fn one_request_at_a_time_per_upload() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = std::sync::Arc::new(Storage::open(dir.path()).expect("open"));
+        let id = s.start_upload("r").await.expect("start");
+        s.append("r", &id, None, &b"good"[..])
+            .await
+            .expect("append");
+        // A PATCH still streaming (its body not finished) holds the upload...
+        let (mut writer, reader) = tokio::io::duplex(64);
+        writer.write_all(b"EVIL").await.expect("write");
+        let (s2, id2) = (s.clone(), id.clone());
+        let patch = tokio::spawn(async move { s2.append("r", &id2, None, reader).await });
+        while !s.busy.lock().expect("lock").contains(&id) {
+            tokio::task::yield_now().await;
+        }
+        // ...so a PUT cannot commit under it, nor a DELETE remove it.
+        let err = s
+            .finish("r", &id, &Digest::of(b"good"))
+            .await
+            .expect_err("busy");
+        assert_eq!(err.code, "BLOB_UPLOAD_INVALID");
+        assert!(s.cancel("r", &id).await.is_err());
+        drop(writer);
+        assert_eq!(patch.await.expect("join").expect("patch"), 8);
+        let d = Digest::of(b"goodEVIL");
+        s.finish("r", &id, &d)
+            .await
+            .expect("finish after the PATCH");
+        // A stored blob is never rewritten by a later commit of the same digest.
+        let inode =
+            |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("blob"));
+        let before = inode(&s.blob_path(&d));
+        let again = s.start_upload("r").await.expect("start");
+        s.append("r", &again, None, &b"goodEVIL"[..])
+            .await
+            .expect("append");
+        s.finish("r", &again, &d).await.expect("finish");
+        assert_eq!(inode(&s.blob_path(&d)), before);
+    }
+
+    #[tokio::test]
+    async fn the_same_blob_finished_twice_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Storage::open(dir.path()).expect("open");
+        let body = vec![7u8; 3 << 20];
+        let d = Digest::of(&body);
+        let (a, b) = (
+            s.start_upload("r1").await.expect("a"),
+            s.start_upload("r2").await.expect("b"),
+        );
+        let (ra, rb) = tokio::join!(
+            async {
+                s.append("r1", &a, None, &body[..]).await?;
+                s.finish("r1", &a, &d).await
+            },
+            async {
+                s.append("r2", &b, None, &body[..]).await?;
+                s.finish("r2", &b, &d).await
+            },
+        );
+        assert_eq!(
+            (ra.expect("first"), rb.expect("second")),
+            (3 << 20, 3 << 20)
+        );
+        assert_eq!(hash_file(&s.blob_path(&d)).await.expect("hash"), d);
+        assert_eq!(s.all_blobs().await, vec![d.clone()]);
+        assert!(s.blob_size("r1", &d).await.is_some() && s.blob_size("r2", &d).await.is_some());
     }
 
     #[test]
