@@ -308,6 +308,26 @@ fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 
+/// `token-issuer gc --config DIR/issuer.toml ARGS`.
+fn run_gc(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("gc")
+        .arg("--config")
+        .arg(dir.join("issuer.toml"))
+        .args(args)
+        .output()
+        .expect("gc")
+}
+
+fn blob_stored(storage: &Path, d: &str) -> bool {
+    let hex = d.trim_start_matches("sha256:");
+    storage
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .exists()
+}
+
 async fn error_code(r: reqwest::Response) -> String {
     r.json::<serde_json::Value>().await.expect("error json")["errors"][0]["code"]
         .as_str()
@@ -962,13 +982,7 @@ async fn gc_removes_exactly_the_unreferenced() {
     drop(env._issuer);
 
     let gc = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("gc")
-            .arg("--config")
-            .arg(tmp.path().join("issuer.toml"))
-            .args(args)
-            .output()
-            .expect("gc");
+        let out = run_gc(tmp.path(), args);
         assert!(
             out.status.success(),
             "{}",
@@ -976,14 +990,7 @@ async fn gc_removes_exactly_the_unreferenced() {
         );
         String::from_utf8(out.stdout).expect("utf8")
     };
-    let blob_exists = |d: &str| {
-        let hex = d.trim_start_matches("sha256:");
-        env.storage
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists()
-    };
+    let blob_exists = |d: &str| blob_stored(&env.storage, d);
     // Dry run: names the orphan only, removes nothing.
     let out = gc(&["--dry-run"]);
     assert_eq!(
@@ -1168,13 +1175,7 @@ async fn manifest_types_accept_negotiation_and_conditional_gets() {
     );
     let storage = env.storage.clone();
     drop(env);
-    let out = Command::new(BIN)
-        .arg("gc")
-        .arg("--config")
-        .arg(tmp.path().join("issuer.toml"))
-        .arg("--delete-untagged")
-        .output()
-        .expect("gc");
+    let out = run_gc(tmp.path(), &["--delete-untagged"]);
     assert!(
         out.status.success(),
         "{}",
@@ -1193,15 +1194,7 @@ async fn manifest_types_accept_negotiation_and_conditional_gets() {
         &amd64_layer,
         &arm_layer,
     ] {
-        let hex = d.trim_start_matches("sha256:");
-        assert!(
-            storage
-                .join("blobs/sha256")
-                .join(&hex[..2])
-                .join(hex)
-                .exists(),
-            "{d} removed"
-        );
+        assert!(blob_stored(&storage, d), "{d} removed");
     }
 }
 
@@ -1209,12 +1202,7 @@ async fn manifest_types_accept_negotiation_and_conditional_gets() {
 async fn gc_refuses_to_run_under_a_live_registry() {
     let tmp = tempfile::tempdir().expect("tmp");
     let env = Env::start(tmp.path()).await;
-    let out = Command::new(BIN)
-        .arg("gc")
-        .arg("--config")
-        .arg(tmp.path().join("issuer.toml"))
-        .output()
-        .expect("gc");
+    let out = run_gc(tmp.path(), &[]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("in use by a running registry"),
