@@ -32,7 +32,7 @@ credentials = "bearer"
 username_pointer = "/data/slug"
 match_username = true
 groups_pointer = "/data/data/groups"
-timeout_ms = 400
+timeout_ms = 1000
 cache_ttl_seconds = {ttl}
 [upstream.repository]
 url = "{repo}"
