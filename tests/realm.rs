@@ -289,6 +289,10 @@ async fn realm_statuses_bodies_and_claims() {
     assert!(log.contains(
         &std::fs::read_to_string(tmp.path().join(format!("{ISSUER}.kid"))).expect("kid")
     ));
+    assert!(
+        !log.contains('\u{1b}'),
+        "terminal colour codes in a log file:\n{log}"
+    );
     for secret in ["alice-pw", "bob-pw", "PRIVATE KEY"] {
         assert!(!log.contains(secret), "{secret} in log:\n{log}");
     }
