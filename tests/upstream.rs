@@ -10,6 +10,8 @@ use common::*;
 
 const SERVICE: &str = "registry.test";
 const ISSUER: &str = "issuer.test";
+/// Every issuer here logs at debug level, so the secrecy checks see every line a request can log.
+const DEBUG: &[(&str, &str)] = &[("TOKEN_ISSUER_LOG", "debug")];
 
 fn config(dir: &Path, api: &FakeApi, ttl: u64, extra: &str) -> String {
     if !dir.join(format!("{ISSUER}.crt")).exists() {
@@ -138,7 +140,7 @@ async fn identities_groups_and_repositories() {
     api.state
         .add("tok-alice", "alice", &["devs"], &["fleet/app"]);
     api.state.add("tok-root", "root", &["admins"], &[]);
-    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &api, 60, ""), &[]).await;
+    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &api, 60, ""), DEBUG).await;
 
     // Valid credential, per-repository grant and refusal in one request.
     let a = ask(
@@ -196,6 +198,34 @@ async fn identities_groups_and_repositories() {
     assert_eq!(ask(&issuer, "ci", "wrong", "").await.status, 401);
     assert_eq!(api.state.whoami(), calls);
 
+    // One caller's repository decision is never another's: carol may not read fleet/app.
+    api.state.add("tok-carol", "carol", &[], &[]);
+    let a = ask(
+        &issuer,
+        "carol",
+        "tok-carol",
+        "repository:fleet/app:pull,push",
+    )
+    .await;
+    assert_eq!((a.status, a.access().len()), (200, 0));
+    // A refusal is remembered only briefly: once the API lets carol read it, she gets it
+    // within seconds, not after the whole cache TTL (60 s here).
+    api.state.add("tok-carol", "carol", &[], &["fleet/app"]);
+    let a = ask(&issuer, "carol", "tok-carol", "repository:fleet/app:pull").await;
+    assert_eq!(a.access().len(), 0, "the refusal is cached for a moment");
+    let refused_at = Instant::now();
+    loop {
+        let a = ask(&issuer, "carol", "tok-carol", "repository:fleet/app:pull").await;
+        if a.access() == vec!["repository:fleet/app:pull"] {
+            break;
+        }
+        assert!(
+            refused_at.elapsed() < Duration::from_secs(15),
+            "the refusal stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // No credential leaked into the log.
     let log = issuer.proc.log_text();
     assert!(
@@ -208,14 +238,16 @@ async fn identities_groups_and_repositories() {
 async fn balena_shaped_api_with_basic_forwarding() {
     let tmp = tempfile::tempdir().expect("tmp");
     let api = FakeApi::start().await;
-    api.state.add("key-42", "gh_dev", &[], &[]);
+    api.state.add("key-42", "gh_dev", &[], &["fleet/app"]);
+    api.state.add("key-ci", "ci", &[], &["fleet/app"]);
+    api.state.add("key-empty", "", &[], &[]);
     let cfg = config(tmp.path(), &api, 60, "")
         .replace("/api/v2/whoami", "/actor/v1/whoami")
         .replace("\"/data/slug\"", "\"/username\"")
         .replace("match_username = true", "match_username = false")
         .replace("credentials = \"bearer\"", "credentials = \"basic\"")
         .replace("groups_pointer = \"/data/data/groups\"\n", "");
-    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let issuer = Issuer::start(tmp.path(), &cfg, DEBUG).await;
     // open-balena: the username is only a hint, the API key decides who it is.
     let a = ask(&issuer, "anything", "key-42", "").await;
     assert_eq!(a.status, 200, "{:?}", a.body);
@@ -233,6 +265,16 @@ async fn balena_shaped_api_with_basic_forwarding() {
     )
     .expect("json");
     assert_eq!(claims["sub"], "gh_dev");
+    // The repository endpoint gets the Basic pair too (the fake refuses anything else).
+    let a = ask(&issuer, "anything", "key-42", "repository:fleet/app:pull").await;
+    assert_eq!(a.access(), vec!["repository:fleet/app:pull"]);
+    // An API identity named like a local user (ci) would get ci's rules: refused.
+    assert_eq!(ask(&issuer, "anything", "key-ci", "").await.status, 401);
+    // An empty name would be the anonymous caller: a broken answer, not an identity.
+    assert_unavailable(
+        &ask(&issuer, "anything", "key-empty", "").await,
+        "empty name",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,13 +282,18 @@ async fn upstream_failures_fail_closed_and_recover() {
     let tmp = tempfile::tempdir().expect("tmp");
     let api = FakeApi::start().await;
     api.state.add("tok-alice", "alice", &[], &["fleet/app"]);
-    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &api, 60, ""), &[]).await;
+    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &api, 60, ""), DEBUG).await;
 
     for (mode, what) in [
         (Mode::Status(500), "500"),
         (Mode::Status(502), "502"),
         (Mode::Hang, "timeout"),
         (Mode::Html, "HTML"),
+        (Mode::Redirect, "redirect to a 200 login page"),
+        (
+            Mode::Status(404),
+            "404: a wrong URL, not a wrong credential",
+        ),
     ] {
         api.state.set_mode(mode);
         let started = Instant::now();
@@ -277,15 +324,18 @@ async fn upstream_failures_fail_closed_and_recover() {
     api.state.add("tok-bob", "bob", &[], &["fleet/app"]);
     assert_eq!(ask(&issuer, "bob", "tok-bob", "").await.status, 200);
     let whoami = api.state.whoami();
-    api.state.set_mode(Mode::Status(500));
-    let a = ask(
-        &issuer,
-        "bob",
-        "tok-bob",
-        "repository:fleet/app:pull repository:org/x:pull",
-    )
-    .await;
-    assert_unavailable(&a, "repository endpoint 500");
+    // A 500, or a redirect to a login page answering 200: never taken for a grant.
+    for mode in [Mode::Status(500), Mode::Redirect] {
+        api.state.set_mode(mode);
+        let a = ask(
+            &issuer,
+            "bob",
+            "tok-bob",
+            "repository:fleet/app:pull repository:org/x:pull",
+        )
+        .await;
+        assert_unavailable(&a, &format!("repository endpoint {mode:?}"));
+    }
     assert_eq!(api.state.whoami(), whoami);
     api.state.set_mode(Mode::Normal);
     let a = ask(&issuer, "bob", "tok-bob", "repository:fleet/app:pull").await;
@@ -308,7 +358,7 @@ async fn upstream_port_closed_then_started() {
     let cfg = config(tmp.path(), &probe, 60, "")
         .replace(&format!(":{}/", probe.port), &format!(":{port}/"));
     drop(probe);
-    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let issuer = Issuer::start(tmp.path(), &cfg, DEBUG).await;
     let a = ask(&issuer, "alice", "tok-alice", "").await;
     assert_unavailable(&a, "port closed");
     assert!(a.error().contains("connection failed"), "{}", a.error());
@@ -326,7 +376,7 @@ async fn caching_expiry_failures_and_coalescing() {
         api.state
             .add(&format!("tok-{i}"), &format!("user{i}"), &[], &[]);
     }
-    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &api, 1, ""), &[]).await;
+    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &api, 1, ""), DEBUG).await;
 
     // N identical requests, one upstream call.
     for _ in 0..5 {
@@ -375,7 +425,7 @@ async fn skopeo_with_upstream_credentials() {
     let dir = tmp.path();
     let api = FakeApi::start().await;
     api.state.add("session-dev", "dev", &[], &["fleet/app"]);
-    let issuer = Issuer::start(dir, &config(dir, &api, 60, ""), &[]).await;
+    let issuer = Issuer::start(dir, &config(dir, &api, 60, ""), DEBUG).await;
     let registry = Registry::start(
         dir,
         &issuer.realm(),

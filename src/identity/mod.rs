@@ -156,7 +156,15 @@ impl Authenticator {
         let result = match &self.upstream {
             Some(upstream) if !local_knows => self
                 .upstream_cache
-                .try_get_with(key, async { upstream.whoami(creds).await.map(Arc::new) })
+                .try_get_with(key, async {
+                    let id = upstream.whoami(creds).await?;
+                    // An API identity named like a local user would get that user's rules.
+                    if self.local.as_ref().is_some_and(|l| l.knows(&id.name)) {
+                        tracing::warn!(name = %id.name, "refused an upstream identity named like a local user");
+                        return Err(AuthError::BadCredentials);
+                    }
+                    Ok(Arc::new(id))
+                })
                 .await
                 .map_err(|e: Arc<AuthError>| (*e).clone()),
             _ => self

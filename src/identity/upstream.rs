@@ -38,7 +38,15 @@ impl Upstream {
     }
 
     pub async fn whoami(&self, creds: &Credentials) -> Result<Identity, AuthError> {
-        let body = match call(&self.client, &self.url, self.forwarding, creds, true).await? {
+        let body = match call(
+            &self.client,
+            &self.url,
+            self.forwarding,
+            creds,
+            Endpoint::Identity,
+        )
+        .await?
+        {
             Answer::Granted(body) => body,
             Answer::Refused(status) => {
                 tracing::debug!(user = %creds.username, %status, "upstream identity refused the credential");
@@ -54,8 +62,15 @@ impl Upstream {
                     &format!("its answer has no string at {}", self.username_pointer),
                 )
             })?;
+        if name.is_empty() {
+            // "" is the anonymous caller's name: an identity must never become it.
+            return Err(unavailable(
+                &self.url,
+                &format!("the name at {} is empty", self.username_pointer),
+            ));
+        }
         if self.match_username && name != creds.username {
-            tracing::info!(user = %creds.username, upstream_name = %name, "credential belongs to another user");
+            tracing::debug!(user = %creds.username, upstream_name = %name, "credential belongs to another user");
             return Err(AuthError::BadCredentials);
         }
         let groups = match &self.groups_pointer {
@@ -87,6 +102,7 @@ impl Upstream {
 
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -94,14 +110,23 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// One GET as the caller. `json_body`: a 2xx must carry JSON (the identity endpoint); the
-/// repository endpoint's 2xx body is not read.
+/// Which statuses mean "no" rather than "broken".
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// 2xx must carry JSON; 401/403 refuse; a 404 means a wrong URL, so it is a failure.
+    Identity,
+    /// The 2xx body is not read; 401/403/404 refuse (no such record, or not readable).
+    Repository,
+}
+
+/// One GET as the caller. Redirects are never followed: a 3xx (a login page, a moved API) is a
+/// failure, so a proxy's 200 page can never pass for a grant.
 pub async fn call(
     client: &reqwest::Client,
     url: &str,
     forwarding: CredentialForwarding,
     creds: &Credentials,
-    json_body: bool,
+    endpoint: Endpoint,
 ) -> Result<Answer, AuthError> {
     let req = client
         .get(url)
@@ -116,7 +141,7 @@ pub async fn call(
         .map_err(|e| unavailable(url, &describe(&e)))?;
     let status = resp.status();
     if status.is_success() {
-        if !json_body {
+        if endpoint == Endpoint::Repository {
             return Ok(Answer::Granted(serde_json::Value::Null));
         }
         let bytes = resp
@@ -127,19 +152,27 @@ pub async fn call(
             .map(Answer::Granted)
             .map_err(|_| unavailable(url, "its 2xx answer is not JSON"));
     }
-    match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
-            Ok(Answer::Refused(status))
-        }
+    match (status, endpoint) {
+        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Ok(Answer::Refused(status)),
+        (StatusCode::NOT_FOUND, Endpoint::Repository) => Ok(Answer::Refused(status)),
         _ => Err(unavailable(url, &format!("it answered {status}"))),
     }
 }
 
-/// The URL is configuration, never a credential, so it may be logged and returned.
+/// Logs which upstream failed and how (the URL without its query or any user:password), and
+/// tells the client only how: the URL is the operator's business.
 fn unavailable(url: &str, how: &str) -> AuthError {
-    let url = url.split('?').next().unwrap_or(url);
-    tracing::warn!(upstream = %url, "upstream identity API failed: {how}");
-    AuthError::Unavailable(format!("{url}: {how}"))
+    let shown = match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    };
+    tracing::warn!(upstream = %shown, "upstream identity API failed: {how}");
+    AuthError::Unavailable(how.to_string())
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -9,7 +9,7 @@ use moka::future::Cache;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::config::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
-use crate::identity::upstream::{call, Answer};
+use crate::identity::upstream::{call, Answer, Endpoint};
 use crate::identity::{AuthError, CacheKey, Credentials};
 
 pub struct RepositoryCheck {
@@ -19,6 +19,29 @@ pub struct RepositoryCheck {
     actions: Vec<String>,
     /// Keyed by (credential hash, repository): one caller's answer is never another's.
     cache: Cache<(CacheKey, String), bool>,
+}
+
+/// A refusal is remembered only briefly: the user may be creating or sharing the record
+/// upstream right now, and should not wait a whole TTL to push.
+const REFUSAL_TTL: Duration = Duration::from_secs(5);
+
+struct Expiry {
+    granted: Duration,
+}
+
+impl moka::Expiry<(CacheKey, String), bool> for Expiry {
+    fn expire_after_create(
+        &self,
+        _: &(CacheKey, String),
+        granted: &bool,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if *granted {
+            self.granted
+        } else {
+            REFUSAL_TTL.min(self.granted)
+        })
+    }
 }
 
 impl RepositoryCheck {
@@ -35,9 +58,10 @@ impl RepositoryCheck {
             actions: repo.actions.clone(),
             cache: Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(
-                    Duration::from_secs(up.cache_ttl_seconds).max(Duration::from_millis(1)),
-                )
+                .expire_after(Expiry {
+                    granted: Duration::from_secs(up.cache_ttl_seconds)
+                        .max(Duration::from_millis(1)),
+                })
                 .build(),
         }
     }
@@ -54,7 +78,7 @@ impl RepositoryCheck {
             .try_get_with((key, name.to_string()), async {
                 // Every byte but letters and digits is escaped, `/` included: `{name}` is one path segment.
                 let url = self.url_template.replace("{name}", &utf8_percent_encode(name, NON_ALPHANUMERIC).to_string());
-                match call(&self.client, &url, self.forwarding, creds, false).await? {
+                match call(&self.client, &url, self.forwarding, creds, Endpoint::Repository).await? {
                     Answer::Granted(_) => Ok(true),
                     Answer::Refused(status) => {
                         tracing::debug!(user = %creds.username, repository = %name, %status, "upstream refused the repository");

@@ -20,6 +20,8 @@ pub enum Mode {
     Hang,
     /// 200 with an HTML page (a proxy's login page, say).
     Html,
+    /// 302 to a login page that answers 200.
+    Redirect,
 }
 
 pub struct User {
@@ -82,6 +84,7 @@ impl FakeApi {
             .at("/api/v2/whoami", get(jellyfish_whoami))
             .at("/actor/v1/whoami", get(balena_whoami))
             .at("/api/v2/slug/*", get(repository))
+            .at("/login", get(login))
             .data(state.clone());
         let acceptor = TcpListener::bind(format!("127.0.0.1:{port}"))
             .into_acceptor()
@@ -133,6 +136,12 @@ async fn misbehave(state: &State) -> Option<Response> {
             Response::builder()
                 .content_type("text/html")
                 .body("<html><body>Sign in</body></html>"),
+        ),
+        Mode::Redirect => Some(
+            Response::builder()
+                .status(StatusCode::FOUND)
+                .header("Location", "/login")
+                .body(""),
         ),
     }
 }
@@ -192,6 +201,13 @@ async fn balena_whoami(req: &Request, Data(state): Data<&Arc<State>>) -> Respons
 }
 
 #[handler]
+fn login() -> Response {
+    Response::builder()
+        .content_type("text/html")
+        .body("<html>Sign in</html>")
+}
+
+#[handler]
 async fn repository(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
     state.repo_calls.fetch_add(1, Ordering::SeqCst);
     if let Some(r) = misbehave(state).await {
@@ -207,7 +223,10 @@ async fn repository(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
         .decode_utf8_lossy()
         .to_string();
     let users = state.users.lock().expect("lock");
-    match bearer(req).and_then(|t| users.get(&t)) {
+    match bearer(req)
+        .or_else(|| basic_password(req))
+        .and_then(|t| users.get(&t))
+    {
         Some(u) if u.readable.contains(&name) => Response::builder()
             .content_type("application/json")
             .body("{}"),

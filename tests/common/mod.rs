@@ -37,7 +37,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// In a process group of its own, so that dropping it also ends whatever it started
+    /// (scripts/dev-stack's docker-registry).
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd
@@ -99,6 +103,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
