@@ -173,9 +173,8 @@ pub fn realm_url(cfg: &Config) -> String {
     if let Some(r) = cfg.token.realm.as_deref().filter(|r| !r.is_empty()) {
         return r.to_string();
     }
-    let listen = cfg
-        .listen
-        .replace("0.0.0.0", "127.0.0.1")
-        .replace("[::]", "[::1]");
-    format!("http://{listen}/v1/registry")
+    format!(
+        "http://{}/v1/registry",
+        crate::config::reachable(&cfg.listen)
+    )
 }

@@ -210,6 +210,12 @@ fn default_resource_type() -> String {
     "repository".into()
 }
 
+/// An address clients on this machine can reach: a wildcard listen address becomes loopback.
+pub fn reachable(addr: &str) -> String {
+    addr.replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]")
+}
+
 /// The name a user would look for: the TOML key, and the env var that sets it.
 pub fn setting(key: &str) -> String {
     match SEED_ENV.iter().find(|(_, k)| *k == key) {

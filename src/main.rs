@@ -190,11 +190,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(u) => u,
                 None => {
                     let cfg = Config::load(config.as_deref(), &[])?;
-                    let addr = cfg
-                        .listen
-                        .replace("0.0.0.0", "127.0.0.1")
-                        .replace("[::]", "[::1]");
-                    format!("http://{addr}/healthz")
+                    format!(
+                        "http://{}/healthz",
+                        token_issuer::config::reachable(&cfg.listen)
+                    )
                 }
             };
             let resp = reqwest::Client::builder()
@@ -301,10 +300,11 @@ fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
         Ok(p) if !p.is_empty() => p,
         _ => uuid::Uuid::new_v4().simple().to_string(),
     };
-    write_private(&password_file, password.as_bytes())?;
-    write_private(
+    keys::generate::write_file(&password_file, password.as_bytes(), 0o600)?;
+    keys::generate::write_file(
         &dir.join("users.htpasswd"),
         format!("{}\n", htpasswd_line("admin", &password, 10)?).as_bytes(),
+        0o600,
     )?;
     let toml = format!(
         r#"# Written by `token-issuer dev` on its first run and reused by later ones: add users to
@@ -336,22 +336,9 @@ storage = "registry"
     Ok(config)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    Ok(())
-}
-
 fn print_dev_hints(dir: &Path, registry: &str) {
     let pw = dir.join("admin-password");
-    let host = registry.replace("0.0.0.0", "127.0.0.1");
+    let host = token_issuer::config::reachable(registry);
     println!(
         "\ntoken-issuer dev: registry at {host}, user admin, password in {pw}\n\n\
          Try:\n  \

@@ -40,6 +40,11 @@ static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"^(?:{domain}/)?{component}(?:/{component})*$")).expect("static regex")
 });
 
+/// distribution's repository name grammar (an optional `host[:port]/` prefix included).
+pub fn is_repository_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && REPOSITORY.is_match(name)
+}
+
 impl Scope {
     pub fn new(resource_type: &str, name: &str, actions: &[&str]) -> Self {
         Self {
@@ -68,7 +73,7 @@ impl Scope {
             return Err(err("the name is empty"));
         }
         if resource_type == "repository" {
-            if name.len() > 255 || !REPOSITORY.is_match(name) {
+            if !is_repository_name(name) {
                 return Err(err("not a valid repository name"));
             }
         } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -92,7 +92,8 @@ pub fn write_files(
     Ok(w)
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Writes `bytes` to `path` with `mode`, also when the file exists already.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -91,9 +91,9 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// A repository name as the registry stores it: the scope grammar without a `host:port` prefix.
 fn valid_name(name: &str) -> bool {
-    Scope::parse(&format!("repository:{name}:pull")).is_ok_and(|s| s.name == name)
-        && !name.contains(':')
+    crate::scope::is_repository_name(name) && !name.contains(':')
 }
 
 fn valid_tag(tag: &str) -> bool {
