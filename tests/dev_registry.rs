@@ -199,11 +199,7 @@ struct Env {
 impl Env {
     async fn start(dir: &Path) -> Self {
         gen_cert(dir, ISSUER);
-        std::fs::write(
-            dir.join("users.htpasswd"),
-            htpasswd_line("admin", "admin-pw") + &htpasswd_line("reader", "reader-pw"),
-        )
-        .expect("htpasswd");
+        write_users(dir, &[("admin", "admin-pw"), ("reader", "reader-pw")]);
         let port = free_port();
         let config = format!(
             r#"

@@ -14,11 +14,7 @@ const SERVICE: &str = "registry.test";
 const ISSUER: &str = "issuer.test";
 
 fn config(dir: &Path, extra: &str) -> String {
-    std::fs::write(
-        dir.join("users.htpasswd"),
-        htpasswd_line("alice", "alice-pw") + &htpasswd_line("bob", "bob-pw"),
-    )
-    .expect("htpasswd");
+    write_users(dir, &[("alice", "alice-pw"), ("bob", "bob-pw")]);
     format!(
         r#"
 [token]

@@ -9,11 +9,7 @@ use common::*;
 const SERVICE: &str = "registry.test";
 
 fn config(dir: &Path) -> String {
-    std::fs::write(
-        dir.join("users.htpasswd"),
-        htpasswd_line("admin", "admin-pw") + &htpasswd_line("reader", "reader-pw"),
-    )
-    .expect("htpasswd");
+    write_users(dir, &[("admin", "admin-pw"), ("reader", "reader-pw")]);
     format!(
         r#"
 [token]

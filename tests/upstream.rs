@@ -17,7 +17,7 @@ fn config(dir: &Path, api: &FakeApi, ttl: u64, extra: &str) -> String {
     if !dir.join(format!("{ISSUER}.crt")).exists() {
         gen_cert(dir, ISSUER);
     }
-    std::fs::write(dir.join("users.htpasswd"), htpasswd_line("ci", "ci-pw")).expect("htpasswd");
+    write_users(dir, &[("ci", "ci-pw")]);
     format!(
         r#"
 [token]

@@ -29,6 +29,12 @@ pub fn htpasswd_line(user: &str, password: &str) -> String {
     format!("{user}:{}\n", bcrypt::hash(password, 4).expect("bcrypt"))
 }
 
+/// DIR/users.htpasswd with these (user, password) pairs.
+pub fn write_users(dir: &Path, users: &[(&str, &str)]) {
+    let lines: String = users.iter().map(|(u, p)| htpasswd_line(u, p)).collect();
+    std::fs::write(dir.join("users.htpasswd"), lines).expect("users.htpasswd");
+}
+
 /// A child process killed when the test ends; its output goes to a log file shown on failure.
 pub struct Proc {
     pub child: Child,
