@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::config::{setting, AclRule, Config};
+use crate::config::{setting, AclRule, Config, X5cMode};
 use crate::identity::upstream::{self, Upstream};
 use crate::identity::{htpasswd::Htpasswd, Authenticator, CacheSettings};
 use crate::keys::{jwk::Jwks, KeyMaterial};
@@ -40,13 +40,7 @@ impl App {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if keys.is_expired(now) {
-            tracing::warn!(
-                kid = %keys.kid,
-                "the signing certificate has expired: distribution 2.x still accepts its tokens \
-                 (it does not check expiry on the kid path), 3.x trusts the JWKS; rotate it soon"
-            );
-        }
+        warn_on_expiry(&keys, now, cfg.token.x5c);
         let htpasswd = cfg
             .identity
             .htpasswd
@@ -84,6 +78,7 @@ impl App {
             issuer,
             service,
             Duration::from_secs(cfg.token.ttl_seconds),
+            cfg.token.x5c,
         );
         Ok(Self {
             jwks_json: Jwks {
@@ -97,6 +92,32 @@ impl App {
             policy,
             anonymous: cfg.identity.anonymous,
         })
+    }
+}
+
+/// Certificates warned about this long before they expire.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+fn warn_on_expiry(keys: &KeyMaterial, now: i64, x5c: X5cMode) {
+    let until = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_secs(keys.not_after.max(0) as u64),
+    );
+    let effect = match x5c {
+        X5cMode::Always => {
+            "tokens carry x5c (token.x5c = \"always\"), so every registry will refuse them"
+        }
+        _ => {
+            "tokens carry only kid: distribution 2.x finds the key in rootcertbundle (without \
+              checking dates), 3.x only in its jwks; a bundle-only 3.x registry refuses them"
+        }
+    };
+    if keys.is_expired(now) {
+        tracing::warn!(kid = %keys.kid, "the signing certificate expired at {until}: {effect}; rotate the key");
+    } else if keys.not_after - now < EXPIRY_WARNING_DAYS * 86_400 {
+        tracing::warn!(
+            kid = %keys.kid,
+            "the signing certificate expires at {until}, within {EXPIRY_WARNING_DAYS} days; then {effect}; rotate the key"
+        );
     }
 }
 
@@ -149,8 +170,9 @@ pub fn build_registry(
             storage_root.display()
         )
     })?;
+    // Longer than a stopping registry's grace period (server.rs), so a restart waits it out.
     let lock = storage
-        .lock()
+        .lock_waiting(Duration::from_secs(15))
         .map_err(|e| anyhow::anyhow!("{}: {e}", setting("registry.storage")))?;
     let mut trusted = crate::token::TrustedKeys::default();
     trusted.add(&app.keys.kid, app.keys.public.clone());

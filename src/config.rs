@@ -73,6 +73,9 @@ pub struct TokenConfig {
     pub algorithm: String,
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,
+    /// Whether tokens carry the certificate chain in an `x5c` header.
+    #[serde(default)]
+    pub x5c: X5cMode,
 }
 
 impl Default for TokenConfig {
@@ -83,8 +86,27 @@ impl Default for TokenConfig {
             realm: None,
             algorithm: default_algorithm(),
             ttl_seconds: default_ttl(),
+            x5c: X5cMode::default(),
         }
     }
+}
+
+/// `[token] x5c`. Every distribution version tries a token's `x5c` chain first and verifies it
+/// against `rootcertbundle`, validity dates included, without falling back to `kid` when it
+/// fails; a token without `x5c` is looked up by `kid` (2.x: in the bundle; 3.x: in the JWKS only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum X5cMode {
+    /// `x5c` while the chain is valid for the token's whole life, else `kid` alone: tokens work
+    /// with a bundle-only registry of any version, and an expired certificate still works
+    /// where the `kid` path does (2.x bundle, 3.x JWKS).
+    #[default]
+    Auto,
+    /// Always `x5c` (tokens are refused everywhere once the certificate expires).
+    Always,
+    /// Never `x5c`: for a 3.x registry configured with `jwks` and no `rootcertbundle`, which
+    /// cannot verify a chain.
+    Never,
 }
 
 /// Each of cert, key and kid comes either inline as base64 (the seed's env vars) or as a file.

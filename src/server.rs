@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::web::{LocalAddr, RemoteAddr};
 
 /// Binds first, so start-up fails fast on a taken port and the log shows the real address.
 pub async fn serve(
@@ -21,10 +22,33 @@ pub async fn serve(
         .map(|a| a.to_string())
         .collect();
     tracing::info!(listen = %bound.join(","), "{what} listening");
-    poem::Server::new_with_acceptor(acceptor)
+    poem::Server::new_with_acceptor(NoDelay(acceptor))
         .run_with_graceful_shutdown(endpoint, shutdown_signal(), Some(Duration::from_secs(10)))
         .await?;
     Ok(())
+}
+
+/// Sets `TCP_NODELAY` on every accepted connection. Responses go out as a header write and a
+/// body write; with Nagle's algorithm on, the body of a small response waits for the client's
+/// delayed ACK of the header (about 40 ms on Linux) on a kept-alive connection.
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+        let (io, local, remote, scheme) = self.0.accept().await?;
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+        Ok((io, local, remote, scheme))
+    }
 }
 
 pub async fn shutdown_signal() {

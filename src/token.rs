@@ -1,6 +1,8 @@
-//! Claims and signing. The header and the key are fixed per process, so the encoded header is
-//! computed once; each token costs one JSON encode and one ES256 signature (aws-lc-rs).
+//! Claims and signing. The headers and the key are fixed per process, so both encoded headers
+//! (with and without `x5c`) are computed once; each token costs one JSON encode and one ES256
+//! signature (aws-lc-rs).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,11 +11,16 @@ use aws_lc_rs::signature::{EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FI
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
+use crate::config::X5cMode;
 use crate::keys::{KeyMaterial, P256PublicKey};
 use crate::scope::Scope;
 
 /// `nbf` is backdated so registries with a slightly slow clock accept a fresh token.
 pub const NBF_BACKDATE: u64 = 10;
+
+/// Registries accept a token this long past its `exp` (distribution's leeway); the `x5c` chain
+/// must still be valid then, since the registry checks it on every request.
+pub const REGISTRY_LEEWAY: u64 = 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
@@ -33,10 +40,25 @@ struct Header<'a> {
     alg: &'static str,
     typ: &'static str,
     kid: &'a str,
+    /// Standard base64 DER, leaf first (RFC 7515 §4.1.6).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    x5c: Vec<String>,
+}
+
+/// The `x5c` header and the window in which the chain it carries is valid (Unix seconds).
+struct X5cHeader {
+    header_b64: String,
+    not_before: i64,
+    not_after: i64,
+    /// `auto` falls back to the kid-only header outside the window; `always` never does.
+    always: bool,
+    /// Set once the fallback has been logged, so the warning is given once per process.
+    warned: AtomicBool,
 }
 
 pub struct Signer {
-    header_b64: String,
+    kid_header_b64: String,
+    x5c: Option<X5cHeader>,
     key: Arc<EcdsaKeyPair>,
     rng: SystemRandom,
     pub issuer: String,
@@ -49,22 +71,71 @@ pub struct Issued {
     pub claims: Claims,
 }
 
+fn encode_header(kid: &str, x5c: Vec<String>) -> String {
+    let header = Header {
+        alg: "ES256",
+        typ: "JWT",
+        kid,
+        x5c,
+    };
+    BASE64URL_NOPAD.encode(&serde_json::to_vec(&header).unwrap_or_default())
+}
+
 impl Signer {
-    pub fn new(keys: &KeyMaterial, issuer: &str, service: &str, ttl: Duration) -> Self {
-        let header = Header {
-            alg: "ES256",
-            typ: "JWT",
-            kid: &keys.kid,
-        };
-        let header_json = serde_json::to_vec(&header).unwrap_or_default();
+    pub fn new(
+        keys: &KeyMaterial,
+        issuer: &str,
+        service: &str,
+        ttl: Duration,
+        x5c: X5cMode,
+    ) -> Self {
+        let x5c = (x5c != X5cMode::Never).then(|| X5cHeader {
+            header_b64: encode_header(
+                &keys.kid,
+                keys.chain_der
+                    .iter()
+                    .map(|d| data_encoding::BASE64.encode(d))
+                    .collect(),
+            ),
+            not_before: keys.not_before,
+            not_after: keys.not_after,
+            always: x5c == X5cMode::Always,
+            warned: AtomicBool::new(false),
+        });
         Self {
-            header_b64: BASE64URL_NOPAD.encode(&header_json),
+            kid_header_b64: encode_header(&keys.kid, Vec::new()),
+            x5c,
             key: keys.signing_key.clone(),
             rng: SystemRandom::new(),
             issuer: issuer.into(),
             service: service.into(),
             ttl,
         }
+    }
+
+    /// Whether a token issued at `iat` carries `x5c`: in `auto` mode, only while the chain is
+    /// valid from issue until the registry's last acceptance of the token, since a registry
+    /// refuses a token whose `x5c` it cannot verify and never falls back to `kid`.
+    pub fn uses_x5c(&self, iat: u64) -> bool {
+        let Some(x) = &self.x5c else {
+            return false;
+        };
+        let from = i64::try_from(iat).unwrap_or(i64::MAX);
+        let until = from.saturating_add((self.ttl.as_secs() + REGISTRY_LEEWAY) as i64);
+        if x.always || (x.not_before <= from && until <= x.not_after) {
+            return true;
+        }
+        if !x.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the signing certificate is not valid for a whole token lifetime (valid until {}): \
+                 tokens no longer carry x5c, only kid; registries that trust the bundle alone \
+                 (distribution 3.x, or 2.x trusting only a CA) will refuse them: rotate the key",
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_secs(x.not_after.max(0) as u64)
+                )
+            );
+        }
+        false
     }
 
     pub fn issue(
@@ -77,6 +148,10 @@ impl Signer {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| SignError)?
             .as_secs();
+        let header_b64 = match &self.x5c {
+            Some(x) if self.uses_x5c(iat) => &x.header_b64,
+            _ => &self.kid_header_b64,
+        };
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: subject.into(),
@@ -88,8 +163,8 @@ impl Signer {
             access,
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
-        token.push_str(&self.header_b64);
+        let mut token = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(header_b64);
         token.push('.');
         BASE64URL_NOPAD.encode_append(&payload, &mut token);
         let sig = self
@@ -210,6 +285,7 @@ mod tests {
                 "api.ly.fish.local",
                 "registry.ly.fish.local",
                 Duration::from_secs(3600),
+                X5cMode::Auto,
             ),
             trusted,
         )
@@ -263,6 +339,54 @@ mod tests {
         );
         let again = s.issue("alice", vec![], now).expect("sign");
         assert_ne!(again.claims.jti, issued.claims.jti);
+    }
+
+    fn header(token: &str) -> serde_json::Value {
+        let head = token.split('.').next().expect("header");
+        serde_json::from_slice(&BASE64URL_NOPAD.decode(head.as_bytes()).expect("b64"))
+            .expect("json")
+    }
+
+    #[test]
+    fn x5c_only_while_the_chain_outlives_the_token() {
+        let g = crate::keys::generate::generate("iss.test", 30).expect("generate");
+        let keys =
+            KeyMaterial::load(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), None).expect("loads");
+        let ttl = Duration::from_secs(3600);
+        let at = |unix: i64| UNIX_EPOCH + Duration::from_secs(unix as u64);
+        let auto = Signer::new(&keys, "iss.test", "svc", ttl, X5cMode::Auto);
+        let now = SystemTime::now();
+        let h = header(&auto.issue("a", vec![], now).expect("sign").token);
+        assert_eq!(h["kid"], keys.kid.as_str(), "kid stays in every token");
+        assert_eq!(
+            h["x5c"],
+            serde_json::json!([data_encoding::BASE64.encode(&keys.cert_der)]),
+            "standard base64 of the DER, leaf first"
+        );
+        // The last second at which a token still outlives... and the first at which it does not.
+        let last = keys.not_after - 3600 - REGISTRY_LEEWAY as i64;
+        assert!(header(&auto.issue("a", vec![], at(last)).expect("sign").token)["x5c"].is_array());
+        let h = header(&auto.issue("a", vec![], at(last + 1)).expect("sign").token);
+        assert!(h.get("x5c").is_none(), "{h}");
+        assert_eq!(h["kid"], keys.kid.as_str());
+        // Before the certificate's notBefore: no x5c either.
+        let early = at(keys.not_before - 1);
+        assert!(header(&auto.issue("a", vec![], early).expect("sign").token)
+            .get("x5c")
+            .is_none());
+
+        let always = Signer::new(&keys, "iss.test", "svc", ttl, X5cMode::Always);
+        let h = header(
+            &always
+                .issue("a", vec![], at(keys.not_after + 1))
+                .expect("sign")
+                .token,
+        );
+        assert!(h["x5c"].is_array());
+        let never = Signer::new(&keys, "iss.test", "svc", ttl, X5cMode::Never);
+        assert!(header(&never.issue("a", vec![], now).expect("sign").token)
+            .get("x5c")
+            .is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use reqwest::{Client, Method, StatusCode};
+use token_issuer::config::X5cMode;
 use token_issuer::keys::KeyMaterial;
 use token_issuer::scope::Scope;
 use token_issuer::token::Signer;
@@ -857,7 +858,13 @@ async fn registry_api_uploads_manifests_listings_and_auth() {
     assert_eq!(error_code(r).await, "UNAUTHORIZED");
 
     // Expired and foreign-signed tokens: invalid_token.
-    let signer = Signer::new(&env.keys, ISSUER, SERVICE, Duration::from_secs(60));
+    let signer = Signer::new(
+        &env.keys,
+        ISSUER,
+        SERVICE,
+        Duration::from_secs(60),
+        X5cMode::Auto,
+    );
     let everything = vec![Scope::new("repository", "org/a", &["*"])];
     let old = signer
         .issue(
@@ -874,14 +881,26 @@ async fn registry_api_uploads_manifests_listings_and_auth() {
         None,
     )
     .expect("load");
-    let foreign = Signer::new(&foreign_keys, ISSUER, SERVICE, Duration::from_secs(600))
-        .issue("admin", everything.clone(), SystemTime::now())
-        .expect("sign")
-        .token;
-    let other_service = Signer::new(&env.keys, ISSUER, "elsewhere", Duration::from_secs(600))
-        .issue("admin", everything, SystemTime::now())
-        .expect("sign")
-        .token;
+    let foreign = Signer::new(
+        &foreign_keys,
+        ISSUER,
+        SERVICE,
+        Duration::from_secs(600),
+        X5cMode::Auto,
+    )
+    .issue("admin", everything.clone(), SystemTime::now())
+    .expect("sign")
+    .token;
+    let other_service = Signer::new(
+        &env.keys,
+        ISSUER,
+        "elsewhere",
+        Duration::from_secs(600),
+        X5cMode::Auto,
+    )
+    .issue("admin", everything, SystemTime::now())
+    .expect("sign")
+    .token;
     // Signed by another key but naming ours: the signature check, not the kid lookup, refuses it.
     let forged = {
         use aws_lc_rs::rand::SystemRandom;
@@ -1101,9 +1120,13 @@ async fn manifest_types_accept_negotiation_and_conditional_gets() {
         .send()
         .await
         .expect("get");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.expect("error json");
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    // In the message, which clients print (distribution's words), not only in the detail.
     assert_eq!(
-        (r.status().as_u16(), error_code(r).await.as_str()),
-        (404, "MANIFEST_UNKNOWN")
+        body["errors"][0]["message"],
+        "OCI manifest found, but accept header does not support OCI manifests"
     );
     let r = env
         .req_raw(Method::GET, "/v2/org/m/manifests/oci", &admin)
@@ -1206,4 +1229,60 @@ async fn gc_refuses_to_run_under_a_live_registry() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(env);
+}
+
+/// A restart that overlaps the old process's shutdown (a supervisor restarting `dev` while the
+/// old one still drains connections) waits for the storage lock instead of failing; and a
+/// restart right after SIGTERM comes up.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_restart_waits_for_the_storage_lock() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut first = start_dev(dir, "pw").await;
+    assert!(terminate(&mut first.proc).success());
+
+    // Stand in for a stopping registry: hold the lock ourselves.
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(dir.join("data/registry/.lock"))
+        .expect("lock file");
+    lock.try_lock().expect("lock");
+    let (issuer, registry) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--data-dir"]).arg(dir.join("data")).args([
+        "--listen",
+        &format!("127.0.0.1:{issuer}"),
+        "--registry-listen",
+        &format!("127.0.0.1:{registry}"),
+    ]);
+    let mut second = Proc::spawn("token-issuer dev", cmd, dir.join("dev-second.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !second.log_text().contains("waiting up to 15 s") {
+        assert!(
+            second.child.try_wait().expect("wait").is_none(),
+            "dev gave up instead of waiting:\n{}",
+            second.log_text()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(lock);
+    second
+        .wait_http(&format!("http://127.0.0.1:{registry}/v2/"), 401)
+        .await;
+
+    // SIGTERM, then at once a new process on the same storage: it comes up.
+    let pid = second.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let mut third = start_dev(dir, "pw").await;
+    assert!(second.wait_exit().0.success());
+    assert!(terminate(&mut third.proc).success());
 }

@@ -77,9 +77,19 @@ impl From<AuthError> for RealmError {
     }
 }
 
+/// docker shows an `UNAUTHORIZED` error whose message is exactly the code's default text
+/// ("authentication required") as a bare code, which it does not treat as final: a push
+/// without `docker login` then retries for 50 s before printing a bare "unauthorized".
+/// Any other text is shown to the user and ends the push at once, so say what to do.
+pub const NO_CREDENTIALS: &str =
+    "authentication required: no credentials were given; log in first (docker login <registry>)";
+
 /// What a token request asks for, whichever form it came in.
 #[derive(Debug, Default)]
 struct TokenRequest {
+    /// For the log: how the request came and from where.
+    method: &'static str,
+    peer: String,
     service: Option<String>,
     scopes: Vec<Scope>,
     account: Option<String>,
@@ -89,7 +99,7 @@ struct TokenRequest {
 
 #[handler]
 pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_get(req) {
+    let result = match parse_get(req).map(|tr| tr.from(req)) {
         Ok(tr) => issue(app, tr).await,
         Err(e) => Err(e),
     };
@@ -98,11 +108,23 @@ pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 
 #[handler]
 pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_post(req, body).await {
+    let result = match parse_post(req, body).await.map(|tr| tr.from(req)) {
         Ok(tr) => issue(app, tr).await,
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
+}
+
+impl TokenRequest {
+    fn from(mut self, req: &Request) -> Self {
+        self.method = if req.method() == poem::http::Method::POST {
+            "POST"
+        } else {
+            "GET"
+        };
+        self.peer = req.remote_addr().to_string();
+        self
+    }
 }
 
 fn parse_get(req: &Request) -> Result<TokenRequest, RealmError> {
@@ -251,11 +273,26 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
     let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
     let identity = match (&tr.credentials, key) {
         (Some(c), Some(key)) => app.auth.authenticate(c, key).await.map_err(|e| {
-            tracing::debug!(user = %c.username, "authentication failed: {e}");
+            // At info: an operator must see why a client fails without turning on debug.
+            tracing::info!(
+                user = %c.username,
+                method = tr.method,
+                client_id = tr.client_id.as_deref().unwrap_or(""),
+                peer = %tr.peer,
+                "login refused: {e}"
+            );
             RealmError::from(e)
         })?,
         _ if app.anonymous => Arc::new(Identity::anonymous()),
-        _ => return Err(RealmError::Unauthorized("authentication required".into())),
+        _ => {
+            tracing::info!(
+                method = tr.method,
+                client_id = tr.client_id.as_deref().unwrap_or(""),
+                peer = %tr.peer,
+                "anonymous request refused: no credentials given and identity.anonymous is off"
+            );
+            return Err(RealmError::Unauthorized(NO_CREDENTIALS.into()));
+        }
     };
     let caller = Caller {
         identity: &identity,

@@ -33,13 +33,9 @@ pub fn generate(issuer: &str, days: u32) -> anyhow::Result<Generated> {
     params.serial_number = Some(SerialNumber::from_slice(uuid::Uuid::new_v4().as_bytes()));
     let cert = params.self_signed(&key_pair)?;
 
-    // SEC1 "EC PRIVATE KEY", as open-balena's gen-token-auth-cert writes it.
     let secret = p256::SecretKey::from_pkcs8_der(&key_pair.serialize_der())
         .map_err(|e| anyhow::anyhow!("re-encoding the generated key: {e}"))?;
-    let key_pem = secret
-        .to_sec1_pem(p256::pkcs8::LineEnding::LF)
-        .map_err(|e| anyhow::anyhow!("re-encoding the generated key: {e}"))?
-        .to_string();
+    let key_pem = sec1_pem(&secret)?;
 
     // Load it back through the same path `serve` uses, so what we write is what we accept.
     let material = KeyMaterial::load(cert.pem().as_bytes(), key_pem.as_bytes(), None)?;
@@ -52,6 +48,28 @@ pub fn generate(issuer: &str, days: u32) -> anyhow::Result<Generated> {
         kid: material.kid,
         key_pem,
     })
+}
+
+/// SEC1 "EC PRIVATE KEY" exactly as `openssl ecparam -name prime256v1 -genkey -noout` writes it:
+/// version 1, the 32-byte secret, `[0]` the named curve, `[1]` the public point. The curve OID is
+/// optional in SEC1, but OpenSSL 3 and Node.js refuse a key without it (and `p256`'s own
+/// `to_sec1_pem` leaves it out), so it is written here by hand.
+pub fn sec1_pem(secret: &p256::SecretKey) -> anyhow::Result<String> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::AssociatedOid;
+    use sec1::der::Encode;
+    let private_key = zeroize::Zeroizing::new(secret.to_bytes());
+    let public_key = secret.public_key().to_encoded_point(false);
+    let der = zeroize::Zeroizing::new(
+        sec1::EcPrivateKey {
+            private_key: &private_key,
+            parameters: Some(sec1::EcParameters::NamedCurve(p256::NistP256::OID)),
+            public_key: Some(public_key.as_bytes()),
+        }
+        .to_der()
+        .map_err(|e| anyhow::anyhow!("encoding the generated key: {e}"))?,
+    );
+    Ok(super::pem_encode("EC PRIVATE KEY", &der))
 }
 
 pub struct Written {
@@ -116,6 +134,24 @@ mod tests {
     fn generated_material_round_trips() {
         let g = generate("api.example.test", 730).expect("generate");
         assert!(g.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        // DER: SEQUENCE { INTEGER 1, OCTET STRING (32), [0] { OID prime256v1 }, [1] { BIT STRING } },
+        // byte for byte the layout `openssl ecparam -name prime256v1 -genkey -noout` writes.
+        let b64: String = g
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .expect("base64");
+        assert_eq!(der.len(), 121);
+        assert_eq!(&der[..7], &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20]);
+        assert_eq!(
+            &der[39..51],
+            &[0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
+        );
+        assert_eq!(&der[51..56], &[0xa1, 0x44, 0x03, 0x42, 0x00]);
+        assert_eq!(der[56], 0x04);
         let m = KeyMaterial::load(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), Some(&g.kid))
             .expect("loads");
         assert_eq!(m.kid.len(), 59);

@@ -28,14 +28,21 @@ pub enum KeyError {
     Kid { given: String, computed: String },
 }
 
-/// A loaded, verified signing identity: the certificate, its key and its libtrust kid.
+/// A loaded, verified signing identity: the certificate (and the chain above it), its key and
+/// its libtrust kid.
 pub struct KeyMaterial {
     pub signing_key: Arc<EcdsaKeyPair>,
     pub public: P256PublicKey,
     pub kid: String,
+    /// The signing (leaf) certificate.
     pub cert_der: Vec<u8>,
+    /// Every certificate of the file, leaf first: what a token's `x5c` carries.
+    pub chain_der: Vec<Vec<u8>>,
+    /// The same chain as PEM: what a registry's `rootcertbundle` should hold.
     pub cert_pem: String,
-    /// Unix seconds.
+    /// When the whole chain is valid, in Unix seconds: the latest `notBefore` and the earliest
+    /// `notAfter` of its certificates (a registry checks every one of them on the `x5c` path).
+    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -48,13 +55,15 @@ impl std::fmt::Debug for KeyMaterial {
 }
 
 impl KeyMaterial {
-    /// `cert_pem` may be a bundle: the first certificate is the signing one.
+    /// `cert_pem` may be a chain: the first certificate is the signing one, then the
+    /// intermediates (and, optionally, the CA) that issued it.
     pub fn load(
         cert_pem: &[u8],
         key_pem: &[u8],
         given_kid: Option<&str>,
     ) -> Result<Self, KeyError> {
-        let (cert_der, cert_public, not_after) = parse_cert(cert_pem)?;
+        let chain = parse_chain(cert_pem)?;
+        let cert_public = chain.leaf_public;
         let (signing_key, key_public) = parse_key(key_pem)?;
         if key_public != cert_public {
             return Err(KeyError::Mismatch {
@@ -75,9 +84,15 @@ impl KeyMaterial {
             signing_key: Arc::new(signing_key),
             public: cert_public,
             kid,
-            cert_pem: pem_encode("CERTIFICATE", &cert_der),
-            cert_der,
-            not_after,
+            cert_pem: chain
+                .der
+                .iter()
+                .map(|d| pem_encode("CERTIFICATE", d))
+                .collect(),
+            cert_der: chain.der[0].clone(),
+            chain_der: chain.der,
+            not_before: chain.not_before,
+            not_after: chain.not_after,
         })
     }
 
@@ -88,20 +103,65 @@ impl KeyMaterial {
     pub fn is_expired(&self, now_unix: i64) -> bool {
         self.not_after < now_unix
     }
+
+    /// Whether every certificate of the chain is valid throughout `from..=until` (Unix seconds).
+    pub fn chain_valid(&self, from: i64, until: i64) -> bool {
+        self.not_before <= from && until <= self.not_after
+    }
 }
 
-fn parse_cert(pem: &[u8]) -> Result<(Vec<u8>, P256PublicKey, i64), KeyError> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| KeyError::Cert(format!("not a PEM certificate ({e})")))?;
-    if pem.label != "CERTIFICATE" {
-        return Err(KeyError::Cert(format!(
-            "PEM block is {:?}, expected CERTIFICATE",
-            pem.label
-        )));
+/// Certificates beyond this in one file are not a chain but a mistake (a CA bundle).
+const MAX_CHAIN: usize = 8;
+
+struct Chain {
+    der: Vec<Vec<u8>>,
+    leaf_public: P256PublicKey,
+    not_before: i64,
+    not_after: i64,
+}
+
+fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
+    let mut der = Vec::new();
+    let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
+    let mut leaf_public = None;
+    for (i, block) in x509_parser::pem::Pem::iter_from_buffer(pem).enumerate() {
+        let block = block
+            .map_err(|e| KeyError::Cert(format!("PEM block {} is not readable ({e})", i + 1)))?;
+        if block.label != "CERTIFICATE" {
+            return Err(KeyError::Cert(format!(
+                "PEM block {} is {:?}, expected CERTIFICATE",
+                i + 1,
+                block.label
+            )));
+        }
+        if i == MAX_CHAIN {
+            return Err(KeyError::Cert(format!(
+                "more than {MAX_CHAIN} certificates: give the signing certificate and the chain above it"
+            )));
+        }
+        let cert = block
+            .parse_x509()
+            .map_err(|e| KeyError::Cert(format!("certificate {} is not X.509 ({e})", i + 1)))?;
+        not_before = not_before.max(cert.validity().not_before.timestamp());
+        not_after = not_after.min(cert.validity().not_after.timestamp());
+        if i == 0 {
+            leaf_public = Some(p256_public(&cert)?);
+        }
+        der.push(block.contents.clone());
     }
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| KeyError::Cert(format!("not an X.509 certificate ({e})")))?;
+    let leaf_public =
+        leaf_public.ok_or_else(|| KeyError::Cert("no PEM CERTIFICATE block found".into()))?;
+    Ok(Chain {
+        der,
+        leaf_public,
+        not_before,
+        not_after,
+    })
+}
+
+fn p256_public(
+    cert: &x509_parser::certificate::X509Certificate,
+) -> Result<P256PublicKey, KeyError> {
     let spki = cert.public_key();
     let is_p256 = spki.algorithm.algorithm == x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
         && spki
@@ -110,14 +170,12 @@ fn parse_cert(pem: &[u8]) -> Result<(Vec<u8>, P256PublicKey, i64), KeyError> {
             .as_ref()
             .and_then(|p| p.as_oid().ok())
             .is_some_and(|oid| oid == x509_parser::oid_registry::OID_EC_P256);
-    let public = is_p256
+    is_p256
         .then(|| P256PublicKey::from_uncompressed(&spki.subject_public_key.data))
         .flatten()
         .ok_or_else(|| {
             KeyError::Cert("its public key is not an EC P-256 key (ES256 needs one)".into())
-        })?;
-    let not_after = cert.validity().not_after.timestamp();
-    Ok((pem.contents.clone(), public, not_after))
+        })
 }
 
 /// Accepts SEC1 (`EC PRIVATE KEY`, what open-balena's tooling writes) and PKCS#8 (`PRIVATE KEY`).

@@ -285,8 +285,17 @@ async fn get_manifest(
         .await
         .ok_or_else(|| RegError::manifest_unknown(reference))?;
     if (media_type == OCI_MANIFEST || media_type == OCI_INDEX) && !supports(&media_type) {
-        return Err(RegError::manifest_unknown(reference)
-            .with_detail(json!({"reason": format!("{media_type} found, but the Accept header does not list it")})));
+        // In the message, not only in `detail`: clients print the message (distribution's words).
+        let what = if media_type == OCI_MANIFEST {
+            "OCI manifest found, but accept header does not support OCI manifests"
+        } else {
+            "OCI index found, but accept header does not support OCI indexes"
+        };
+        let mut e = RegError::manifest_unknown(reference).with_detail(
+            json!({"reference": reference, "reason": format!("{media_type} found, but the Accept header does not list it")}),
+        );
+        e.message = what.to_string();
+        return Err(e);
     }
     if media_type == DOCKER_LIST && !reference.contains(':') && !supports(DOCKER_LIST) {
         let list: Value = serde_json::from_slice(&bytes).map_err(RegError::internal)?;

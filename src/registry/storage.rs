@@ -103,6 +103,14 @@ impl Drop for Claim<'_> {
 
 const CHUNK: usize = 256 * 1024;
 
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{} is in use by a running registry; stop it first", .0.display())]
+    InUse(PathBuf),
+    #[error("{0}")]
+    Io(String),
+}
+
 impl Storage {
     pub fn open(root: &Path) -> std::io::Result<Self> {
         for d in ["blobs/sha256", "uploads", "repositories"] {
@@ -117,21 +125,46 @@ impl Storage {
 
     /// An exclusive lock on the storage for this process's lifetime: a running registry holds it,
     /// and `gc` refuses to run without it (it would delete what a live push is referencing).
-    pub fn lock(&self) -> Result<std::fs::File, String> {
+    /// Locks the storage for a running registry (`gc` takes the same lock to refuse to run
+    /// beside one).
+    pub fn lock(&self) -> Result<std::fs::File, LockError> {
         let path = self.root.join(".lock");
         let file = std::fs::File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| LockError::Io(format!("{}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "{} is in use by a running registry; stop it first",
-                self.root.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::InUse(self.root.clone())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(LockError::Io(format!("{}: {e}", path.display())))
+            }
+        }
+    }
+
+    /// [`Storage::lock`], waiting up to `max` for a registry that is shutting down: a
+    /// supervisor restarting `dev` or `serve` may start the new process while the old one
+    /// still drains its connections (for up to its 10 s grace period).
+    pub fn lock_waiting(&self, max: Duration) -> Result<std::fs::File, LockError> {
+        let deadline = std::time::Instant::now() + max;
+        let mut logged = false;
+        loop {
+            match self.lock() {
+                Err(LockError::InUse(_)) if std::time::Instant::now() < deadline => {
+                    if !logged {
+                        tracing::info!(
+                            "{} is locked by another registry; waiting up to {} s for it to stop",
+                            self.root.display(),
+                            max.as_secs()
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
         }
     }
 
