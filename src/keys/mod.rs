@@ -296,6 +296,43 @@ pub(crate) mod tests {
         );
     }
 
+    /// SEC1 without the optional curve OID (what `p256`'s `to_sec1_pem` and older tooling
+    /// write) still loads: only our own writer had to change.
+    #[test]
+    fn sec1_key_without_parameters_loads() {
+        let g = generate::generate("iss", 30).expect("generate");
+        let secret = p256::SecretKey::from_sec1_pem(&g.key_pem).expect("sec1");
+        let bare = secret
+            .to_sec1_pem(p256::pkcs8::LineEnding::LF)
+            .expect("pem")
+            .to_string();
+        assert_ne!(bare, g.key_pem, "this key has no [0] parameters");
+        let m = KeyMaterial::load(g.cert_pem.as_bytes(), bare.as_bytes(), None).expect("loads");
+        assert_eq!(m.kid, g.kid);
+    }
+
+    #[test]
+    fn a_chain_is_kept_leaf_first_with_its_validity_window() {
+        let leaf = generate::generate("leaf", 30).expect("leaf");
+        let other = generate::generate("ca", 10).expect("ca");
+        let chain = format!("{}{}", leaf.cert_pem, other.cert_pem);
+        let m = KeyMaterial::load(chain.as_bytes(), leaf.key_pem.as_bytes(), None).expect("loads");
+        assert_eq!(m.kid, leaf.kid, "the first certificate signs");
+        assert_eq!(m.chain_der.len(), 2);
+        assert_eq!(m.cert_pem, chain, "the bundle served holds the whole chain");
+        // The 10-day certificate bounds the chain.
+        let ten_days = KeyMaterial::load(other.cert_pem.as_bytes(), other.key_pem.as_bytes(), None)
+            .expect("loads");
+        assert_eq!(m.not_after, ten_days.not_after);
+        let too_many = chain.repeat(MAX_CHAIN);
+        let err = KeyMaterial::load(too_many.as_bytes(), leaf.key_pem.as_bytes(), None)
+            .expect_err("too many");
+        assert!(
+            err.to_string().contains("more than 8 certificates"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn garbage_is_a_clear_error() {
         let err = KeyMaterial::load(b"hello", b"world", None).expect_err("garbage");
