@@ -100,6 +100,13 @@ async fn realm_statuses_bodies_and_claims() {
     assert!(challenge.starts_with("Basic realm="), "{challenge}");
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+    // Not the code's bare default text ("authentication required"), which docker turns into a
+    // bare code and retries: a message that says what to do.
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("no credentials") && message.contains("docker login"),
+        "{message}"
+    );
 
     // Malformed Basic credentials: a 401 with the challenge, like missing ones.
     for bad in ["Basic !!!", "Basic dXNlcm5vY29sb24=", "Basic /w=="] {
@@ -280,8 +287,19 @@ async fn realm_statuses_bodies_and_claims() {
         200
     );
 
-    // Nothing secret reached the log.
+    // Nothing secret reached the log; refusals are logged at info, with who, how and from where.
     let log = issuer.proc.log_text();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("login refused") && l.contains("mallory"))
+        .unwrap_or_else(|| panic!("no refused login logged:\n{log}"));
+    assert!(
+        refused.contains("INFO") && refused.contains("method=\"GET\"") && refused.contains("peer="),
+        "{refused}"
+    );
+    assert!(log
+        .lines()
+        .any(|l| l.contains("INFO") && l.contains("anonymous request refused")));
     assert!(log.contains(
         &std::fs::read_to_string(tmp.path().join(format!("{ISSUER}.kid"))).expect("kid")
     ));
