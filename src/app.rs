@@ -18,6 +18,7 @@ pub struct App {
     pub auth: Authenticator,
     pub policy: Policy,
     pub anonymous: bool,
+    pub max_scopes: usize,
     pub jwks_json: String,
     /// The `realm` of our own `WWW-Authenticate: Basic` challenges.
     pub basic_realm: String,
@@ -91,6 +92,7 @@ impl App {
             auth,
             policy,
             anonymous: cfg.identity.anonymous,
+            max_scopes: cfg.http.max_scopes,
         })
     }
 }

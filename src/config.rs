@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(default)]
     pub identity: IdentityConfig,
     #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
     pub acl: Vec<AclRule>,
     pub upstream: Option<UpstreamConfig>,
     pub registry: Option<RegistryConfig>,
@@ -107,6 +109,28 @@ pub enum X5cMode {
     /// Never `x5c`: for a 3.x registry configured with `jwks` and no `rootcertbundle`, which
     /// cannot verify a chain.
     Never,
+}
+
+/// Limits on what one request may ask of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Scopes one token request may name (docker asks for one or two; more is a 400 before
+    /// any authentication work).
+    #[serde(default = "default_max_scopes")]
+    pub max_scopes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_scopes: default_max_scopes(),
+        }
+    }
+}
+
+fn default_max_scopes() -> usize {
+    100
 }
 
 /// Each of cert, key and kid comes either inline as base64 (the seed's env vars) or as a file.
@@ -300,6 +324,9 @@ impl Config {
                 setting("token.algorithm"),
                 self.token.algorithm
             );
+        }
+        if !(1..=10_000).contains(&self.http.max_scopes) {
+            bail!("{}: between 1 and 10000", setting("http.max_scopes"));
         }
         if !(60..=86_400).contains(&self.token.ttl_seconds) {
             bail!(

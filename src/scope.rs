@@ -3,6 +3,7 @@
 //! A name may carry a `host:port` prefix, so the type runs to the FIRST `:` and the actions
 //! start after the LAST one. Classes are deprecated: accepted and dropped.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -20,9 +21,23 @@ pub struct Scope {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed scope {scope:?}: {reason}")]
 pub struct ScopeError {
+    /// The scope as given, cut to [`MAX_ECHO`] characters.
     pub scope: String,
     pub reason: &'static str,
 }
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScopesError {
+    #[error(transparent)]
+    Malformed(#[from] ScopeError),
+    #[error("more than {0} scopes in one request; ask for fewer at a time")]
+    TooMany(usize),
+}
+
+/// Actions one scope may name (real clients use pull, push, delete and `*`).
+pub const MAX_ACTIONS: usize = 16;
+/// How much of a malformed scope an error message repeats.
+const MAX_ECHO: usize = 200;
 
 static RESOURCE_TYPE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([a-z0-9]+)(?:\(([a-zA-Z0-9]+)\))?$").expect("static regex"));
@@ -56,7 +71,7 @@ impl Scope {
 
     pub fn parse(s: &str) -> Result<Self, ScopeError> {
         let err = |reason| ScopeError {
-            scope: s.to_string(),
+            scope: s.chars().take(MAX_ECHO).collect(),
             reason,
         };
         let (first, last) = match (s.find(':'), s.rfind(':')) {
@@ -85,6 +100,9 @@ impl Scope {
                 return Err(err("actions must be a comma-separated list like pull,push"));
             }
             if !actions.iter().any(|x| x == a) {
+                if actions.len() == MAX_ACTIONS {
+                    return Err(err("too many actions"));
+                }
                 actions.push(a.to_string());
             }
         }
@@ -96,26 +114,36 @@ impl Scope {
     }
 
     /// Parses every scope in `values`, each of which may hold several space-separated scopes
-    /// (clients send both forms). Scopes naming the same resource are merged.
+    /// (clients send both forms). Scopes naming the same resource are merged, in linear time;
+    /// more than `max` scopes is an error before any is parsed further.
     pub fn parse_all<'a>(
         values: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Vec<Self>, ScopeError> {
+        max: usize,
+    ) -> Result<Vec<Self>, ScopesError> {
         let mut out: Vec<Self> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        let mut count = 0;
         for value in values {
             for piece in value.split_ascii_whitespace() {
+                count += 1;
+                if count > max {
+                    return Err(ScopesError::TooMany(max));
+                }
                 let scope = Self::parse(piece)?;
-                match out
-                    .iter_mut()
-                    .find(|s| s.resource_type == scope.resource_type && s.name == scope.name)
-                {
-                    Some(existing) => {
+                match index.entry((scope.resource_type.clone(), scope.name.clone())) {
+                    Entry::Occupied(e) => {
+                        // At most MAX_ACTIONS each: this stays small.
+                        let existing = &mut out[*e.get()];
                         for a in scope.actions {
                             if !existing.actions.contains(&a) {
                                 existing.actions.push(a);
                             }
                         }
                     }
-                    None => out.push(scope),
+                    Entry::Vacant(e) => {
+                        e.insert(out.len());
+                        out.push(scope);
+                    }
                 }
             }
         }
@@ -174,11 +202,14 @@ mod tests {
 
     #[test]
     fn repeated_and_space_joined_are_merged() {
-        let scopes = Scope::parse_all([
-            "repository:a/b:pull repository:c:push",
-            "repository:a/b:push,pull",
-            "registry:catalog:*",
-        ])
+        let scopes = Scope::parse_all(
+            [
+                "repository:a/b:pull repository:c:push",
+                "repository:a/b:push,pull",
+                "registry:catalog:*",
+            ],
+            100,
+        )
         .expect("parse");
         assert_eq!(
             scopes,
@@ -188,7 +219,34 @@ mod tests {
                 Scope::new("registry", "catalog", &["*"]),
             ]
         );
-        assert_eq!(Scope::parse_all([""]).expect("empty"), vec![]);
+        assert_eq!(Scope::parse_all([""], 100).expect("empty"), vec![]);
+    }
+
+    #[test]
+    fn work_is_bounded() {
+        // The limit counts every scope given, duplicates too, and stops before parsing on.
+        let many = "repository:a:pull ".repeat(101);
+        assert_eq!(
+            Scope::parse_all([many.as_str()], 100),
+            Err(ScopesError::TooMany(100))
+        );
+        let hundred = (0..100)
+            .map(|i| format!("repository:org/app{i}:pull"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            Scope::parse_all([hundred.as_str()], 100)
+                .expect("100")
+                .len(),
+            100
+        );
+        // Distinct actions are capped per scope; the error does not echo a huge scope whole.
+        let actions: Vec<String> = (0..17).map(|i| format!("a{i}")).collect();
+        let wide = format!("repository:org/app:{}", actions.join(","));
+        let err = Scope::parse(&wide).expect_err("17 actions");
+        assert_eq!(err.reason, "too many actions");
+        let huge = format!("repository:{}:pull", "a/".repeat(10_000));
+        assert!(Scope::parse(&huge).expect_err("bad").scope.len() <= 200);
     }
 
     #[test]

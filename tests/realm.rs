@@ -422,3 +422,50 @@ async fn bad_configuration_stops_start_up() {
         assert!(!log.contains("PRIVATE KEY"), "{log}");
     }
 }
+
+/// Bounded work per request: too many scopes is a 400 naming the limit before any
+/// authentication work (so without credentials too); the limit itself works.
+#[tokio::test(flavor = "multi_thread")]
+async fn scope_count_is_capped_before_authentication() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let issuer = start(tmp.path()).await;
+    let c = reqwest::Client::new();
+    // 3,000 scopes: as many as fit the 64 KiB form (a URI is capped at 64 KiB too).
+    let flood = format!(
+        "grant_type=password&service={SERVICE}&scope={}",
+        "repository:a:pull+".repeat(3_000)
+    );
+    let t0 = std::time::Instant::now();
+    let r = c
+        .post(issuer.realm())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(flood)
+        .send()
+        .await
+        .expect("send");
+    let elapsed = t0.elapsed();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["errors"][0]["code"], "INVALID_SCOPE");
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("more than 100 scopes"), "{message}");
+    eprintln!("3,000 scopes refused in {elapsed:?}");
+
+    let hundred: Vec<String> = (0..100)
+        .map(|i| format!("repository:org/app{i}:pull"))
+        .collect();
+    let r = c
+        .get(issuer.realm())
+        .query(&[("service", SERVICE), ("scope", hundred.join(" ").as_str())])
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let claims = decode(
+        &trusted(&issuer).await,
+        body["token"].as_str().expect("token"),
+    );
+    assert_eq!(claims.access.len(), 100);
+}

@@ -99,7 +99,7 @@ struct TokenRequest {
 
 #[handler]
 pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_get(req).map(|tr| tr.from(req)) {
+    let result = match parse_get(req, app.max_scopes).map(|tr| tr.from(req)) {
         Ok(tr) => issue(app, tr).await,
         Err(e) => Err(e),
     };
@@ -108,7 +108,10 @@ pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 
 #[handler]
 pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_post(req, body).await.map(|tr| tr.from(req)) {
+    let result = match parse_post(req, body, app.max_scopes)
+        .await
+        .map(|tr| tr.from(req))
+    {
         Ok(tr) => issue(app, tr).await,
         Err(e) => Err(e),
     };
@@ -127,7 +130,7 @@ impl TokenRequest {
     }
 }
 
-fn parse_get(req: &Request) -> Result<TokenRequest, RealmError> {
+fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest, RealmError> {
     let query = req.uri().query().unwrap_or("");
     let mut tr = TokenRequest::default();
     let mut scope_values = Vec::new();
@@ -141,12 +144,16 @@ fn parse_get(req: &Request) -> Result<TokenRequest, RealmError> {
             _ => {}
         }
     }
-    tr.scopes = parse_scopes(&scope_values)?;
+    tr.scopes = parse_scopes(&scope_values, max_scopes)?;
     tr.credentials = basic_credentials(req)?;
     Ok(tr)
 }
 
-async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmError> {
+async fn parse_post(
+    req: &Request,
+    body: Body,
+    max_scopes: usize,
+) -> Result<TokenRequest, RealmError> {
     let is_form = req
         .content_type()
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
@@ -192,7 +199,7 @@ async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmErro
         }
         None => return Err(RealmError::bad("INVALID_REQUEST", "grant_type is required")),
     }
-    tr.scopes = parse_scopes(&scope_values)?;
+    tr.scopes = parse_scopes(&scope_values, max_scopes)?;
     tr.credentials = match (username, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
         (None, None) => basic_credentials(req)?,
@@ -207,8 +214,8 @@ async fn parse_post(req: &Request, body: Body) -> Result<TokenRequest, RealmErro
     Ok(tr)
 }
 
-fn parse_scopes(values: &[String]) -> Result<Vec<Scope>, RealmError> {
-    Scope::parse_all(values.iter().map(String::as_str))
+fn parse_scopes(values: &[String], max: usize) -> Result<Vec<Scope>, RealmError> {
+    Scope::parse_all(values.iter().map(String::as_str), max)
         .map_err(|e| RealmError::bad("INVALID_SCOPE", e.to_string()))
 }
 
