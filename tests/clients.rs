@@ -1,0 +1,286 @@
+//! Real clients beyond skopeo: the Docker engine (`dockerd` started by the test, with its own
+//! data root and socket, no containers run) against the built-in registry, distribution 2.8 and
+//! distribution 3.1.1. Login, push, rmi, pull (the same image back), logout; and the exact text a
+//! user sees for each refusal: no credentials, a wrong password, a pull-only user's push.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SERVICE: &str = "registry.test";
+const ISSUER: &str = "issuer.test";
+
+/// A Docker engine of the test's own: killed (with its containerd) when dropped.
+struct Docker {
+    _proc: Proc,
+    sock: PathBuf,
+    config: PathBuf,
+}
+
+impl Docker {
+    fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("docker dir");
+        let sock = dir.join("docker.sock");
+        let mut cmd = Command::new("dockerd");
+        cmd.args([
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+        ])
+        .arg("--data-root")
+        .arg(dir.join("root"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--pidfile")
+        .arg(dir.join("docker.pid"))
+        .arg("--host")
+        .arg(format!("unix://{}", sock.display()));
+        let mut proc = Proc::spawn("dockerd", cmd, dir.join("dockerd.log"));
+        let config = dir.join("config");
+        std::fs::create_dir_all(&config).expect("docker config dir");
+        let docker = |proc: Proc| Self {
+            _proc: proc,
+            sock: sock.clone(),
+            config: config.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("dockerd exited with {status}:\n{}", proc.log_text());
+            }
+            let ok = Command::new("docker")
+                .arg("-H")
+                .arg(format!("unix://{}", sock.display()))
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return docker(proc);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd not ready:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", &self.config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("docker is installed (docker.io)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("docker");
+        eprintln!(
+            "docker {}: {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "docker {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Fails, and returns what the user saw on stderr.
+    fn refused(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(!out.status.success(), "docker {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    fn image_id(&self, reference: &str) -> String {
+        self.ok(
+            &["image", "inspect", "--format", "{{.Id}}", reference],
+            None,
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+fn config(dir: &Path, registry: Option<u16>) -> String {
+    write_users(dir, &[("admin", "admin-pw"), ("reader", "reader-pw")]);
+    let mut c = format!(
+        r#"
+[token]
+issuer = "{ISSUER}"
+service = "{SERVICE}"
+[keys]
+cert_file = "{ISSUER}.crt"
+key_file = "{ISSUER}.pem"
+[identity]
+htpasswd = "users.htpasswd"
+[[acl]]
+account = "admin"
+name = "**"
+actions = ["*"]
+[[acl]]
+account = "reader"
+name = "org/*"
+actions = ["pull"]
+"#
+    );
+    if let Some(port) = registry {
+        c.push_str(&format!(
+            "[registry]\nlisten = \"127.0.0.1:{port}\"\nstorage = \"registry\"\n"
+        ));
+    }
+    c
+}
+
+/// The whole flow against one registry at `host`; `label` names it in failures.
+fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
+    let image = format!("{host}/org/app:latest");
+    let content = dir.join("rootfs");
+    std::fs::create_dir_all(&content).expect("rootfs");
+    std::fs::write(content.join("hello.txt"), format!("hello from {label}")).expect("file");
+    let tarball = dir.join("rootfs.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&content)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("hello.txt")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    docker.ok(&["import", &tarball.to_string_lossy(), &image], None);
+    let id = docker.image_id(&image);
+
+    // No login: the push fails at once (docker retries a bare "unauthorized" for 50 s) and
+    // says what to do.
+    let t0 = Instant::now();
+    let err = docker.refused(&["push", &image], None);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "{label}: push without login took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        err.contains(
+            "unauthorized: authentication required: no credentials were given; log in first (docker login <registry>)"
+        ),
+        "{label}: {err}"
+    );
+
+    let err = docker.refused(
+        &["login", host, "-u", "admin", "--password-stdin"],
+        Some("wrong"),
+    );
+    assert!(
+        err.contains(&format!(
+            "Error response from daemon: Get \"http://{host}/v2/\": unauthorized: invalid username or password"
+        )),
+        "{label}: {err}"
+    );
+
+    let out = docker.ok(
+        &["login", host, "-u", "admin", "--password-stdin"],
+        Some("admin-pw"),
+    );
+    assert!(out.contains("Login Succeeded"), "{label}: {out}");
+    docker.ok(&["push", &image], None);
+    docker.ok(&["rmi", &image], None);
+    docker.ok(&["pull", &image], None);
+    assert_eq!(docker.image_id(&image), id, "{label}: pulled another image");
+    docker.ok(&["logout", host], None);
+
+    // A pull-only user: the pull works, the push is refused, at once.
+    docker.ok(
+        &["login", host, "-u", "reader", "--password-stdin"],
+        Some("reader-pw"),
+    );
+    docker.ok(&["rmi", &image], None);
+    docker.ok(&["pull", &image], None);
+    let other = format!("{host}/org/other:latest");
+    docker.ok(&["tag", &image, &other], None);
+    let t0 = Instant::now();
+    let err = docker.refused(&["push", &other], None);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "{label}: refused push took {:?}",
+        t0.elapsed()
+    );
+    // docker's own words for an insufficient_scope refusal, whatever the registry says.
+    assert!(
+        err.contains("denied: requested access to the resource is denied"),
+        "{label}: {err}"
+    );
+    docker.ok(&["logout", host], None);
+    docker.ok(&["rmi", &image, &other], None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_engine_against_every_registry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let docker = Docker::start(&tmp.path().join("docker"));
+
+    // The built-in registry (serve + [registry]).
+    let dir = tmp.path().join("builtin");
+    std::fs::create_dir_all(&dir).expect("dir");
+    gen_cert(&dir, ISSUER);
+    let reg_port = free_port();
+    let mut issuer = Issuer::spawn(&dir, &config(&dir, Some(reg_port)), &[]);
+    issuer
+        .proc
+        .wait_http(&format!("http://127.0.0.1:{reg_port}/v2/"), 401)
+        .await;
+    docker_flow(
+        &docker,
+        &dir,
+        &format!("127.0.0.1:{reg_port}"),
+        "built-in registry",
+    );
+    drop(issuer);
+
+    // distribution 2.8 (bundle) and 3.1.1 (bundle + JWKS).
+    for version in [Distribution::V2_8, Distribution::V3_1_1] {
+        let dir = tmp.path().join(format!("{version:?}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, _) = gen_cert(&dir, ISSUER);
+        let jwks = dir.join(format!("{ISSUER}.jwks.json"));
+        let issuer = Issuer::start(&dir, &config(&dir, None), &[]).await;
+        let trust = Trust {
+            bundle: Some(&cert),
+            jwks: (version != Distribution::V2_8).then_some(jwks.as_path()),
+        };
+        let registry =
+            match Registry::start_with(version, &dir, &issuer.realm(), SERVICE, ISSUER, &trust)
+                .await
+            {
+                Ok(r) => r,
+                Err(why) if !Distribution::v3_required() => {
+                    eprintln!("{why}");
+                    continue;
+                }
+                Err(why) => panic!("{why}"),
+            };
+        docker_flow(&docker, &dir, &registry.host(), version.name());
+    }
+}
