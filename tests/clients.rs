@@ -1,7 +1,8 @@
-//! Real clients beyond skopeo: the Docker engine (`dockerd` started by the test, with its own
-//! data root and socket, no containers run) against the built-in registry, distribution 2.8 and
-//! distribution 3.1.1. Login, push, rmi, pull (the same image back), logout; and the exact text a
-//! user sees for each refusal: no credentials, a wrong password, a pull-only user's push.
+//! Real clients beyond skopeo: the Docker engine (a `dockerd` started by the test, with its own
+//! data root and socket, no containers run) and podman (storage and auth file in the test's
+//! directory), each against the built-in registry, distribution 2.8 and distribution 3.1.1.
+//! Login, push, rmi, pull (the same image back), logout; and the exact text a user sees for each
+//! refusal: no credentials, a wrong password, a pull-only user's push.
 
 mod common;
 
@@ -14,14 +15,58 @@ use common::*;
 const SERVICE: &str = "registry.test";
 const ISSUER: &str = "issuer.test";
 
-/// A Docker engine of the test's own: killed (with its containerd) when dropped.
+/// A container CLI: docker talking to an engine of the test's own (killed, with its
+/// containerd, when dropped), or podman with storage and auth file in the test's directory.
 struct Docker {
-    _proc: Proc,
-    sock: PathBuf,
-    config: PathBuf,
+    _proc: Option<Proc>,
+    program: &'static str,
+    base: Vec<String>,
+    env: Vec<(String, PathBuf)>,
+    /// podman needs `--tls-verify=false` on loopback; docker treats 127.0.0.0/8 as insecure.
+    insecure: bool,
+    words: Words,
+}
+
+/// What the client itself prints around the realm's and the registry's messages.
+struct Words {
+    wrong_password: &'static str,
+    no_credentials: &'static str,
+    denied: &'static str,
+    login_ok: &'static str,
 }
 
 impl Docker {
+    fn podman(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("podman dir");
+        let auth = dir.join("auth.json");
+        std::fs::write(&auth, "{}").expect("auth file");
+        let path = |p: &str| dir.join(p).to_string_lossy().to_string();
+        Self {
+            _proc: None,
+            program: "podman",
+            base: vec![
+                "--root".into(),
+                path("root"),
+                "--runroot".into(),
+                path("run"),
+                "--storage-driver".into(),
+                "vfs".into(),
+                "--cgroup-manager".into(),
+                "cgroupfs".into(),
+                "--events-backend".into(),
+                "none".into(),
+            ],
+            env: vec![("REGISTRY_AUTH_FILE".into(), auth)],
+            insecure: true,
+            words: Words {
+                wrong_password: "Error: logging into \"{host}\": invalid username/password",
+                no_credentials: "unable to retrieve auth token: invalid username/password: unauthorized: authentication required: no credentials were given; log in first (docker login <registry>)",
+                denied: "requested access to the resource is denied",
+                login_ok: "Login Succeeded!",
+            },
+        }
+    }
+
     fn start(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).expect("docker dir");
         let sock = dir.join("docker.sock");
@@ -43,10 +88,20 @@ impl Docker {
         let mut proc = Proc::spawn("dockerd", cmd, dir.join("dockerd.log"));
         let config = dir.join("config");
         std::fs::create_dir_all(&config).expect("docker config dir");
-        let docker = |proc: Proc| Self {
-            _proc: proc,
-            sock: sock.clone(),
-            config: config.clone(),
+        let docker = |proc: Proc| {
+            Self {
+            _proc: Some(proc),
+            program: "docker",
+            base: vec!["-H".into(), format!("unix://{}", sock.display())],
+            env: vec![("DOCKER_CONFIG".into(), config.clone())],
+            insecure: false,
+            words: Words {
+                wrong_password: "Error response from daemon: Get \"http://{host}/v2/\": unauthorized: invalid username or password",
+                no_credentials: "unauthorized: authentication required: no credentials were given; log in first (docker login <registry>)",
+                denied: "denied: requested access to the resource is denied",
+                login_ok: "Login Succeeded",
+            },
+        }
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -73,15 +128,19 @@ impl Docker {
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut cmd = Command::new("docker");
-        cmd.arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .args(args)
-            .env("DOCKER_CONFIG", &self.config)
+        let mut cmd = Command::new(self.program);
+        cmd.args(&self.base).arg(args[0]);
+        if self.insecure && ["login", "push", "pull"].contains(&args[0]) {
+            cmd.arg("--tls-verify=false");
+        }
+        cmd.args(&args[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("docker is installed (docker.io)");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} (scripts/test installs it): {e}", self.program));
         if let Some(input) = stdin {
             child
                 .stdin
@@ -92,7 +151,8 @@ impl Docker {
         }
         let out = child.wait_with_output().expect("docker");
         eprintln!(
-            "docker {}: {}\n{}{}",
+            "{} {}: {}\n{}{}",
+            self.program,
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stdout),
@@ -103,14 +163,18 @@ impl Docker {
 
     fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
-        assert!(out.status.success(), "docker {args:?} failed");
+        assert!(out.status.success(), "{} {args:?} failed", self.program);
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// Fails, and returns what the user saw on stderr.
     fn refused(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
-        assert!(!out.status.success(), "docker {args:?} should fail");
+        assert!(
+            !out.status.success(),
+            "{} {args:?} should fail",
+            self.program
+        );
         String::from_utf8_lossy(&out.stderr).to_string()
     }
 
@@ -182,21 +246,14 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
         "{label}: push without login took {:?}",
         t0.elapsed()
     );
-    assert!(
-        err.contains(
-            "unauthorized: authentication required: no credentials were given; log in first (docker login <registry>)"
-        ),
-        "{label}: {err}"
-    );
+    assert!(err.contains(docker.words.no_credentials), "{label}: {err}");
 
     let err = docker.refused(
         &["login", host, "-u", "admin", "--password-stdin"],
         Some("wrong"),
     );
     assert!(
-        err.contains(&format!(
-            "Error response from daemon: Get \"http://{host}/v2/\": unauthorized: invalid username or password"
-        )),
+        err.contains(&docker.words.wrong_password.replace("{host}", host)),
         "{label}: {err}"
     );
 
@@ -204,7 +261,7 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
         &["login", host, "-u", "admin", "--password-stdin"],
         Some("admin-pw"),
     );
-    assert!(out.contains("Login Succeeded"), "{label}: {out}");
+    assert!(out.contains(docker.words.login_ok), "{label}: {out}");
     docker.ok(&["push", &image], None);
     docker.ok(&["rmi", &image], None);
     docker.ok(&["pull", &image], None);
@@ -227,11 +284,8 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
         "{label}: refused push took {:?}",
         t0.elapsed()
     );
-    // docker's own words for an insufficient_scope refusal, whatever the registry says.
-    assert!(
-        err.contains("denied: requested access to the resource is denied"),
-        "{label}: {err}"
-    );
+    // The client's own words for an insufficient_scope refusal, whatever the registry says.
+    assert!(err.contains(docker.words.denied), "{label}: {err}");
     docker.ok(&["logout", host], None);
     docker.ok(&["rmi", &image, &other], None);
 }
@@ -240,9 +294,19 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
 async fn docker_engine_against_every_registry() {
     let tmp = tempfile::tempdir().expect("tmp");
     let docker = Docker::start(&tmp.path().join("docker"));
+    against_every_registry(&docker, tmp.path()).await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_against_every_registry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let podman = Docker::podman(&tmp.path().join("podman"));
+    against_every_registry(&podman, tmp.path()).await;
+}
+
+async fn against_every_registry(docker: &Docker, tmp: &Path) {
     // The built-in registry (serve + [registry]).
-    let dir = tmp.path().join("builtin");
+    let dir = tmp.join("builtin");
     std::fs::create_dir_all(&dir).expect("dir");
     gen_cert(&dir, ISSUER);
     let reg_port = free_port();
@@ -252,7 +316,7 @@ async fn docker_engine_against_every_registry() {
         .wait_http(&format!("http://127.0.0.1:{reg_port}/v2/"), 401)
         .await;
     docker_flow(
-        &docker,
+        docker,
         &dir,
         &format!("127.0.0.1:{reg_port}"),
         "built-in registry",
@@ -261,7 +325,7 @@ async fn docker_engine_against_every_registry() {
 
     // distribution 2.8 (bundle) and 3.1.1 (bundle + JWKS).
     for version in [Distribution::V2_8, Distribution::V3_1_1] {
-        let dir = tmp.path().join(format!("{version:?}"));
+        let dir = tmp.join(format!("{version:?}"));
         std::fs::create_dir_all(&dir).expect("dir");
         let (cert, _) = gen_cert(&dir, ISSUER);
         let jwks = dir.join(format!("{ISSUER}.jwks.json"));
@@ -281,6 +345,6 @@ async fn docker_engine_against_every_registry() {
                 }
                 Err(why) => panic!("{why}"),
             };
-        docker_flow(&docker, &dir, &registry.host(), version.name());
+        docker_flow(docker, &dir, &registry.host(), version.name());
     }
 }
