@@ -1,6 +1,6 @@
 //! Real clients beyond skopeo: the Docker engine (a `dockerd` started by the test, with its own
-//! data root and socket, no containers run) and podman (storage and auth file in the test's
-//! directory), each against the built-in registry, distribution 2.8 and distribution 3.1.1.
+//! data root and socket, no containers run), podman and buildah (storage and auth file in the
+//! test's directory), each against the built-in registry, distribution 2.8 and distribution 3.1.1.
 //! Login, push, rmi, pull (the same image back), logout; and the exact text a user sees for each
 //! refusal: no credentials, a wrong password, a pull-only user's push.
 
@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::targets::*;
 use common::*;
-
-const SERVICE: &str = "registry.test";
-const ISSUER: &str = "issuer.test";
 
 /// A container CLI: docker talking to an engine of the test's own (killed, with its
 /// containerd, when dropped), or podman with storage and auth file in the test's directory.
@@ -36,26 +34,30 @@ struct Words {
 }
 
 impl Docker {
-    fn podman(dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("podman dir");
+    /// podman or buildah (containers/image and containers/storage, as skopeo): storage and
+    /// auth file in `dir`. The two print the same words.
+    fn containers(program: &'static str, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("storage dir");
         let auth = dir.join("auth.json");
         std::fs::write(&auth, "{}").expect("auth file");
         let path = |p: &str| dir.join(p).to_string_lossy().to_string();
+        let mut base = vec![
+            "--root".into(),
+            path("root"),
+            "--runroot".into(),
+            path("run"),
+            "--storage-driver".into(),
+            "vfs".into(),
+        ];
+        if program == "podman" {
+            base.extend(
+                ["--cgroup-manager", "cgroupfs", "--events-backend", "none"].map(String::from),
+            );
+        }
         Self {
             _proc: None,
-            program: "podman",
-            base: vec![
-                "--root".into(),
-                path("root"),
-                "--runroot".into(),
-                path("run"),
-                "--storage-driver".into(),
-                "vfs".into(),
-                "--cgroup-manager".into(),
-                "cgroupfs".into(),
-                "--events-backend".into(),
-                "none".into(),
-            ],
+            program,
+            base,
             env: vec![("REGISTRY_AUTH_FILE".into(), auth)],
             insecure: true,
             words: Words {
@@ -178,44 +180,32 @@ impl Docker {
         String::from_utf8_lossy(&out.stderr).to_string()
     }
 
-    fn image_id(&self, reference: &str) -> String {
-        self.ok(
-            &["image", "inspect", "--format", "{{.Id}}", reference],
-            None,
-        )
-        .trim()
-        .to_string()
+    /// A one-file image named `reference`: `import` of the tarball, or for buildah (which
+    /// has no `import`) a `scratch` container with the file copied in, committed.
+    fn create_image(&self, tarball: &Path, file: &Path, reference: &str) {
+        if self.program != "buildah" {
+            self.ok(&["import", &tarball.to_string_lossy(), reference], None);
+            return;
+        }
+        let container = self.ok(&["from", "scratch"], None);
+        let container = container.trim();
+        self.ok(&["copy", container, &file.to_string_lossy(), "/"], None);
+        self.ok(&["commit", container, reference], None);
+        self.ok(&["rm", container], None);
     }
-}
 
-fn config(dir: &Path, registry: Option<u16>) -> String {
-    write_users(dir, &[("admin", "admin-pw"), ("reader", "reader-pw")]);
-    let mut c = format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "admin"
-name = "**"
-actions = ["*"]
-[[acl]]
-account = "reader"
-name = "org/*"
-actions = ["pull"]
-"#
-    );
-    if let Some(port) = registry {
-        c.push_str(&format!(
-            "[registry]\nlisten = \"127.0.0.1:{port}\"\nstorage = \"registry\"\n"
-        ));
+    fn image_id(&self, reference: &str) -> String {
+        let id = if self.program == "buildah" {
+            let args = ["inspect", "--type", "image", "--format", "{{.FromImageID}}"];
+            self.ok(&[&args[..], &[reference]].concat(), None)
+        } else {
+            self.ok(
+                &["image", "inspect", "--format", "{{.Id}}", reference],
+                None,
+            )
+        };
+        id.trim().trim_start_matches("sha256:").to_string()
     }
-    c
 }
 
 /// The whole flow against one registry at `host`; `label` names it in failures.
@@ -234,7 +224,7 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
         .status()
         .expect("tar");
     assert!(tar.success());
-    docker.ok(&["import", &tarball.to_string_lossy(), &image], None);
+    docker.create_image(&tarball, &content.join("hello.txt"), &image);
     let id = docker.image_id(&image);
 
     // No login: the push fails at once (docker retries a bare "unauthorized" for 50 s) and
@@ -249,7 +239,7 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
     assert!(err.contains(docker.words.no_credentials), "{label}: {err}");
 
     let err = docker.refused(
-        &["login", host, "-u", "admin", "--password-stdin"],
+        &["login", "-u", "admin", "--password-stdin", host],
         Some("wrong"),
     );
     assert!(
@@ -258,7 +248,7 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
     );
 
     let out = docker.ok(
-        &["login", host, "-u", "admin", "--password-stdin"],
+        &["login", "-u", "admin", "--password-stdin", host],
         Some("admin-pw"),
     );
     assert!(out.contains(docker.words.login_ok), "{label}: {out}");
@@ -270,7 +260,7 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
 
     // A pull-only user: the pull works, the push is refused, at once.
     docker.ok(
-        &["login", host, "-u", "reader", "--password-stdin"],
+        &["login", "-u", "reader", "--password-stdin", host],
         Some("reader-pw"),
     );
     docker.ok(&["rmi", &image], None);
@@ -300,51 +290,19 @@ async fn docker_engine_against_every_registry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn podman_against_every_registry() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let podman = Docker::podman(&tmp.path().join("podman"));
+    let podman = Docker::containers("podman", &tmp.path().join("podman"));
     against_every_registry(&podman, tmp.path()).await;
 }
 
-async fn against_every_registry(docker: &Docker, tmp: &Path) {
-    // The built-in registry (serve + [registry]).
-    let dir = tmp.join("builtin");
-    std::fs::create_dir_all(&dir).expect("dir");
-    gen_cert(&dir, ISSUER);
-    let reg_port = free_port();
-    let mut issuer = Issuer::spawn(&dir, &config(&dir, Some(reg_port)), &[]);
-    issuer
-        .proc
-        .wait_http(&format!("http://127.0.0.1:{reg_port}/v2/"), 401)
-        .await;
-    docker_flow(
-        docker,
-        &dir,
-        &format!("127.0.0.1:{reg_port}"),
-        "built-in registry",
-    );
-    drop(issuer);
+#[tokio::test(flavor = "multi_thread")]
+async fn buildah_against_every_registry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let buildah = Docker::containers("buildah", &tmp.path().join("buildah"));
+    against_every_registry(&buildah, tmp.path()).await;
+}
 
-    // distribution 2.8 (bundle) and 3.1.1 (bundle + JWKS).
-    for version in [Distribution::V2_8, Distribution::V3_1_1] {
-        let dir = tmp.join(format!("{version:?}"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let (cert, _) = gen_cert(&dir, ISSUER);
-        let jwks = dir.join(format!("{ISSUER}.jwks.json"));
-        let issuer = Issuer::start(&dir, &config(&dir, None), &[]).await;
-        let trust = Trust {
-            bundle: Some(&cert),
-            jwks: (version != Distribution::V2_8).then_some(jwks.as_path()),
-        };
-        let registry =
-            match Registry::start_with(version, &dir, &issuer.realm(), SERVICE, ISSUER, &trust)
-                .await
-            {
-                Ok(r) => r,
-                Err(why) if !Distribution::v3_required() => {
-                    eprintln!("{why}");
-                    continue;
-                }
-                Err(why) => panic!("{why}"),
-            };
-        docker_flow(docker, &dir, &registry.host(), version.name());
+async fn against_every_registry(docker: &Docker, tmp: &Path) {
+    for target in every_registry(tmp).await {
+        docker_flow(docker, &target.dir, &target.host, target.label);
     }
 }
