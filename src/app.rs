@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::{setting, AclRule, Config, X5cMode};
 use crate::identity::upstream::{self, Upstream};
-use crate::identity::{htpasswd::Htpasswd, Authenticator, CacheSettings};
+use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
 use crate::keys::{jwk::Jwks, KeyMaterial};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
 use crate::token::Signer;
@@ -19,6 +19,8 @@ pub struct App {
     pub policy: Policy,
     pub anonymous: bool,
     pub max_scopes: usize,
+    /// Peers whose forwarding headers name the client (`http.trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub jwks_json: String,
     /// The `realm` of our own `WWW-Authenticate: Basic` challenges.
     pub basic_realm: String,
@@ -57,7 +59,7 @@ impl App {
         let client = cfg
             .upstream
             .as_ref()
-            .map(|u| upstream::client(Duration::from_millis(u.timeout_ms)))
+            .map(upstream::Client::new)
             .transpose()?;
         let auth = Authenticator::new(
             htpasswd,
@@ -72,6 +74,7 @@ impl App {
                 ),
                 capacity: cfg.identity.cache_capacity,
             },
+            cfg.damping.enabled.then(|| Damping::new(&cfg.damping)),
         )?;
         let policy = build_policy(cfg, client)?;
         let signer = Signer::new(
@@ -93,6 +96,7 @@ impl App {
             policy,
             anonymous: cfg.identity.anonymous,
             max_scopes: cfg.http.max_scopes,
+            trusted_proxies: cfg.http.limits()?.trusted_proxies,
         })
     }
 }
@@ -123,7 +127,7 @@ fn warn_on_expiry(keys: &KeyMaterial, now: i64, x5c: X5cMode) {
     }
 }
 
-fn build_policy(cfg: &Config, client: Option<reqwest::Client>) -> anyhow::Result<Policy> {
+fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Result<Policy> {
     let repository = match (&cfg.upstream, client) {
         (Some(up), Some(client)) => up
             .repository
@@ -165,7 +169,12 @@ pub fn build_registry(
         return Ok(None);
     };
     let storage_root = rc.storage.relative();
-    let storage = crate::registry::storage::Storage::open(&storage_root).with_context(|| {
+    let storage = crate::registry::storage::Storage::open_with_limits(
+        &storage_root,
+        rc.max_uploads,
+        rc.max_uploads_per_repository,
+    )
+    .with_context(|| {
         format!(
             "{}: {}",
             setting("registry.storage"),

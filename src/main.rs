@@ -237,6 +237,8 @@ fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String
 /// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM.
 async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
     let app = Arc::new(App::build(&cfg)?);
+    let limits = cfg.http.limits()?;
+    server::raise_fd_limit();
     tracing::info!(
         issuer = %app.signer.issuer,
         service = %app.signer.service,
@@ -249,6 +251,7 @@ async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
         cfg.listen.parse()?,
         http::routes(app.clone()),
         "token issuer",
+        &limits,
     );
     let Some(reg) = app::build_registry(&cfg, &app)? else {
         return issuer.await;
@@ -263,7 +266,12 @@ async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
     if let Some(dir) = dev_dir {
         print_dev_hints(dir, &rc.listen);
     }
-    let registry = server::serve(rc.listen.parse()?, registry::routes(reg), "registry");
+    let registry = server::serve(
+        rc.listen.parse()?,
+        registry::routes(reg),
+        "registry",
+        &limits,
+    );
     tokio::try_join!(issuer, registry)?;
     Ok(())
 }

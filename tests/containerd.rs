@@ -156,10 +156,10 @@ async fn ctr_against_every_registry() {
         );
         let log = target.issuer_log();
         let post = log
-            .find(r#"user=admin method="POST" client_id="containerd-client""#)
+            .find(r#"user="admin" method="POST" client_id="containerd-client""#)
             .unwrap_or_else(|| panic!("{label}: no refused POST logged:\n{log}"));
         assert!(
-            log[post..].contains(r#"user=admin method="GET" client_id="""#),
+            log[post..].contains(r#"user="admin" method="GET" client_id="""#),
             "{label}: no GET after the refused POST:\n{log}"
         );
 

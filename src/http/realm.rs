@@ -1,6 +1,7 @@
 //! The token endpoint: `GET /v1/registry` (the token spec) and `POST /v1/registry` (its OAuth2
 //! form). Request → parse → authenticate → authorize → sign; each failure has its own status.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,6 +24,7 @@ pub enum RealmError {
     BadRequest { code: &'static str, message: String },
     Unauthorized(String),
     Unavailable(String),
+    TooManyRequests { retry_after: u64 },
     Internal,
 }
 
@@ -58,6 +60,19 @@ impl RealmError {
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
                 r
             }
+            Self::TooManyRequests { retry_after } => {
+                let mut r = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &body(
+                        "TOOMANYREQUESTS",
+                        &format!("too many failed logins from this address; wait {retry_after} s and check the credentials"),
+                    ),
+                );
+                if let Ok(v) = retry_after.to_string().parse() {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
             Self::Internal => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &body("INTERNAL", "the token could not be issued"),
@@ -73,6 +88,8 @@ impl From<AuthError> for RealmError {
             AuthError::Unavailable(msg) => {
                 Self::Unavailable(format!("identity service unavailable: {msg}"))
             }
+            AuthError::TooManyAttempts { retry_after } => Self::TooManyRequests { retry_after },
+            AuthError::TooManyChecks(_) => Self::bad("INVALID_SCOPE", e.to_string()),
         }
     }
 }
@@ -85,11 +102,12 @@ pub const NO_CREDENTIALS: &str =
     "authentication required: no credentials were given; log in first (docker login <registry>)";
 
 /// What a token request asks for, whichever form it came in.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TokenRequest {
     /// For the log: how the request came and from where.
     method: &'static str,
-    peer: String,
+    /// The client's address: the socket's peer, or what a trusted proxy says it forwarded.
+    client: IpAddr,
     service: Option<String>,
     scopes: Vec<Scope>,
     account: Option<String>,
@@ -99,7 +117,7 @@ struct TokenRequest {
 
 #[handler]
 pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_get(req, app.max_scopes).map(|tr| tr.from(req)) {
+    let result = match parse_get(req, app.max_scopes).map(|tr| tr.from(req, &app.trusted_proxies)) {
         Ok(tr) => issue(app, tr).await,
         Err(e) => Err(e),
     };
@@ -110,7 +128,7 @@ pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
     let result = match parse_post(req, body, app.max_scopes)
         .await
-        .map(|tr| tr.from(req))
+        .map(|tr| tr.from(req, &app.trusted_proxies))
     {
         Ok(tr) => issue(app, tr).await,
         Err(e) => Err(e),
@@ -119,20 +137,92 @@ pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -
 }
 
 impl TokenRequest {
-    fn from(mut self, req: &Request) -> Self {
+    fn from(mut self, req: &Request, trusted: &[ipnet::IpNet]) -> Self {
         self.method = if req.method() == poem::http::Method::POST {
             "POST"
         } else {
             "GET"
         };
-        self.peer = req.remote_addr().to_string();
+        self.client = client_address(req, trusted);
         self
     }
 }
 
+impl TokenRequest {
+    fn new() -> Self {
+        Self {
+            method: "GET",
+            client: IpAddr::from([0, 0, 0, 0]),
+            service: None,
+            scopes: Vec::new(),
+            account: None,
+            client_id: None,
+            credentials: None,
+        }
+    }
+}
+
+/// The socket's peer, unless it is a trusted proxy: then the rightmost address in
+/// `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted proxy. Headers from
+/// any other peer are ignored, so a client cannot choose the address it is damped under.
+fn client_address(req: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = match req.remote_addr().as_socket_addr() {
+        Some(a) => a.ip().to_canonical(),
+        None => return IpAddr::from([0, 0, 0, 0]),
+    };
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    // Hops in order, client first; each proxy appends the address it received from.
+    let xff = req.headers().get_all("x-forwarded-for");
+    let mut hops: Vec<IpAddr> = xff
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .take(MAX_HOPS)
+        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+        .collect();
+    if hops.is_empty() {
+        hops = req
+            .headers()
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .take(MAX_HOPS)
+            .filter_map(forwarded_for)
+            .collect();
+    }
+    hops.into_iter()
+        .rev()
+        .map(|ip| ip.to_canonical())
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// Hops read from one forwarding header; real chains have a handful.
+const MAX_HOPS: usize = 32;
+
+/// `for=192.0.2.1`, `for="[2001:db8::1]:4711"` in one `Forwarded` element.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        if !k.eq_ignore_ascii_case("for") {
+            return None;
+        }
+        let v = v.trim_matches('"');
+        let host = match v.strip_prefix('[') {
+            Some(rest) => rest.split(']').next()?,
+            None => v.split(':').next()?,
+        };
+        host.parse().ok()
+    })
+}
+
 fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest, RealmError> {
     let query = req.uri().query().unwrap_or("");
-    let mut tr = TokenRequest::default();
+    let mut tr = TokenRequest::new();
     let mut scope_values = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
@@ -169,7 +259,7 @@ async fn parse_post(
             "the form body is unreadable or too large",
         )
     })?;
-    let mut tr = TokenRequest::default();
+    let mut tr = TokenRequest::new();
     let (mut grant_type, mut username, mut password, mut scope_values) =
         (None, None, None, Vec::new());
     for (k, v) in form_urlencoded::parse(&bytes) {
@@ -279,23 +369,29 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
     }
     let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
     let identity = match (&tr.credentials, key) {
-        (Some(c), Some(key)) => app.auth.authenticate(c, key).await.map_err(|e| {
-            // At info: an operator must see why a client fails without turning on debug.
-            tracing::info!(
-                user = %c.username,
-                method = tr.method,
-                client_id = tr.client_id.as_deref().unwrap_or(""),
-                peer = %tr.peer,
-                "login refused: {e}"
-            );
-            RealmError::from(e)
-        })?,
+        (Some(c), Some(key)) => app
+            .auth
+            .authenticate(c, key, tr.client)
+            .await
+            .map_err(|e| {
+                // At info: an operator must see why a client fails without turning on debug.
+                // User-controlled strings are logged quoted and escaped (`?`): a name holding a
+                // newline or a terminal escape cannot forge or hide a log line.
+                tracing::info!(
+                    user = ?c.username,
+                    method = tr.method,
+                    client_id = ?tr.client_id.as_deref().unwrap_or(""),
+                    peer = %tr.client,
+                    "login refused: {e}"
+                );
+                RealmError::from(e)
+            })?,
         _ if app.anonymous => Arc::new(Identity::anonymous()),
         _ => {
             tracing::info!(
                 method = tr.method,
-                client_id = tr.client_id.as_deref().unwrap_or(""),
-                peer = %tr.peer,
+                client_id = ?tr.client_id.as_deref().unwrap_or(""),
+                peer = %tr.client,
                 "anonymous request refused: no credentials given and identity.anonymous is off"
             );
             return Err(RealmError::Unauthorized(NO_CREDENTIALS.into()));
@@ -311,8 +407,8 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         .await
         .map_err(RealmError::from)?;
     tracing::debug!(
-        user = %identity.name,
-        client_id = tr.client_id.as_deref().unwrap_or(""),
+        user = ?identity.name,
+        client_id = ?tr.client_id.as_deref().unwrap_or(""),
         requested = ?tr.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
         granted = ?access.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "token issued"

@@ -3,9 +3,12 @@
 //! Successful verifications are cached under a salted hash of the credentials (never the
 //! credentials themselves), so the many token requests of one `docker pull` pay bcrypt once.
 
+pub mod damping;
 pub mod htpasswd;
 pub mod upstream;
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use moka::future::Cache;
 
+use damping::Damping;
 use htpasswd::{Htpasswd, Verdict};
 use upstream::Upstream;
 
@@ -69,6 +73,10 @@ pub enum AuthError {
     BadCredentials,
     #[error("identity service unavailable: {0}")]
     Unavailable(String),
+    #[error("too many failed logins from this address; wait {retry_after} s")]
+    TooManyAttempts { retry_after: u64 },
+    #[error("at most {0} repositories can be checked with the identity service in one token request (upstream.max_repository_checks); ask for fewer scopes")]
+    TooManyChecks(usize),
 }
 
 /// A salted SHA-256 of the credentials: what caches are keyed by, never the credentials.
@@ -80,9 +88,8 @@ const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 pub struct Authenticator {
     local: Option<Arc<Htpasswd>>,
-    /// bcrypt runs at most one per core: a flood of bad logins queues here instead of taking
-    /// every blocking thread and starving token signing.
-    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    bcrypt: BcryptSlots,
+    damping: Option<Damping>,
     upstream: Option<Upstream>,
     local_cache: Cache<CacheKey, Arc<Identity>>,
     upstream_cache: Cache<CacheKey, Arc<Identity>>,
@@ -101,6 +108,7 @@ impl Authenticator {
         local: Option<Htpasswd>,
         upstream: Option<Upstream>,
         cache: CacheSettings,
+        damping: Option<Damping>,
     ) -> anyhow::Result<Self> {
         let mut salt = [0u8; 32];
         SystemRandom::new()
@@ -112,10 +120,10 @@ impl Authenticator {
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build()
         };
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             local: local.map(Arc::new),
-            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+            bcrypt: BcryptSlots::new(),
+            damping,
             upstream,
             local_cache: build(cache.local_ttl),
             upstream_cache: build(cache.upstream_ttl),
@@ -139,13 +147,18 @@ impl Authenticator {
     }
 
     /// Local users first; a user they do not know goes to the upstream API, if there is one.
-    /// Concurrent lookups of the same credentials share one verification.
-    /// `key` is [`Self::cache_key`] of `creds` (the caller keeps it for per-repository caching).
+    /// Concurrent lookups of the same credentials share one verification. Credentials already
+    /// verified are answered from the cache; others are damped first (see [`damping`]).
+    /// `key` is [`Self::cache_key`] of `creds` (the caller keeps it for per-repository caching);
+    /// `client` is the caller's address, as the realm determined it.
     pub async fn authenticate(
         &self,
         creds: &Credentials,
         key: CacheKey,
+        client: IpAddr,
     ) -> Result<Arc<Identity>, AuthError> {
+        // The same refused credential again within seconds (containerd's GET after its POST, a
+        // retry loop): answered from memory, not counted as another failure.
         if self.failures.contains_key(&key) {
             return Err(AuthError::BadCredentials);
         }
@@ -153,43 +166,65 @@ impl Authenticator {
             .local
             .as_ref()
             .is_some_and(|l| l.knows(&creds.username));
+        let via_upstream = self.upstream.is_some() && !local_knows;
+        let cache = if via_upstream {
+            &self.upstream_cache
+        } else {
+            &self.local_cache
+        };
+        if let Some(id) = cache.get(&key).await {
+            return Ok(id);
+        }
+        let plan = self
+            .damping
+            .as_ref()
+            .map(|d| d.plan(&creds.username, client));
+        let _turn = match (&self.damping, &plan) {
+            (Some(d), Some(p)) => Some(d.admit(p).await?),
+            _ => None,
+        };
+        let suspect = plan.as_ref().is_some_and(|p| p.suspect);
         let result = match &self.upstream {
-            Some(upstream) if !local_knows => self
-                .upstream_cache
+            Some(upstream) if via_upstream => cache
                 .try_get_with(key, async {
                     let id = upstream.whoami(creds).await?;
                     // An API identity named like a local user would get that user's rules.
                     if self.local.as_ref().is_some_and(|l| l.knows(&id.name)) {
-                        tracing::warn!(name = %id.name, "refused an upstream identity named like a local user");
+                        tracing::warn!(name = ?id.name, "refused an upstream identity named like a local user");
                         return Err(AuthError::BadCredentials);
                     }
                     Ok(Arc::new(id))
                 })
                 .await
                 .map_err(|e: Arc<AuthError>| (*e).clone()),
-            _ => self
-                .local_cache
-                .try_get_with(key, self.verify_local(creds))
+            _ => cache
+                .try_get_with(key, self.verify_local(creds, suspect))
                 .await
                 .map_err(|e: Arc<AuthError>| (*e).clone()),
         };
-        if result == Err(AuthError::BadCredentials) {
-            self.failures.insert(key, ()).await;
+        match (&result, &self.damping) {
+            (Err(AuthError::BadCredentials), d) => {
+                self.failures.insert(key, ()).await;
+                if let Some(d) = d {
+                    d.failed(&creds.username, client);
+                }
+            }
+            (Ok(_), Some(d)) => d.succeeded(&creds.username, client),
+            _ => {}
         }
         result
     }
 
-    async fn verify_local(&self, creds: &Credentials) -> Result<Arc<Identity>, AuthError> {
+    async fn verify_local(
+        &self,
+        creds: &Credentials,
+        suspect: bool,
+    ) -> Result<Arc<Identity>, AuthError> {
         let Some(local) = self.local.clone() else {
             return Err(AuthError::BadCredentials);
         };
         let (user, pass) = (creds.username.clone(), creds.password.clone());
-        let slot = self
-            .bcrypt_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| AuthError::Unavailable("password verification is shutting down".into()))?;
+        let slot = self.bcrypt.acquire(suspect).await?;
         let verdict = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             local.verify(&user, &pass)
@@ -202,6 +237,67 @@ impl Authenticator {
         }
     }
 }
+
+/// bcrypt runs at most one per core, so a flood of bad logins queues instead of taking every
+/// blocking thread and starving token signing. Checks of credentials from a pair or address
+/// that failed recently ("suspect") must first pass a lane of half the slots, so they never
+/// fill the queue ahead of first attempts: a user's cold login waits for at most that many
+/// checks, however many guesses are queued. The suspect queue is bounded; past it, a fast 503
+/// for the suspect side only.
+struct BcryptSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+    suspect_lane: Arc<tokio::sync::Semaphore>,
+    suspect_waiting: AtomicUsize,
+}
+
+/// Suspect checks allowed to wait for the lane at once.
+const MAX_SUSPECT_WAITING: usize = 64;
+
+impl BcryptSlots {
+    fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+            suspect_lane: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
+            suspect_waiting: AtomicUsize::new(0),
+        }
+    }
+
+    async fn acquire(&self, suspect: bool) -> Result<Slot, AuthError> {
+        let closed = |_| AuthError::Unavailable("password verification is shutting down".into());
+        let lane = if suspect {
+            if self.suspect_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_SUSPECT_WAITING {
+                self.suspect_waiting.fetch_sub(1, Ordering::AcqRel);
+                return Err(AuthError::Unavailable(
+                    "too many password checks after failed logins are waiting; try again shortly"
+                        .into(),
+                ));
+            }
+            let waiting = Waiting(&self.suspect_waiting);
+            let lane = self.suspect_lane.clone().acquire_owned().await;
+            drop(waiting);
+            Some(lane.map_err(closed)?)
+        } else {
+            None
+        };
+        let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
+        Ok(Slot(slot, lane))
+    }
+}
+
+/// Counts a waiter until dropped, also when the waiting request is abandoned.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Slot(
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+    #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 #[cfg(test)]
 mod tests {
@@ -223,12 +319,12 @@ mod tests {
             upstream_ttl: Duration::ZERO,
             capacity: 100,
         };
-        let auth = Authenticator::new(Some(file), None, settings).expect("auth");
+        let auth = Authenticator::new(Some(file), None, settings, None).expect("auth");
         let login = |u: &str, p: &str| {
             let c = creds(u, p);
             let key = auth.cache_key(&c);
             let auth = &auth;
-            async move { auth.authenticate(&c, key).await }
+            async move { auth.authenticate(&c, key, [127, 0, 0, 1].into()).await }
         };
         assert_eq!(login("alice", "pw").await.expect("ok").name, "alice");
         auth.local_cache.run_pending_tasks().await;

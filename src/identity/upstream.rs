@@ -3,7 +3,10 @@
 //! else (5xx, timeout, refused, a body that is not the documented JSON) → unavailable, which
 //! the realm turns into a 503: never a token on a guess.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use reqwest::StatusCode;
 
@@ -11,7 +14,7 @@ use super::{AuthError, Credentials, Identity, Source};
 use crate::config::{CredentialForwarding, UpstreamConfig};
 
 pub struct Upstream {
-    client: reqwest::Client,
+    client: Client,
     url: String,
     forwarding: CredentialForwarding,
     username_pointer: String,
@@ -26,7 +29,7 @@ pub enum Answer {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &UpstreamConfig, client: Client) -> Self {
         Self {
             client,
             url: cfg.url.clone(),
@@ -100,17 +103,37 @@ impl Upstream {
     }
 }
 
-pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("token-issuer/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+/// The HTTP client for the identity API, shared by identity and repository calls, with the
+/// bounds that keep one caller from turning the service into a load generator: at most
+/// `upstream.max_concurrent` calls in flight in all (a call waits at most the timeout for its
+/// turn), and answers read only up to `upstream.max_response_bytes`.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+    max_body: usize,
 }
 
-/// Which statuses mean "no" rather than "broken".
+impl Client {
+    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(cfg.max_concurrent)
+                .user_agent(concat!("token-issuer/", env!("CARGO_PKG_VERSION")))
+                .build()?,
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent)),
+            timeout,
+            max_body: cfg.max_response_bytes,
+        })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// 2xx must carry JSON; 401/403 refuse; a 404 means a wrong URL, so it is a failure.
@@ -122,20 +145,25 @@ pub enum Endpoint {
 /// One GET as the caller. Redirects are never followed: a 3xx (a login page, a moved API) is a
 /// failure, so a proxy's 200 page can never pass for a grant.
 pub async fn call(
-    client: &reqwest::Client,
+    client: &Client,
     url: &str,
     forwarding: CredentialForwarding,
     creds: &Credentials,
     endpoint: Endpoint,
 ) -> Result<Answer, AuthError> {
+    let _slot = tokio::time::timeout(client.timeout, client.slots.acquire())
+        .await
+        .map_err(|_| unavailable(url, "too many calls to it are already in progress"))?
+        .map_err(|_| unavailable(url, "shutting down"))?;
     let req = client
+        .http
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json");
     let req = match forwarding {
         CredentialForwarding::Bearer => req.bearer_auth(&creds.password),
         CredentialForwarding::Basic => req.basic_auth(&creds.username, Some(&creds.password)),
     };
-    let resp = req
+    let mut resp = req
         .send()
         .await
         .map_err(|e| unavailable(url, &describe(&e)))?;
@@ -144,10 +172,7 @@ pub async fn call(
         if endpoint == Endpoint::Repository {
             return Ok(Answer::Granted(serde_json::Value::Null));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable(url, &describe(&e)))?;
+        let bytes = read_limited(&mut resp, client.max_body, url).await?;
         return serde_json::from_slice(&bytes)
             .map(Answer::Granted)
             .map_err(|_| unavailable(url, "its 2xx answer is not JSON"));
@@ -161,6 +186,34 @@ pub async fn call(
 
 /// Logs which upstream failed and how (the URL without its query or any user:password), and
 /// tells the client only how: the URL is the operator's business.
+/// The body, or an error as soon as it passes `max` bytes (the rest is never read: the
+/// connection is dropped with the response).
+async fn read_limited(
+    resp: &mut reqwest::Response,
+    max: usize,
+    url: &str,
+) -> Result<Vec<u8>, AuthError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(unavailable(url, &too_much(max)));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| unavailable(url, &describe(&e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(unavailable(url, &too_much(max)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn too_much(max: usize) -> String {
+    format!("it answered too much (more than {max} bytes; upstream.max_response_bytes)")
+}
+
 fn unavailable(url: &str, how: &str) -> AuthError {
     let shown = match reqwest::Url::parse(url) {
         Ok(mut u) => {

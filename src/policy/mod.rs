@@ -33,20 +33,33 @@ impl Policy {
         caller: &Caller<'_>,
         scopes: &[Scope],
     ) -> Result<Vec<Scope>, AuthError> {
+        if let Some(repo) = &self.repository {
+            let asks = scopes
+                .iter()
+                .filter(|s| self.asks_upstream(caller, s))
+                .count();
+            if asks > repo.max_per_request {
+                return Err(AuthError::TooManyChecks(repo.max_per_request));
+            }
+        }
         let decided = try_join_all(scopes.iter().map(|s| self.decide(caller, s))).await?;
         Ok(decided.into_iter().flatten().collect())
     }
 
-    async fn decide(&self, caller: &Caller<'_>, scope: &Scope) -> Result<Option<Scope>, AuthError> {
+    /// Whether deciding `scope` takes a call to the API (unless its answer is cached).
+    fn asks_upstream(&self, caller: &Caller<'_>, scope: &Scope) -> bool {
         let grant = self.acl.grant(caller.identity, scope);
-        let mut actions = grant.actions;
-        let wants_more = scope.actions.iter().any(|a| !actions.contains(a));
+        let wants_more = scope.actions.iter().any(|a| !grant.actions.contains(a));
         // Only upstream identities carry a credential the API understands.
-        if grant.ask_upstream
+        grant.ask_upstream
             && wants_more
             && scope.resource_type == "repository"
             && caller.identity.source == Source::Upstream
-        {
+    }
+
+    async fn decide(&self, caller: &Caller<'_>, scope: &Scope) -> Result<Option<Scope>, AuthError> {
+        let mut actions = self.acl.grant(caller.identity, scope).actions;
+        if self.asks_upstream(caller, scope) {
             if let (Some(repo), Some((creds, key))) = (&self.repository, caller.credentials) {
                 let allowed = repo.allowed(creds, key, &scope.name).await?;
                 actions = scope

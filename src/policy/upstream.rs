@@ -9,11 +9,13 @@ use moka::future::Cache;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::config::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
-use crate::identity::upstream::{call, Answer, Endpoint};
+use crate::identity::upstream::{call, Answer, Client, Endpoint};
 use crate::identity::{AuthError, CacheKey, Credentials};
 
 pub struct RepositoryCheck {
-    client: reqwest::Client,
+    client: Client,
+    /// Repositories one token request may have checked (`upstream.max_repository_checks`).
+    pub max_per_request: usize,
     url_template: String,
     forwarding: CredentialForwarding,
     actions: Vec<String>,
@@ -48,11 +50,12 @@ impl RepositoryCheck {
     pub fn new(
         up: &UpstreamConfig,
         repo: &UpstreamRepositoryConfig,
-        client: reqwest::Client,
+        client: Client,
         capacity: u64,
     ) -> Self {
         Self {
             client,
+            max_per_request: up.max_repository_checks,
             url_template: repo.url.clone(),
             forwarding: up.credentials,
             actions: repo.actions.clone(),

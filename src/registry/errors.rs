@@ -10,6 +10,7 @@ pub struct RegError {
     pub code: &'static str,
     pub message: String,
     pub detail: serde_json::Value,
+    pub retry_after: Option<u64>,
 }
 
 impl RegError {
@@ -19,7 +20,12 @@ impl RegError {
             code,
             message: message.into(),
             detail: serde_json::Value::Null,
+            retry_after: None,
         }
+    }
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
@@ -90,11 +96,14 @@ impl RegError {
         if !self.detail.is_null() {
             err["detail"] = self.detail;
         }
-        Response::builder()
+        let mut r = Response::builder()
             .status(self.status)
             .content_type("application/json")
-            .header("Docker-Distribution-API-Version", "registry/2.0")
-            .body(json!({"errors": [err]}).to_string())
+            .header("Docker-Distribution-API-Version", "registry/2.0");
+        if let Some(s) = self.retry_after {
+            r = r.header("Retry-After", s.to_string());
+        }
+        r.body(json!({"errors": [err]}).to_string())
     }
 }
 
@@ -102,4 +111,16 @@ impl From<std::io::Error> for RegError {
     fn from(e: std::io::Error) -> Self {
         Self::internal(e)
     }
+}
+
+/// A request body that could not be read to its end: the client went away, stalled past
+/// `http.body_timeout_seconds`, or sent less than it declared. The client's doing, so a 400
+/// logged at debug, never a 500.
+pub fn body_cut_short(e: &std::io::Error) -> RegError {
+    tracing::debug!("request body ended early: {e}");
+    RegError::new(
+        StatusCode::BAD_REQUEST,
+        "BLOB_UPLOAD_INVALID",
+        "the request body ended before its declared length; send the chunk again",
+    )
 }

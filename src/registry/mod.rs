@@ -7,6 +7,7 @@ pub mod auth;
 pub mod errors;
 pub mod gc;
 pub mod routes;
+pub mod sessions;
 pub mod storage;
 
 use std::sync::Arc;

@@ -678,6 +678,25 @@ async fn delete_blob(reg: &Registry, name: &str, digest: &str) -> Result<Respons
 
 // ---- uploads
 
+/// `start-end` (what docker sends; distribution's spec form) or `bytes start-end` /
+/// `bytes=start-end`; the end is inclusive and may be left out.
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let v = v.trim_start_matches("bytes=").trim_start_matches("bytes ");
+    let (a, b) = v.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = match b.trim().split('/').next()? {
+        "" => None,
+        e => {
+            let e: u64 = e.parse().ok()?;
+            if e < start {
+                return None;
+            }
+            Some(e)
+        }
+    };
+    Some((start, end))
+}
+
 fn upload_response(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
     base()
         .status(status)
@@ -714,13 +733,22 @@ async fn start_upload(
             }
         }
     }
+    // A monolithic upload's digest is checked before a session is made for it.
+    let digest = param(q, "digest").map(Digest::parse).transpose()?;
     let id = reg.storage.start_upload(name).await?;
-    if let Some(digest) = param(q, "digest") {
-        let d = Digest::parse(digest)?;
-        reg.storage
-            .append(name, &id, None, body.into_async_read())
-            .await?;
-        reg.storage.finish(name, &id, &d).await?;
+    if let Some(d) = digest {
+        let stored = async {
+            reg.storage
+                .append(name, &id, None, body.into_async_read())
+                .await?;
+            reg.storage.finish(name, &id, &d).await
+        }
+        .await;
+        if let Err(e) = stored {
+            // The session existed only for this request: nothing of it may stay behind.
+            reg.storage.discard(name, &id).await;
+            return Err(e);
+        }
         return Ok(blob_created(name, &d));
     }
     Ok(upload_response(StatusCode::ACCEPTED, name, &id, 0))
@@ -733,26 +761,20 @@ async fn patch_upload(
     id: &str,
     body: Body,
 ) -> Result<Response, RegError> {
-    let start = match req
+    let range = match req
         .headers()
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
     {
         None => None,
-        Some(v) => {
-            let v = v.trim_start_matches("bytes=").trim_start_matches("bytes ");
-            let (a, _) = v
-                .split_once('-')
-                .ok_or_else(|| RegError::upload_invalid("malformed Content-Range"))?;
-            Some(
-                a.parse()
-                    .map_err(|_| RegError::upload_invalid("malformed Content-Range"))?,
-            )
-        }
+        Some(v) => Some(
+            parse_content_range(v)
+                .ok_or_else(|| RegError::upload_invalid("malformed Content-Range"))?,
+        ),
     };
     let size = reg
         .storage
-        .append(name, id, start, body.into_async_read())
+        .append(name, id, range, body.into_async_read())
         .await?;
     Ok(upload_response(StatusCode::ACCEPTED, name, id, size))
 }

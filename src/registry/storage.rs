@@ -23,6 +23,7 @@ use aws_lc_rs::digest::{self, Context, SHA256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::errors::RegError;
+use super::sessions::Sessions;
 
 /// A `sha256:<64 lowercase hex>` digest (the only algorithm stored).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,7 +86,12 @@ pub struct Storage {
     hashes: Mutex<HashMap<String, UploadHash>>,
     /// Uploads a request is working on.
     busy: Mutex<HashSet<String>>,
+    sessions: Sessions,
 }
+
+/// Defaults of `registry.max_uploads` and `registry.max_uploads_per_repository`.
+pub const MAX_UPLOADS: usize = 1000;
+pub const MAX_UPLOADS_PER_REPOSITORY: usize = 100;
 
 /// A request's exclusive claim on an upload, released on drop.
 struct Claim<'a> {
@@ -113,6 +119,14 @@ pub enum LockError {
 
 impl Storage {
     pub fn open(root: &Path) -> std::io::Result<Self> {
+        Self::open_with_limits(root, MAX_UPLOADS, MAX_UPLOADS_PER_REPOSITORY)
+    }
+
+    pub fn open_with_limits(
+        root: &Path,
+        max_uploads: usize,
+        max_per_repository: usize,
+    ) -> std::io::Result<Self> {
         for d in ["blobs/sha256", "uploads", "repositories"] {
             std::fs::create_dir_all(root.join(d))?;
         }
@@ -120,7 +134,13 @@ impl Storage {
             root: root.to_path_buf(),
             hashes: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
+            sessions: Sessions::load(&root.join("uploads"), max_uploads, max_per_repository),
         })
+    }
+
+    /// Upload sessions open now.
+    pub fn open_uploads(&self) -> usize {
+        self.sessions.count()
     }
 
     /// An exclusive lock on the storage for this process's lifetime: a running registry holds it,
@@ -247,12 +267,20 @@ impl Storage {
 
     // ---- uploads
 
-    pub async fn start_upload(&self, repo: &str) -> std::io::Result<String> {
+    pub async fn start_upload(&self, repo: &str) -> Result<String, RegError> {
         let uuid = uuid::Uuid::new_v4().to_string();
+        self.sessions.reserve(&uuid, repo)?;
         let dir = self.upload_dir(&uuid);
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::write(dir.join("repo"), repo).await?;
-        tokio::fs::File::create(dir.join("data")).await?;
+        let created = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(dir.join("repo"), repo).await?;
+            tokio::fs::File::create(dir.join("data")).await
+        }
+        .await;
+        if let Err(e) = created {
+            self.remove_upload(&uuid).await;
+            return Err(e.into());
+        }
         self.hashes
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?
@@ -282,15 +310,18 @@ impl Storage {
             .len())
     }
 
-    /// Appends `body` to the upload, hashing as it goes. `start`: the offset the client says the
-    /// chunk begins at (Content-Range); it must equal the current size.
+    /// Appends `body` to the upload, hashing as it goes. `range`: the offsets the client says
+    /// the chunk spans (Content-Range, end inclusive when given); the start must equal the
+    /// current size, and the body must be exactly as long as the range. A chunk that fails
+    /// (a short or long body, a client gone) is undone: the upload stays as it was.
     pub async fn append(
         &self,
         repo: &str,
         uuid: &str,
-        start: Option<u64>,
+        range: Option<(u64, Option<u64>)>,
         body: impl AsyncRead + Unpin,
     ) -> Result<u64, RegError> {
+        let start = range.map(|(s, _)| s);
         let _claim = self.claim(uuid)?;
         let size = self.upload_size(repo, uuid).await?;
         if let Some(start) = start {
@@ -308,16 +339,36 @@ impl Storage {
             .open(self.upload_dir(uuid).join("data"))
             .await?;
         let written = copy_hashing(body, &mut file, hash.as_mut().map(|h| &mut h.ctx)).await;
-        file.flush().await?;
-        let new_size = size + written.as_ref().map_or(0, |n| *n);
-        if let Some(mut h) = hash {
-            if written.is_ok() {
-                h.size = new_size;
-                self.put_hash(uuid, h);
+        let declared = range.and_then(|(s, e)| e.map(|e| e.saturating_sub(s) + 1));
+        let outcome = match written {
+            Ok(n) if declared.is_some_and(|d| d != n) => Err(RegError::new(
+                poem::http::StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                format!(
+                    "Content-Range declares {} bytes, the body had {n}",
+                    declared.unwrap_or_default()
+                ),
+            )),
+            Ok(n) => Ok(n),
+            Err(CopyError::Body(e)) => Err(super::errors::body_cut_short(&e)),
+            Err(CopyError::Disk(e)) => Err(e.into()),
+        };
+        match outcome {
+            Ok(n) => {
+                file.flush().await?;
+                if let Some(mut h) = hash {
+                    h.size = size + n;
+                    self.put_hash(uuid, h);
+                }
+                Ok(size + n)
+            }
+            Err(e) => {
+                // Back to the size before this chunk; the hash state is gone with it (the data
+                // is hashed from disk if the upload finishes).
+                file.set_len(size).await?;
+                Err(e)
             }
         }
-        written?;
-        Ok(new_size)
     }
 
     /// Verifies the whole upload against `expected` and moves it into place, linked to `repo`.
@@ -366,6 +417,17 @@ impl Storage {
     async fn remove_upload(&self, uuid: &str) {
         let _ = self.take_hash(uuid);
         let _ = tokio::fs::remove_dir_all(self.upload_dir(uuid)).await;
+        self.sessions.release(uuid);
+    }
+
+    /// Removes an upload of `repo` whose request failed (a monolithic POST with a bad digest or
+    /// a cut-short body): nothing of it stays behind.
+    pub async fn discard(&self, repo: &str, uuid: &str) {
+        if let Ok(_claim) = self.claim(uuid) {
+            if self.upload_size(repo, uuid).await.is_ok() {
+                self.remove_upload(uuid).await;
+            }
+        }
     }
 
     /// Removes upload sessions untouched for `max_age`; returns how many.
@@ -580,22 +642,28 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::rename(&tmp, path).await
 }
 
+/// Where a copy failed: reading the client's body, or writing our disk.
+enum CopyError {
+    Body(std::io::Error),
+    Disk(std::io::Error),
+}
+
 async fn copy_hashing(
     mut body: impl AsyncRead + Unpin,
     file: &mut tokio::fs::File,
     mut ctx: Option<&mut Context>,
-) -> std::io::Result<u64> {
+) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
-        let n = body.read(&mut buf).await?;
+        let n = body.read(&mut buf).await.map_err(CopyError::Body)?;
         if n == 0 {
             return Ok(total);
         }
         if let Some(c) = ctx.as_deref_mut() {
             c.update(&buf[..n]);
         }
-        file.write_all(&buf[..n]).await?;
+        file.write_all(&buf[..n]).await.map_err(CopyError::Disk)?;
         total += n as u64;
     }
 }
@@ -623,13 +691,15 @@ mod tests {
         let s = Storage::open(dir.path()).expect("open");
         let id = s.start_upload("org/app").await.expect("start");
         assert_eq!(
-            s.append("org/app", &id, Some(0), &b"hello "[..])
+            s.append("org/app", &id, Some((0, None)), &b"hello "[..])
                 .await
                 .expect("a"),
             6
         );
         assert!(
-            s.append("org/app", &id, Some(3), &b"x"[..]).await.is_err(),
+            s.append("org/app", &id, Some((3, Some(3))), &b"x"[..])
+                .await
+                .is_err(),
             "wrong offset"
         );
         assert!(
@@ -671,7 +741,7 @@ mod tests {
             id
         };
         let s = Storage::open(dir.path()).expect("reopen");
-        s.append("r", &id, Some(3), &b"def"[..])
+        s.append("r", &id, Some((3, Some(5))), &b"def"[..])
             .await
             .expect("append");
         s.finish("r", &id, &Digest::of(b"abcdef"))

@@ -14,6 +14,9 @@ use figment::value::magic::RelativePathBuf;
 use figment::Figment;
 use serde::Deserialize;
 
+pub mod limits;
+pub use limits::{DampingConfig, HttpConfig};
+
 /// The seed's environment names and the TOML keys they set.
 pub const SEED_ENV: &[(&str, &str)] = &[
     ("REGISTRY_TOKEN_AUTH_CERT", "keys.cert"),
@@ -44,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub damping: DampingConfig,
+    #[serde(default)]
     pub acl: Vec<AclRule>,
     pub upstream: Option<UpstreamConfig>,
     pub registry: Option<RegistryConfig>,
@@ -60,6 +65,11 @@ pub struct RegistryConfig {
     /// Upload sessions untouched this long are removed.
     #[serde(default = "default_upload_ttl")]
     pub upload_ttl_seconds: u64,
+    /// Upload sessions open at once, in all and per repository; past them, 429.
+    #[serde(default = "default_max_uploads")]
+    pub max_uploads: usize,
+    #[serde(default = "default_max_uploads_per_repository")]
+    pub max_uploads_per_repository: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,28 +119,6 @@ pub enum X5cMode {
     /// Never `x5c`: for a 3.x registry configured with `jwks` and no `rootcertbundle`, which
     /// cannot verify a chain.
     Never,
-}
-
-/// Limits on what one request may ask of the service.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Scopes one token request may name (docker asks for one or two; more is a 400 before
-    /// any authentication work).
-    #[serde(default = "default_max_scopes")]
-    pub max_scopes: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            max_scopes: default_max_scopes(),
-        }
-    }
-}
-
-fn default_max_scopes() -> usize {
-    100
 }
 
 /// Each of cert, key and kid comes either inline as base64 (the seed's env vars) or as a file.
@@ -187,6 +175,15 @@ pub struct UpstreamConfig {
     pub timeout_ms: u64,
     #[serde(default = "default_cache_ttl")]
     pub cache_ttl_seconds: u64,
+    /// Calls to the API in flight at once, over all requests.
+    #[serde(default = "default_upstream_concurrent")]
+    pub max_concurrent: usize,
+    /// Repositories one token request may have the API check; more is a 400.
+    #[serde(default = "default_repository_checks")]
+    pub max_repository_checks: usize,
+    /// Larger answers are a 503 ("answered too much"), read no further.
+    #[serde(default = "default_response_bytes")]
+    pub max_response_bytes: usize,
     pub repository: Option<UpstreamRepositoryConfig>,
 }
 
@@ -240,6 +237,12 @@ fn default_cache_capacity() -> u64 {
 fn default_registry_listen() -> String {
     "127.0.0.1:5000".into()
 }
+fn default_max_uploads() -> usize {
+    crate::registry::storage::MAX_UPLOADS
+}
+fn default_max_uploads_per_repository() -> usize {
+    crate::registry::storage::MAX_UPLOADS_PER_REPOSITORY
+}
 fn default_upload_ttl() -> u64 {
     3600
 }
@@ -248,6 +251,15 @@ fn default_true() -> bool {
 }
 fn default_timeout_ms() -> u64 {
     2000
+}
+fn default_upstream_concurrent() -> usize {
+    64
+}
+fn default_repository_checks() -> usize {
+    16
+}
+fn default_response_bytes() -> usize {
+    1024 * 1024
 }
 fn default_upstream_actions() -> Vec<String> {
     vec!["pull".into(), "push".into()]
@@ -325,9 +337,8 @@ impl Config {
                 self.token.algorithm
             );
         }
-        if !(1..=10_000).contains(&self.http.max_scopes) {
-            bail!("{}: between 1 and 10000", setting("http.max_scopes"));
-        }
+        self.http.validate()?;
+        self.damping.validate()?;
         if !(60..=86_400).contains(&self.token.ttl_seconds) {
             bail!(
                 "{}: {} is out of range; clients treat anything under 60 s as 60, and 86400 is the most allowed",
@@ -349,6 +360,16 @@ impl Config {
             if r.upload_ttl_seconds < 60 {
                 bail!("{}: at least 60", setting("registry.upload_ttl_seconds"));
             }
+            if !(1..=1_000_000).contains(&r.max_uploads) {
+                bail!("{}: between 1 and 1000000", setting("registry.max_uploads"));
+            }
+            if !(1..=r.max_uploads).contains(&r.max_uploads_per_repository) {
+                bail!(
+                    "{}: between 1 and registry.max_uploads ({})",
+                    setting("registry.max_uploads_per_repository"),
+                    r.max_uploads
+                );
+            }
         }
         if let Some(u) = &self.upstream {
             check_http_url(&u.url, "upstream.url")?;
@@ -367,6 +388,23 @@ impl Config {
             }
             if !(1..=60_000).contains(&u.timeout_ms) {
                 bail!("{}: between 1 and 60000", setting("upstream.timeout_ms"));
+            }
+            for (key, value, max) in [
+                ("upstream.max_concurrent", u.max_concurrent, 10_000),
+                (
+                    "upstream.max_repository_checks",
+                    u.max_repository_checks,
+                    10_000,
+                ),
+                (
+                    "upstream.max_response_bytes",
+                    u.max_response_bytes,
+                    64 << 20,
+                ),
+            ] {
+                if !(1..=max).contains(&value) {
+                    bail!("{}: between 1 and {max}", setting(key));
+                }
             }
             if u.cache_ttl_seconds > 3600 {
                 bail!("{}: at most 3600", setting("upstream.cache_ttl_seconds"));

@@ -1,0 +1,184 @@
+//! A connection's timeouts, enforced on its socket: whatever hyper waits for (a request head,
+//! body bytes, the client reading the response) fails with `TimedOut` once the deadline for
+//! the connection's state passes, and hyper then closes the connection.
+//!
+//! hyper's own `header_read_timeout` also runs while a kept-alive connection sits idle (it
+//! starts whenever hyper waits for a head), so it cannot give a short header timeout beside a
+//! longer idle one; and poem exposes neither. Three states, three deadlines:
+//! - a head has begun (or the connection is new): `header_timeout` after its first byte, however
+//!   slowly the rest trickles in;
+//! - a request is being handled: `body_timeout` after the last byte moved either way;
+//! - idle between requests (or writing a response out): `idle_timeout` after the last byte moved.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+    pub body: Duration,
+}
+
+/// Shared between the socket wrapper and the service: whether a request is being handled.
+#[derive(Default)]
+pub(crate) struct Busy(AtomicBool);
+
+impl Busy {
+    /// Marks a request as being handled until the guard drops (HTTP/1: one at a time).
+    pub fn begin(self: &Arc<Self>) -> BusyGuard {
+        self.0.store(true, Ordering::Release);
+        BusyGuard(self.clone())
+    }
+}
+
+pub(crate) struct BusyGuard(Arc<Busy>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Ordering::Release);
+    }
+}
+
+pub(crate) struct Deadlined<T> {
+    inner: T,
+    busy: Arc<Busy>,
+    timeouts: Timeouts,
+    last_progress: Instant,
+    /// When the head now arriving began; `None` while idle or busy.
+    head_started: Option<Instant>,
+    was_busy: bool,
+    sleep: Pin<Box<Sleep>>,
+    armed_for: Instant,
+}
+
+impl<T> Deadlined<T> {
+    pub fn new(inner: T, busy: Arc<Busy>, timeouts: Timeouts) -> Self {
+        let now = Instant::now();
+        let first = now + timeouts.header;
+        Self {
+            inner,
+            busy,
+            timeouts,
+            last_progress: now,
+            // A new connection owes its first head: silent sockets are closed as slow heads.
+            head_started: Some(now),
+            was_busy: false,
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+            armed_for: first,
+        }
+    }
+
+    fn progress(&mut self, read: bool) {
+        let now = Instant::now();
+        self.last_progress = now;
+        let busy = self.busy.0.load(Ordering::Acquire);
+        if busy {
+            self.head_started = None;
+        } else if read && self.head_started.is_none() {
+            self.head_started = Some(now);
+        }
+        self.was_busy = busy;
+    }
+
+    /// Called when the socket is not ready: arms the timer for the current state and reports
+    /// whether it has already run out.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let busy = self.busy.0.load(Ordering::Acquire);
+        if self.was_busy && !busy {
+            // A response has just been handed over: what arrives next is a new head.
+            self.head_started = None;
+            self.last_progress = Instant::now();
+        }
+        self.was_busy = busy;
+        let (deadline, which) = if busy {
+            (self.last_progress + self.timeouts.body, "body")
+        } else if let Some(t) = self.head_started {
+            (t + self.timeouts.header, "header")
+        } else {
+            (self.last_progress + self.timeouts.idle, "idle")
+        };
+        if deadline != self.armed_for {
+            self.sleep.as_mut().reset(deadline);
+            self.armed_for = deadline;
+        }
+        ready!(self.sleep.as_mut().poll(cx));
+        tracing::debug!("closing a connection: its {which} timeout passed");
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{which} timeout"),
+        ))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.progress(true);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_deadline(cx).map(Err),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                self.progress(false);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_deadline(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                self.progress(false);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_deadline(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
