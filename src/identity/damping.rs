@@ -75,12 +75,18 @@ impl Entry {
         b.level
     }
 
-    /// Adds one failure; returns the new level.
-    fn fill(&self, cap: f64) -> f64 {
+    /// Adds one failure; returns the levels before and after.
+    fn fill(&self, cap: f64) -> (f64, f64) {
+        let before = self.level();
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.level = (before + 1.0).min(cap);
+        (before, b.level)
+    }
+
+    fn refund(&self) {
         let level = self.level();
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        b.level = (level + 1.0).min(cap);
-        b.level
+        b.level = (level - 1.0).max(0.0);
     }
 }
 
@@ -89,6 +95,8 @@ pub struct Plan {
     /// The pair or the address failed recently: its check queues behind first attempts.
     pub suspect: bool,
     wait: Option<(Arc<Entry>, Duration)>,
+    pair: Arc<Entry>,
+    addr: Arc<Entry>,
 }
 
 /// Held while a damped attempt is checked; the next one waits for it.
@@ -138,22 +146,42 @@ impl Damping {
             .min(self.max_delay)
     }
 
+    /// Counts the attempt against its pair before it is checked (so guesses sent in parallel
+    /// see each other: the 32nd of a burst is slowed like the 32nd in a row), and says what it
+    /// must do first. [`Self::settle`] refunds it unless it did fail. The address is charged
+    /// only for failures, so many users behind one NAT logging in at once are not slowed.
     pub fn plan(&self, account: &str, ip: IpAddr) -> Plan {
-        let pair = self.pairs.get(&self.pair_key(account, ip));
-        let addr = self.ips.get(&ip);
-        let pair_level = pair.as_ref().map_or(0.0, |e| e.level());
-        let ip_level = addr.as_ref().map_or(0.0, |e| e.level());
-        let suspect = pair_level >= 0.5 || ip_level >= 0.5;
-        let pair_delay = self.delay(pair_level - self.pair_threshold);
-        let ip_delay = self.delay(ip_level - self.ip_threshold);
+        let (pair_threshold, ip_threshold) = (self.pair_threshold, self.ip_threshold);
+        let pair = self.pairs.get_with(self.pair_key(account, ip), || {
+            Arc::new(Entry::new(pair_threshold))
+        });
+        let addr = self.ips.get_with(ip, || Arc::new(Entry::new(ip_threshold)));
+        let (pair_before, pair_level) = pair.fill(pair_threshold + OVERFILL);
+        let ip_level = addr.level();
+        let ip_before = ip_level;
+        if pair_level > pair_threshold && pair_before <= pair_threshold {
+            tracing::warn!(
+                user = ?account,
+                peer = %ip,
+                "slowing logins of this user from this address: more than {pair_threshold} failures a minute"
+            );
+        }
+        let suspect = pair_before >= 0.5 || ip_before >= 0.5;
+        let pair_delay = self.delay(pair_level - pair_threshold);
+        let ip_delay = self.delay(ip_level - ip_threshold);
         let wait = if !ip_delay.is_zero() {
-            addr.map(|e| (e, ip_delay.max(pair_delay)))
+            Some((addr.clone(), ip_delay.max(pair_delay)))
         } else if !pair_delay.is_zero() {
-            pair.map(|e| (e, pair_delay))
+            Some((pair.clone(), pair_delay))
         } else {
             None
         };
-        Plan { suspect, wait }
+        Plan {
+            suspect,
+            wait,
+            pair,
+            addr,
+        }
     }
 
     /// Waits for the attempt's turn and its delay, or refuses it when too many already wait.
@@ -174,34 +202,32 @@ impl Damping {
         Ok(Turn(permit))
     }
 
-    /// A credential was checked and refused.
-    pub fn failed(&self, account: &str, ip: IpAddr) {
-        let (pair_threshold, ip_threshold) = (self.pair_threshold, self.ip_threshold);
-        let pair = self.pairs.get_with(self.pair_key(account, ip), || {
-            Arc::new(Entry::new(pair_threshold))
-        });
-        let level = pair.fill(pair_threshold + OVERFILL);
-        if level > pair_threshold && level - 1.0 <= pair_threshold {
-            tracing::warn!(
-                user = ?account,
-                peer = %ip,
-                "slowing logins of this user from this address: more than {pair_threshold} failures a minute"
-            );
-        }
-        let addr = self.ips.get_with(ip, || Arc::new(Entry::new(ip_threshold)));
-        let level = addr.fill(ip_threshold + OVERFILL);
-        if level > ip_threshold && level - 1.0 <= ip_threshold {
-            tracing::warn!(
-                peer = %ip,
-                "slowing every login from this address: more than {ip_threshold} failures a minute"
-            );
+    /// The attempt's outcome: a refused credential keeps its pair's count and counts at its
+    /// address; an accepted one clears its pair; anything else (the identity service down,
+    /// too many waiting) is refunded.
+    pub fn settle(&self, plan: &Plan, account: &str, ip: IpAddr, outcome: Outcome) {
+        match outcome {
+            Outcome::Refused => {
+                let threshold = self.ip_threshold;
+                let (before, level) = plan.addr.fill(threshold + OVERFILL);
+                if level > threshold && before <= threshold {
+                    tracing::warn!(
+                        peer = %ip,
+                        "slowing every login from this address: more than {threshold} failures a minute"
+                    );
+                }
+            }
+            Outcome::Accepted => self.pairs.invalidate(&self.pair_key(account, ip)),
+            Outcome::Undecided => plan.pair.refund(),
         }
     }
+}
 
-    /// A credential was checked and accepted: the pair starts afresh.
-    pub fn succeeded(&self, account: &str, ip: IpAddr) {
-        self.pairs.invalidate(&self.pair_key(account, ip));
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Refused,
+    Undecided,
 }
 
 #[cfg(test)]
@@ -217,24 +243,34 @@ mod tests {
         })
     }
 
+    /// One failed attempt: planned (charged) and settled as refused.
+    fn fail(d: &Damping, account: &str, ip: IpAddr) {
+        let p = d.plan(account, ip);
+        d.settle(&p, account, ip, Outcome::Refused);
+    }
+
     #[test]
     fn delays_grow_past_the_threshold_and_success_resets() {
         let d = damping();
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        assert!(!d.plan("alice", ip).suspect);
-        for _ in 0..3 {
-            d.failed("alice", ip);
-        }
+        let first = d.plan("alice", ip);
+        assert!(!first.suspect && first.wait.is_none());
+        d.settle(&first, "alice", ip, Outcome::Refused);
+        fail(&d, "alice", ip);
         let p = d.plan("alice", ip);
         assert!(p.suspect);
-        assert!(p.wait.is_none(), "at the threshold: not yet slowed");
-        d.failed("alice", ip);
-        assert_eq!(d.plan("alice", ip).wait.expect("slowed").1, FIRST_DELAY);
-        d.failed("alice", ip);
-        // The address crossed its own threshold (5) too: the longer delay counts.
+        assert!(
+            p.wait.is_none(),
+            "the third attempt: at the threshold, not slowed"
+        );
+        d.settle(&p, "alice", ip, Outcome::Refused);
+        let p = d.plan("alice", ip);
+        assert_eq!(p.wait.as_ref().expect("slowed").1, FIRST_DELAY);
+        d.settle(&p, "alice", ip, Outcome::Refused);
+        // The fifth: the pair's second past its threshold; the address is at its own (5).
         assert_eq!(d.plan("alice", ip).wait.expect("slowed").1, FIRST_DELAY * 2);
         for _ in 0..10 {
-            d.failed("alice", ip);
+            fail(&d, "alice", ip);
         }
         assert_eq!(
             d.plan("alice", ip).wait.expect("slowed").1,
@@ -248,9 +284,17 @@ mod tests {
             .wait
             .is_none());
         assert!(d.plan("bob", ip).wait.is_some());
-        d.succeeded("alice", ip);
-        let p = d.plan("alice", ip);
-        assert!(p.suspect, "the address still failed recently");
+        // A success clears the pair, and the address is charged for failures only.
+        let other: IpAddr = "192.0.2.3".parse().expect("ip");
+        for _ in 0..40 {
+            let p = d.plan("carol", other);
+            d.settle(&p, "carol", other, Outcome::Accepted);
+        }
+        let p = d.plan("carol", other);
+        assert!(
+            !p.suspect && p.wait.is_none(),
+            "successes counted as failures"
+        );
     }
 
     #[tokio::test]
@@ -262,8 +306,7 @@ mod tests {
             ..DampingConfig::default()
         });
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        d.failed("alice", ip);
-        d.failed("alice", ip);
+        fail(&d, "alice", ip);
         let plan = d.plan("alice", ip);
         let first = d.admit(&plan).await.expect("first attempt waits its turn");
         // The first holds the turn; one may wait for it, the next is refused at once.

@@ -16,7 +16,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use moka::future::Cache;
 
-use damping::Damping;
+use damping::{Damping, Outcome};
 use htpasswd::{Htpasswd, Verdict};
 use upstream::Upstream;
 
@@ -175,44 +175,58 @@ impl Authenticator {
         if let Some(id) = cache.get(&key).await {
             return Ok(id);
         }
-        let plan = self
-            .damping
-            .as_ref()
-            .map(|d| d.plan(&creds.username, client));
-        let _turn = match (&self.damping, &plan) {
+        // Concurrent requests with the same credentials (a `docker compose pull` of many
+        // images) share one damping plan and one verification.
+        let verify = async {
+            let plan = self
+                .damping
+                .as_ref()
+                .map(|d| d.plan(&creds.username, client));
+            let result = self.check(creds, via_upstream, plan.as_ref()).await;
+            if let (Some(d), Some(p)) = (&self.damping, &plan) {
+                let outcome = match &result {
+                    Ok(_) => Outcome::Accepted,
+                    Err(AuthError::BadCredentials) => Outcome::Refused,
+                    Err(_) => Outcome::Undecided,
+                };
+                d.settle(p, &creds.username, client, outcome);
+            }
+            result
+        };
+        let result = cache
+            .try_get_with(key, verify)
+            .await
+            .map_err(|e: Arc<AuthError>| (*e).clone());
+        if result == Err(AuthError::BadCredentials) {
+            self.failures.insert(key, ()).await;
+        }
+        result
+    }
+
+    /// Waits for a damped attempt's turn, then verifies.
+    async fn check(
+        &self,
+        creds: &Credentials,
+        via_upstream: bool,
+        plan: Option<&damping::Plan>,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let _turn = match (&self.damping, plan) {
             (Some(d), Some(p)) => Some(d.admit(p).await?),
             _ => None,
         };
-        let suspect = plan.as_ref().is_some_and(|p| p.suspect);
-        let result = match &self.upstream {
-            Some(upstream) if via_upstream => cache
-                .try_get_with(key, async {
-                    let id = upstream.whoami(creds).await?;
-                    // An API identity named like a local user would get that user's rules.
-                    if self.local.as_ref().is_some_and(|l| l.knows(&id.name)) {
-                        tracing::warn!(name = ?id.name, "refused an upstream identity named like a local user");
-                        return Err(AuthError::BadCredentials);
-                    }
-                    Ok(Arc::new(id))
-                })
-                .await
-                .map_err(|e: Arc<AuthError>| (*e).clone()),
-            _ => cache
-                .try_get_with(key, self.verify_local(creds, suspect))
-                .await
-                .map_err(|e: Arc<AuthError>| (*e).clone()),
-        };
-        match (&result, &self.damping) {
-            (Err(AuthError::BadCredentials), d) => {
-                self.failures.insert(key, ()).await;
-                if let Some(d) = d {
-                    d.failed(&creds.username, client);
+        let suspect = plan.is_some_and(|p| p.suspect);
+        match &self.upstream {
+            Some(upstream) if via_upstream => {
+                let id = upstream.whoami(creds).await?;
+                // An API identity named like a local user would get that user's rules.
+                if self.local.as_ref().is_some_and(|l| l.knows(&id.name)) {
+                    tracing::warn!(name = ?id.name, "refused an upstream identity named like a local user");
+                    return Err(AuthError::BadCredentials);
                 }
+                Ok(Arc::new(id))
             }
-            (Ok(_), Some(d)) => d.succeeded(&creds.username, client),
-            _ => {}
+            _ => self.verify_local(creds, suspect).await,
         }
-        result
     }
 
     async fn verify_local(

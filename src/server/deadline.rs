@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -28,14 +28,19 @@ pub(crate) struct Timeouts {
     pub body: Duration,
 }
 
-/// Shared between the socket wrapper and the service: whether a request is being handled.
+/// Shared between the socket wrapper and the service: whether a request is being handled,
+/// and how many heads have been received (each one ends a header wait).
 #[derive(Default)]
-pub(crate) struct Busy(AtomicBool);
+pub(crate) struct Busy {
+    busy: AtomicBool,
+    heads: AtomicU64,
+}
 
 impl Busy {
     /// Marks a request as being handled until the guard drops (HTTP/1: one at a time).
     pub fn begin(self: &Arc<Self>) -> BusyGuard {
-        self.0.store(true, Ordering::Release);
+        self.heads.fetch_add(1, Ordering::AcqRel);
+        self.busy.store(true, Ordering::Release);
         BusyGuard(self.clone())
     }
 }
@@ -44,7 +49,7 @@ pub(crate) struct BusyGuard(Arc<Busy>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0 .0.store(false, Ordering::Release);
+        self.0.busy.store(false, Ordering::Release);
     }
 }
 
@@ -55,7 +60,7 @@ pub(crate) struct Deadlined<T> {
     last_progress: Instant,
     /// When the head now arriving began; `None` while idle or busy.
     head_started: Option<Instant>,
-    was_busy: bool,
+    heads_seen: u64,
     sleep: Pin<Box<Sleep>>,
     armed_for: Instant,
 }
@@ -71,34 +76,35 @@ impl<T> Deadlined<T> {
             last_progress: now,
             // A new connection owes its first head: silent sockets are closed as slow heads.
             head_started: Some(now),
-            was_busy: false,
+            heads_seen: 0,
             sleep: Box::pin(tokio::time::sleep_until(first)),
             armed_for: first,
         }
     }
 
+    /// Notes heads the service has received since last looked: each ends a header wait.
+    fn sync(&mut self) -> bool {
+        let heads = self.busy.heads.load(Ordering::Acquire);
+        if heads != self.heads_seen {
+            self.heads_seen = heads;
+            self.head_started = None;
+        }
+        self.busy.busy.load(Ordering::Acquire)
+    }
+
     fn progress(&mut self, read: bool) {
         let now = Instant::now();
         self.last_progress = now;
-        let busy = self.busy.0.load(Ordering::Acquire);
-        if busy {
-            self.head_started = None;
-        } else if read && self.head_started.is_none() {
+        let busy = self.sync();
+        if read && !busy && self.head_started.is_none() {
             self.head_started = Some(now);
         }
-        self.was_busy = busy;
     }
 
     /// Called when the socket is not ready: arms the timer for the current state and reports
     /// whether it has already run out.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let busy = self.busy.0.load(Ordering::Acquire);
-        if self.was_busy && !busy {
-            // A response has just been handed over: what arrives next is a new head.
-            self.head_started = None;
-            self.last_progress = Instant::now();
-        }
-        self.was_busy = busy;
+        let busy = self.sync();
         let (deadline, which) = if busy {
             (self.last_progress + self.timeouts.body, "body")
         } else if let Some(t) = self.head_started {
