@@ -487,3 +487,314 @@ async fn forwarded_addresses_and_escaped_log_lines() {
         .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
     assert!(mallory.contains("peer=127.0.0.2"), "{mallory}");
 }
+
+/// An identity API for the bounds below: `Bearer big` answers 100 MiB of JSON-ish bytes
+/// (chunked, so only counting stops it); any other key is user `u`. Repository checks take
+/// 100 ms and record how many run at once.
+#[derive(Default)]
+struct Bounds {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+#[poem::handler]
+fn big_or_small(req: &poem::Request) -> poem::Response {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if bearer == "Bearer big" {
+        let chunks =
+            (0..100).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1 << 20])));
+        return poem::Response::builder()
+            .content_type("application/json")
+            .body(poem::Body::from_bytes_stream(futures::stream::iter(chunks)));
+    }
+    poem::Response::builder()
+        .content_type("application/json")
+        .body(r#"{"slug":"u"}"#)
+}
+
+#[poem::handler]
+async fn slow_repository(poem::web::Data(b): poem::web::Data<&Arc<Bounds>>) -> &'static str {
+    b.calls.fetch_add(1, Ordering::SeqCst);
+    let now = b.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    b.most.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.in_flight.fetch_sub(1, Ordering::SeqCst);
+    "{}"
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_use_is_bounded() {
+    use poem::listener::{Acceptor, Listener};
+    use poem::EndpointExt;
+    let bounds = Arc::new(Bounds::default());
+    let app = poem::Route::new()
+        .at("/whoami", poem::get(big_or_small))
+        .at("/repo/*", poem::get(slow_repository))
+        .data(bounds.clone());
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .expect("bind");
+    let api = acceptor.local_addr()[0]
+        .as_socket_addr()
+        .expect("tcp")
+        .port();
+    let server = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    gen_cert(tmp.path(), ISSUER);
+    let cfg = format!(
+        r#"
+[token]
+issuer = "{ISSUER}"
+service = "{SERVICE}"
+[keys]
+cert_file = "{ISSUER}.crt"
+key_file = "{ISSUER}.pem"
+[http]
+max_scopes = 3000
+[upstream]
+url = "http://127.0.0.1:{api}/whoami"
+username_pointer = "/slug"
+match_username = false
+max_concurrent = 8
+max_repository_checks = 16
+[upstream.repository]
+url = "http://127.0.0.1:{api}/repo/{{name}}"
+"#
+    );
+    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let pid = issuer.proc.child.id();
+    let c = reqwest::Client::new();
+    let ask = |user: &'static str, key: &'static str, scopes: Vec<String>| {
+        let (c, realm) = (c.clone(), issuer.realm());
+        async move {
+            let r = c
+                .get(realm)
+                .query(&[("service", SERVICE), ("scope", &scopes.join(" "))])
+                .basic_auth(user, Some(key))
+                .send()
+                .await
+                .expect("realm");
+            let status = r.status().as_u16();
+            (status, r.text().await.expect("body"))
+        }
+    };
+
+    // 100 MiB from the identity API: a 503 that says so, read no further than the limit.
+    let warm = ask("u", "small", vec!["repository:warm:pull".into()]).await;
+    assert_eq!(warm.0, 200, "{}", warm.1);
+    let before = vm_rss_kib(pid);
+    let (status, body) = ask("u", "big", vec!["repository:a:pull".into()]).await;
+    let grown = vm_rss_kib(pid).saturating_sub(before);
+    eprintln!("100 MiB answer: {status}, RSS grew {grown} KiB");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("answered too much"), "{body}");
+    assert!(
+        grown < 5 * 1024,
+        "RSS grew {grown} KiB reading a 100 MiB answer"
+    );
+
+    // 2,400 repositories in one request: refused before any repository call.
+    let many: Vec<String> = (0..2400).map(|i| format!("repository:r{i}:pull")).collect();
+    let (status, body) = ask("u", "k1", many).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("upstream.max_repository_checks"), "{body}");
+    assert_eq!(
+        bounds.calls.load(Ordering::SeqCst),
+        1,
+        "only the warm-up's check"
+    );
+
+    // Four requests of 16 repositories each at once: never more than 8 calls in flight.
+    let parallel: Vec<_> = ["k2", "k3", "k4", "k5"]
+        .into_iter()
+        .map(|key| {
+            let scopes: Vec<String> = (0..16)
+                .map(|i| format!("repository:{key}/r{i}:pull"))
+                .collect();
+            tokio::spawn(ask("u", key, scopes))
+        })
+        .collect();
+    for p in parallel {
+        let (status, body) = p.await.expect("request");
+        assert_eq!(status, 200, "{body}");
+    }
+    let most = bounds.most.load(Ordering::SeqCst);
+    eprintln!("at most {most} repository calls at once");
+    assert!(most <= 8, "{most} upstream calls at once, the cap is 8");
+    assert_eq!(bounds.calls.load(Ordering::SeqCst), 1 + 64);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_upload_bounds() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    write_users(tmp.path(), &[("admin", "admin-pw")]);
+    let reg_port = free_port();
+    let cfg = config(
+        tmp.path(),
+        &format!(
+            "[registry]\nlisten = \"127.0.0.1:{reg_port}\"\nstorage = \"storage\"\n\
+             max_uploads = 5\nmax_uploads_per_repository = 3\n"
+        ),
+    );
+    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let registry = format!("http://127.0.0.1:{reg_port}");
+    let c = reqwest::Client::new();
+    let token = token(
+        &c,
+        &issuer.realm(),
+        "admin",
+        "repository:org/a:pull,push repository:org/b:pull,push,delete repository:org/c:pull,push",
+    )
+    .await;
+    let uploads = tmp.path().join("storage/uploads");
+    let sessions = || std::fs::read_dir(&uploads).map_or(0, |d| d.count());
+    let start = |repo: &str| {
+        c.post(format!("{registry}/v2/{repo}/blobs/uploads/"))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    // A PATCH whose Content-Range disagrees with its body: 416, and nothing kept.
+    let r = start("org/a").await.expect("start");
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let r = c
+        .patch(format!("{registry}{location}"))
+        .bearer_auth(&token)
+        .header("Content-Range", "0-9")
+        .body("12345")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), 416);
+    assert!(r
+        .text()
+        .await
+        .expect("body")
+        .contains("declares 10 bytes, the body had 5"));
+    let r = c
+        .get(format!("{registry}{location}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.headers()["range"], "0-0");
+    let r = c
+        .patch(format!("{registry}{location}"))
+        .bearer_auth(&token)
+        .header("Content-Range", "0-4")
+        .body("12345")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), 202);
+    // A client that goes away mid-chunk: not a server error, and the chunk is undone.
+    let mut s = connect(reg_port);
+    s.write_all(
+        format!(
+            "PATCH {location} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n0123456789"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c
+            .get(format!("{registry}{location}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("status");
+        if r.status() == 204 && r.headers()["range"] == "0-4" {
+            break;
+        }
+        // 204 "0-4" once the cut-short chunk is undone (its request may still be ending).
+        assert!(
+            Instant::now() < deadline,
+            "the cut-short chunk was kept: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sessions(), 1);
+
+    // A monolithic POST with a wrong digest leaves no session behind.
+    let r = c
+        .post(format!(
+            "{registry}/v2/org/b/blobs/uploads/?digest=sha256:{}",
+            "0".repeat(64)
+        ))
+        .bearer_auth(&token)
+        .body("not that")
+        .send()
+        .await
+        .expect("monolithic");
+    assert_eq!(r.status(), 400);
+    assert_eq!(sessions(), 1, "the failed monolithic upload left a session");
+
+    // Caps: 3 per repository, 5 in all; past them 429 TOOMANYREQUESTS with Retry-After.
+    for _ in 0..2 {
+        assert_eq!(start("org/a").await.expect("start").status(), 202);
+    }
+    let r = start("org/a").await.expect("start");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("TOOMANYREQUESTS") && body.contains("registry.max_uploads_per_repository"),
+        "{body}"
+    );
+    let mut in_b = Vec::new();
+    for _ in 0..2 {
+        let r = start("org/b").await.expect("start");
+        assert_eq!(r.status(), 202);
+        in_b.push(
+            r.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_string(),
+        );
+    }
+    let r = start("org/c").await.expect("start");
+    assert_eq!(r.status(), 429);
+    assert!(r
+        .text()
+        .await
+        .expect("body")
+        .contains("registry.max_uploads"));
+    // Cancelling one makes room.
+    let r = c
+        .delete(format!("{registry}{}", in_b[0]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), 204);
+    assert_eq!(start("org/c").await.expect("start").status(), 202);
+    let log = issuer.proc.log_text();
+    assert!(
+        !log.contains("registry storage error") && !log.contains("ERROR"),
+        "a client's doing logged as a server error:\n{log}"
+    );
+}
