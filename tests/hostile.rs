@@ -798,3 +798,37 @@ async fn registry_upload_bounds() {
         "a client's doing logged as a server error:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_cap_wait_their_turn() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    write_users(tmp.path(), &[("admin", "admin-pw")]);
+    let cfg = config(
+        tmp.path(),
+        "[http]\nmax_connections = 4\nheader_timeout_seconds = 60\n",
+    );
+    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let health = format!("{}/healthz", issuer.url());
+    // Four silent connections take every slot (after wait_http's own has closed: retried).
+    let mut held: Vec<TcpStream> = (0..4).map(|_| connect(issuer.port)).collect();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let fifth = c.get(&health).send().await;
+    assert!(
+        fifth.is_err(),
+        "a fifth connection was served past max_connections = 4"
+    );
+    // One slot freed: the next connection is served.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(r) = c.get(&health).send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot after one was freed");
+    }
+}
