@@ -1,9 +1,15 @@
 # token-issuer: a multi-stage build of the release binary into a small runtime image.
-FROM rust:1-bookworm AS build
+# Pinned: the toolchain the project is built and tested with.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Dependencies first, in a layer of their own: a change to the sources rebuilds only the crate.
 COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && cargo build --release --locked --bin token-issuer \
+ && rm -rf src
 COPY src ./src
-RUN cargo build --release --locked --bin token-issuer \
+RUN touch src/main.rs src/lib.rs \
+ && cargo build --release --locked --bin token-issuer \
  && strip target/release/token-issuer
 
 FROM debian:bookworm-slim
@@ -12,6 +18,9 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/token-issuer -
 COPY --from=build /src/target/release/token-issuer /usr/local/bin/token-issuer
 USER token-issuer
 WORKDIR /var/lib/token-issuer
+# The container's default address. It overrides `listen` in a mounted config (the environment
+# wins over the file), and start-up then logs a warning naming both; set TOKEN_ISSUER_LISTEN
+# (or pass --listen) to choose another.
 ENV TOKEN_ISSUER_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 CMD ["token-issuer", "healthcheck"]

@@ -32,12 +32,12 @@ impl App {
         let service = cfg.service()?;
         let (cert, key, kid) = cfg.key_sources()?;
         let keys = KeyMaterial::load(&cert, &key, kid.as_deref()).with_context(|| {
-            format!(
-                "signing key from {}, {} and {}",
-                setting("keys.cert"),
-                setting("keys.key"),
-                setting("keys.kid")
-            )
+            // Name what the user gave: the kid only when one was set.
+            let mut from = format!("{} and {}", setting("keys.cert"), setting("keys.key"));
+            if kid.is_some() {
+                from = format!("{}, {from}", setting("keys.kid"));
+            }
+            format!("signing key from {from}")
         })?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

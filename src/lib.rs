@@ -9,6 +9,7 @@ pub mod identity;
 pub mod keys;
 pub mod policy;
 pub mod registry;
+pub mod sample;
 pub mod scope;
 pub mod server;
 pub mod token;

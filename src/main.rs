@@ -31,9 +31,11 @@ enum Command {
     GenTokenAuthCert {
         /// The issuer name: the certificate's CN and the tokens' `iss`.
         issuer: String,
+        /// Where ISSUER.{crt,pem,kid,jwks.json} are written.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
-        #[arg(long, default_value_t = 730)]
+        /// Days the certificate is valid, 1–36500.
+        #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
         /// Overwrite existing files.
         #[arg(long)]
@@ -60,8 +62,10 @@ enum Command {
         /// Take the storage from this config's [registry] storage instead.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove manifests no tag reaches (and then the blobs only they referenced).
         #[arg(long)]
         delete_untagged: bool,
     },
@@ -77,9 +81,20 @@ enum Command {
     },
     /// Print an htpasswd line (bcrypt) for USER, reading the password from standard input.
     Htpasswd {
+        /// The user name (no ':').
         user: String,
+        /// bcrypt cost, 4–31: each step doubles the time of every cold login.
         #[arg(long, default_value_t = 10)]
         cost: u32,
+    },
+    /// Write a small OCI image layout (one file, tag `latest`) into DIR, to push without a
+    /// Docker engine: skopeo copy oci:DIR:latest docker://REGISTRY/NAME:TAG
+    SampleImage {
+        /// The layout's directory (created if missing).
+        dir: PathBuf,
+        /// The content of the image's one file, hello.txt.
+        #[arg(long, default_value = "hello from token-issuer\n")]
+        text: String,
     },
 }
 
@@ -208,6 +223,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::SampleImage { dir, text } => {
+            let digest = token_issuer::sample::write_oci_layout(&dir, &format!("{text}\n"))?;
+            println!(
+                "wrote an OCI image layout to {} (tag latest, manifest {digest}); push it with\n  \
+                 skopeo copy --dest-tls-verify=false --dest-creds USER:PASSWORD oci:{}:latest docker://REGISTRY/NAME:TAG",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Htpasswd { user, cost } => {
             let password = read_password()?;
             println!("{}", htpasswd_line(&user, &password, cost)?);
@@ -247,32 +272,26 @@ async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
         ttl_seconds = app.signer.ttl.as_secs(),
         "token-issuer starting"
     );
-    let issuer = server::serve(
-        cfg.listen.parse()?,
-        http::routes(app.clone()),
-        "token issuer",
-        &limits,
-    );
+    let issuer_listener = server::bind(cfg.listen.parse()?, "token issuer").await?;
     let Some(reg) = app::build_registry(&cfg, &app)? else {
-        return issuer.await;
+        return server::serve(issuer_listener, http::routes(app), &limits).await;
     };
     let rc = cfg
         .registry
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no [registry]"))?;
+    let registry_listener = server::bind(rc.listen.parse()?, "registry").await?;
     let reg = Arc::new(reg);
     registry::spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
     tracing::info!(listen = %rc.listen, storage = %reg.storage.root().display(), realm = %reg.auth.realm, "registry starting");
     if let Some(dir) = dev_dir {
+        // Both ports are bound: the hints below can be tried at once.
         print_dev_hints(dir, &rc.listen);
     }
-    let registry = server::serve(
-        rc.listen.parse()?,
-        registry::routes(reg),
-        "registry",
-        &limits,
-    );
-    tokio::try_join!(issuer, registry)?;
+    tokio::try_join!(
+        server::serve(issuer_listener, http::routes(app.clone()), &limits),
+        server::serve(registry_listener, registry::routes(reg), &limits),
+    )?;
     Ok(())
 }
 
@@ -344,18 +363,30 @@ storage = "registry"
     Ok(config)
 }
 
+/// Lines that work as pasted, from the directory `dev` was started in: no image needs to exist
+/// (`sample-image` writes one; `docker import` makes one from a file).
 fn print_dev_hints(dir: &Path, registry: &str) {
     let pw = dir.join("admin-password");
     let host = token_issuer::config::reachable(registry);
+    // The program as it was started (target/release/token-issuer under `cargo run`).
+    let exe = std::env::args()
+        .next()
+        .unwrap_or_else(|| "token-issuer".into());
+    let exe = if exe.contains('/') || exe == "token-issuer" {
+        exe
+    } else {
+        "token-issuer".into()
+    };
     println!(
         "\ntoken-issuer dev: registry at {host}, user admin, password in {pw}\n\n\
-         Try:\n  \
+         Try, with skopeo (no Docker needed):\n  \
+         {exe} sample-image sample-image\n  \
+         skopeo copy --dest-tls-verify=false --dest-creds admin:$(cat {pw}) oci:sample-image:latest docker://{host}/library/hello:latest\n  \
+         skopeo list-tags --tls-verify=false --creds admin:$(cat {pw}) docker://{host}/library/hello\n\
+         or with docker:\n  \
          docker login {host} -u admin --password-stdin < {pw}\n  \
-         docker tag alpine:latest {host}/library/alpine:latest\n  \
-         docker push {host}/library/alpine:latest\n  \
-         skopeo copy --dest-tls-verify=false --dest-creds admin:$(cat {pw}) \\\n      \
-         docker-archive:image.tar docker://{host}/library/app:latest\n  \
-         skopeo list-tags --tls-verify=false --creds admin:$(cat {pw}) docker://{host}/library/app\n",
+         echo hello > hello.txt && tar -c hello.txt | docker import - {host}/library/hello:docker\n  \
+         docker push {host}/library/hello:docker\n",
         pw = pw.display()
     );
 }

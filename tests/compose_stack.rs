@@ -132,6 +132,19 @@ fn compose_file_wiring() {
     )));
     assert!(aliases(&registry).contains(&Yaml::String(env["REGISTRY_HOST"].clone())));
     assert_eq!(dist["profiles"][0].as_str(), Some("distribution"));
+    // Every service comes back after a daemon restart; distribution 3 does not try to export
+    // traces; ports are published on loopback only (the development key is public).
+    for s in [&issuer, &registry, &dist] {
+        assert_eq!(s["restart"].as_str(), Some("unless-stopped"));
+        for p in s["ports"].as_vec().expect("ports") {
+            let host_ip = p["host_ip"].as_str().map(str::to_string).or_else(|| {
+                p.as_str()
+                    .map(|p| p.split(':').next().unwrap_or("").to_string())
+            });
+            assert_eq!(host_ip.as_deref(), Some("127.0.0.1"), "{p:?}");
+        }
+    }
+    assert_eq!(var(&dist, "OTEL_TRACES_EXPORTER"), "none");
 
     // Every ${VAR} of the compose file is in .env.example, and every .env.example variable is used.
     let text =
@@ -143,6 +156,38 @@ fn compose_file_wiring() {
         .collect();
     let defined: BTreeSet<String> = env.keys().cloned().collect();
     assert_eq!(used, defined, "compose variables vs .env.example");
+
+    // The realm comes from REGISTRY_TOKEN_AUTH_REALM, on every side: an https realm for
+    // production is one line of .env.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let prod_env = std::fs::read_to_string(repo().join(".env.example"))
+        .expect("env")
+        .replace(
+            "REGISTRY_TOKEN_AUTH_REALM=http://api.ly.fish.local/v1/registry",
+            "REGISTRY_TOKEN_AUTH_REALM=https://auth.example.com/v1/registry",
+        );
+    std::fs::write(tmp.path().join("prod.env"), prod_env).expect("write");
+    let out = Command::new("docker-compose")
+        .current_dir(repo())
+        .args(["-f", "docker-compose.registry.yml", "--env-file"])
+        .arg(tmp.path().join("prod.env"))
+        .arg("config")
+        .output()
+        .expect("docker-compose");
+    assert!(out.status.success());
+    let doc =
+        &YamlLoader::load_from_str(&String::from_utf8(out.stdout).expect("utf8")).expect("yaml")[0];
+    for (svc, key) in [
+        ("token-issuer", "REGISTRY_TOKEN_AUTH_REALM"),
+        ("registry", "REGISTRY2_TOKEN_AUTH_REALM"),
+        ("registry-distribution", "REGISTRY_AUTH_TOKEN_REALM"),
+    ] {
+        assert_eq!(
+            doc["services"][svc]["environment"][key].as_str(),
+            Some("https://auth.example.com/v1/registry"),
+            "{svc}"
+        );
+    }
 }
 
 #[test]
@@ -206,7 +251,16 @@ fn gen_env_writes_a_working_env_and_refuses_to_overwrite() {
             .output()
             .expect("gen-env")
     };
-    assert!(run(&[]).status.success());
+    let first_run = run(&[]);
+    assert!(first_run.status.success());
+    // It reports what it leaves, not the temporary files it made on the way.
+    let report = String::from_utf8_lossy(&first_run.stderr);
+    assert!(
+        report.contains(&format!("wrote {}", out.display()))
+            && report.lines().count() == 1
+            && !report.contains(".pem"),
+        "{report}"
+    );
     let env = env_file(&out);
     let example = env_file(&repo().join(".env.example"));
     assert_eq!(
@@ -288,4 +342,38 @@ async fn dev_stack_with_env_example_push_and_pull() {
         "issuer: {}",
         env["REGISTRY_TOKEN_AUTH_CERT_ISSUER"]
     )));
+    // The registry got none of the env file: no key, no warnings about unknown variables.
+    let registry_log = std::fs::read_to_string(dir.join("stack/registry.log")).expect("log");
+    assert!(
+        !registry_log.contains("unrecognized environment variable"),
+        "{registry_log}"
+    );
+
+    // A second stack on the same ports: refused at once, saying why, never "ready".
+    let t0 = std::time::Instant::now();
+    let out = Command::new(repo().join("scripts/dev-stack"))
+        .arg(".env.example")
+        .env("ISSUER_BIN", BIN)
+        .env("DEV_STACK_ISSUER_PORT", free_port().to_string())
+        .env("DEV_STACK_REGISTRY_PORT", registry_port.to_string())
+        .env("DEV_STACK_DIR", dir.join("second"))
+        .current_dir(repo())
+        .output()
+        .expect("dev-stack");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("127.0.0.1:{registry_port} is already in use"))
+            && !said.contains("dev-stack ready"),
+        "{said}"
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
 }

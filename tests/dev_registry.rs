@@ -43,7 +43,8 @@ async fn start_dev(dir: &Path, password: &str) -> Dev {
             "--registry-listen",
             &format!("127.0.0.1:{registry}"),
         ])
-        .env("TOKEN_ISSUER_DEV_PASSWORD", password);
+        .env("TOKEN_ISSUER_DEV_PASSWORD", password)
+        .current_dir(dir);
     let mut proc = Proc::spawn(
         "token-issuer dev",
         cmd,
@@ -67,8 +68,32 @@ async fn dev_mode_with_skopeo_and_a_restart() {
     let mut dev = start_dev(dir, "first-pw").await;
     let log = dev.proc.log_text();
     assert!(
-        log.contains("docker login 127.0.0.1:") && log.contains("skopeo"),
+        log.contains("docker login 127.0.0.1:") && log.contains("docker import"),
         "no hints:\n{log}"
+    );
+    // The skopeo lines work as pasted, in the directory dev was started in: sample-image
+    // writes an image, skopeo pushes it and lists its tag.
+    let hints: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("Try, with skopeo"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(hints.len(), 3, "{log}");
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(hints.join("\n"))
+        .current_dir(dir)
+        .env("REGISTRY_AUTH_FILE", dir.join("hints-auth.json"))
+        .output()
+        .expect("bash");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains(r#""latest""#),
+        "the printed lines failed:\n{}\n{said}\n{}",
+        hints.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
     );
     use std::os::unix::fs::PermissionsExt;
     let pw_file = dir.join("data/admin-password");

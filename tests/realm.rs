@@ -411,7 +411,59 @@ async fn bad_configuration_stops_start_up() {
             vec![],
             vec!["acl[0].actions", "pul"],
         ),
+        (
+            good.replace("type = \"registry\"", "type = \"registri\""),
+            vec![],
+            vec!["acl[2].type", "registri", "\"repository\""],
+        ),
+        (
+            good.replace("name = \"catalog\"", "name = \"*\""),
+            vec![],
+            vec!["acl[2].name", "catalog"],
+        ),
+        (
+            good.clone(),
+            vec![("REGISTRY_TOKEN_AUTH_REALM", "not a url")],
+            vec![
+                "REGISTRY_TOKEN_AUTH_REALM",
+                "not a url",
+                "absolute http(s) URL",
+            ],
+        ),
+        (
+            good.clone(),
+            vec![("TOKEN_ISSUER_TOKEN__TTL_SECONDS", "abc")],
+            vec!["TOKEN_ISSUER_TOKEN__TTL_SECONDS: invalid type"],
+        ),
+        (
+            good.clone(),
+            vec![("TOKEN_ISSUER_HTTP__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]")],
+            vec!["http.trusted_proxies", "10.0.0.0/33"],
+        ),
+        (
+            good.clone(),
+            vec![("TOKEN_ISSUER_HTTP__HEADER_TIMEOUT_SECONDS", "0")],
+            vec!["http.header_timeout_seconds", "between 1 and"],
+        ),
+        (
+            good.clone(),
+            vec![("TOKEN_ISSUER_DAMPING__MAX_WAITING", "0")],
+            vec!["damping.max_waiting"],
+        ),
+        (
+            // The certificate of another key: the error names the key and certificate settings,
+            // and the kid only when one was given (here it was not).
+            good.replace(&format!("kid_file = \"{ISSUER}.kid\""), "")
+                .replace(
+                    &format!("key_file = \"{ISSUER}.pem\""),
+                    "key_file = \"other.pem\"",
+                ),
+            vec![],
+            vec!["keys.cert", "keys.key"],
+        ),
     ];
+    gen_cert(&dir.join("other"), "other.test");
+    std::fs::copy(dir.join("other/other.test.pem"), dir.join("other.pem")).expect("other key");
     for (cfg, env, needles) in cases {
         let mut issuer = Issuer::spawn(dir, &cfg, &env);
         let (status, log) = issuer.proc.wait_exit();
@@ -420,7 +472,19 @@ async fn bad_configuration_stops_start_up() {
             assert!(log.contains(n), "{n:?} not in:\n{log}");
         }
         assert!(!log.contains("PRIVATE KEY"), "{log}");
+        if cfg.contains("other.pem") {
+            assert!(!log.contains("keys.kid"), "names a kid nobody gave:\n{log}");
+        }
     }
+    // gen-token-auth-cert --days 0 would write a certificate valid for minutes.
+    let out = std::process::Command::new(BIN)
+        .args(["gen-token-auth-cert", "x.test", "--days", "0", "--out-dir"])
+        .arg(dir.join("days0"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--days") && err.contains("1..=36500"), "{err}");
 }
 
 /// Bounded work per request: too many scopes is a 400 naming the limit before any
@@ -490,4 +554,36 @@ async fn scope_count_is_capped_before_authentication() {
         body["token"].as_str().expect("token"),
     );
     assert_eq!(claims.access.len(), 100);
+}
+
+/// A value of the file replaced by the environment or a flag is named at start-up (the
+/// container image sets TOKEN_ISSUER_LISTEN; a mounted config saying otherwise must not be
+/// silently ignored). Values are not logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn overridden_file_values_are_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    gen_cert(tmp.path(), ISSUER);
+    let cfg = format!("listen = \"127.0.0.1:1\"\n{}", config(tmp.path(), ""));
+    let issuer = Issuer::start(
+        tmp.path(),
+        &cfg,
+        &[("TOKEN_ISSUER_TOKEN__TTL_SECONDS", "600")],
+    )
+    .await;
+    let log = issuer.proc.log_text();
+    assert!(
+        log.contains("listen in ") && log.contains("overridden by a command-line flag"),
+        "{log}"
+    );
+    assert!(
+        log.contains("token.ttl_seconds in ")
+            && log.contains("overridden by TOKEN_ISSUER_TOKEN__TTL_SECONDS"),
+        "{log}"
+    );
+    for line in log.lines().filter(|l| l.contains("overridden")) {
+        assert!(
+            !line.contains("600") && !line.contains("127.0.0.1:"),
+            "a value was logged: {line}"
+        );
+    }
 }

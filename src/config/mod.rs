@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::magic::RelativePathBuf;
 use figment::Figment;
+use figment::Provider;
 use serde::Deserialize;
 
 pub mod limits;
@@ -311,13 +312,12 @@ impl Config {
             fig = fig.merge(Serialized::default(key, value));
         }
         let cfg: Config = fig.extract().map_err(|e| {
-            // figment prefixes keys with its profile name, which means nothing to our users.
-            let msgs: Vec<String> = e
-                .into_iter()
-                .map(|e| e.to_string().replace("\"default.", "\""))
-                .collect();
+            let msgs: Vec<String> = e.into_iter().map(describe).collect();
             anyhow::anyhow!("configuration: {}", msgs.join("; "))
         })?;
+        if let Some(f) = file {
+            warn_overridden(&fig, f);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -336,6 +336,9 @@ impl Config {
                 setting("token.algorithm"),
                 self.token.algorithm
             );
+        }
+        if let Some(realm) = &self.token.realm {
+            check_http_url(realm, "token.realm")?;
         }
         self.http.validate()?;
         self.damping.validate()?;
@@ -485,7 +488,10 @@ fn check_http_url(url: &str, key: &str) -> anyhow::Result<()> {
     let probe = url.replace("{name}", "x");
     match reqwest::Url::parse(&probe) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => bail!("{}: {url:?} is not an http(s) URL", setting(key)),
+        _ => bail!(
+            "{}: {url:?} is not an absolute http(s) URL (like https://host/path)",
+            setting(key)
+        ),
     }
 }
 
@@ -494,6 +500,94 @@ fn required<'a>(v: Option<&'a str>, key: &str) -> anyhow::Result<&'a str> {
         Some(s) if !s.trim().is_empty() => Ok(s),
         _ => bail!("{} is required", setting(key)),
     }
+}
+
+/// Says which keys of the file the environment or a flag replaced with another value (the
+/// container image's `TOKEN_ISSUER_LISTEN`, a stray variable): a config that says one thing
+/// while the process does another must not be silent. Values are not shown (some are secret).
+fn warn_overridden(fig: &Figment, file: &Path) {
+    let from_file = Figment::from(Toml::file(file));
+    let Ok(data) = from_file.data() else { return };
+    let mut keys = Vec::new();
+    for dict in data.values() {
+        leaves("", dict, &mut keys);
+    }
+    for key in keys {
+        let (Ok(mine), Ok(theirs)) = (from_file.find_value(&key), fig.find_value(&key)) else {
+            continue;
+        };
+        if mine == theirs {
+            continue;
+        }
+        let by = match fig.find_metadata(&key) {
+            Some(m) if m.name.contains("environment") => env_var_for(&key),
+            _ => "a command-line flag".to_string(),
+        };
+        tracing::warn!(
+            "{key} in {}: overridden by {by}, which sets another value",
+            file.display()
+        );
+    }
+}
+
+/// The variable that set `key` from the environment: a seed name when that is set, else the
+/// `TOKEN_ISSUER_` name.
+fn env_var_for(key: &str) -> String {
+    match SEED_ENV
+        .iter()
+        .find(|(env, k)| *k == key && std::env::var_os(env).is_some())
+    {
+        Some((env, _)) => format!("{env} ({key})"),
+        None => format!("TOKEN_ISSUER_{}", key.to_uppercase().replace('.', "__")),
+    }
+}
+
+fn leaves(prefix: &str, dict: &figment::value::Dict, out: &mut Vec<String>) {
+    for (k, v) in dict {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            figment::value::Value::Dict(_, d) => leaves(&key, d, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+/// One figment error in the user's terms: the variable they set (not figment's upper-cased
+/// TOML path), or the key and the file it is in.
+fn describe(e: figment::Error) -> String {
+    let key = e.path.join(".").to_lowercase();
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let file = e.metadata.as_ref().and_then(|m| match &m.source {
+        Some(figment::Source::File(p)) => Some(p.display().to_string()),
+        _ => None,
+    });
+    let what = if from_env {
+        match SEED_ENV
+            .iter()
+            .find(|(env, k)| *k == key && std::env::var_os(env).is_some())
+        {
+            Some((env, _)) => format!("{env} ({key})"),
+            None => format!("TOKEN_ISSUER_{}", key.to_uppercase().replace('.', "__")),
+        }
+    } else if let Some(file) = file {
+        format!("{key} in {file}")
+    } else {
+        key
+    };
+    // serde quotes its list of expected fields inside another pair of backticks.
+    let kind = e
+        .kind
+        .to_string()
+        .replace("expected `one of ", "expected one of ")
+        .replace("``", "`");
+    format!("{what}: {kind}")
 }
 
 fn seed_env() -> Env {

@@ -62,16 +62,18 @@ impl Acl {
             if account.is_none() && group.is_none() {
                 bail!("{at}: needs an account (a user name glob; \"*\" for any user, \"\" for anonymous) or a group");
             }
-            if r.resource_type.is_empty()
-                || !r
-                    .resource_type
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            {
-                bail!(
-                    "{at}.type: {:?} is not a resource type like \"repository\" or \"registry\"",
-                    r.resource_type
-                );
+            // The token spec's resource types that distribution checks: anything else would
+            // start and silently never match.
+            match r.resource_type.as_str() {
+                "repository" => {}
+                "registry" if r.name == "catalog" => {}
+                "registry" => bail!(
+                    "{at}.name: {:?}: a rule of type \"registry\" names \"catalog\", the only registry resource (GET /v2/_catalog)",
+                    r.name
+                ),
+                other => bail!(
+                    "{at}.type: {other:?} is not a resource type; use \"repository\" (the default) or \"registry\""
+                ),
             }
             if r.name.is_empty() {
                 bail!("{at}.name: empty");

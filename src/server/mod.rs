@@ -29,17 +29,37 @@ const GRACE: Duration = Duration::from_secs(10);
 /// Pause after `accept` fails for lack of descriptors or memory, before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Binds first, so start-up fails fast on a taken port and the log shows the real address.
-pub async fn serve(
-    addr: SocketAddr,
-    endpoint: impl Endpoint + 'static,
-    what: &str,
-    limits: &HttpLimits,
-) -> anyhow::Result<()> {
+/// A bound listener, not yet serving: binding comes first, so start-up fails fast on a taken
+/// port (before `dev` prints its hints) and the log shows the real address.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    what: &'static str,
+}
+
+pub async fn bind(addr: SocketAddr, what: &'static str) -> anyhow::Result<Bound> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("{what}: cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    Ok(Bound {
+        listener,
+        local,
+        what,
+    })
+}
+
+/// Serves `endpoint` on `bound` until Ctrl-C or SIGTERM, then lets requests finish.
+pub async fn serve(
+    bound: Bound,
+    endpoint: impl Endpoint + 'static,
+    limits: &HttpLimits,
+) -> anyhow::Result<()> {
+    let Bound {
+        listener,
+        local,
+        what,
+    } = bound;
     tracing::info!(listen = %local, max_connections = limits.max_connections, "{what} listening");
     let endpoint = Arc::new(endpoint.map_to_response().boxed());
     let timeouts = Timeouts {
