@@ -44,6 +44,7 @@ enum Command {
     /// One command for development: the issuer plus a built-in registry, with a generated key,
     /// an `admin` user and its password, all kept in DATA_DIR and reused by later runs.
     Dev {
+        /// Where the key, the admin password, the config and the registry's storage are kept.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
         /// The issuer's address.
@@ -389,4 +390,33 @@ fn print_dev_hints(dir: &Path, registry: &str) {
          docker push {host}/library/hello:docker\n",
         pw = pw.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` describes every command and every flag in a line.
+    #[test]
+    fn every_command_and_flag_is_described() {
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no description",
+                sub.get_name()
+            );
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} {id} has no description",
+                    sub.get_name()
+                );
+            }
+        }
+    }
 }
