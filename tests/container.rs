@@ -347,4 +347,66 @@ async fn image_and_compose_stack_with_docker() {
     );
     assert!(!logs.contains("4318"), "{logs}");
     compose(&["down", "-v"]);
+
+    // `dev`'s docker lines work as pasted, with this engine as the user's docker.
+    let (issuer_port, registry_port) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--data-dir", "data"])
+        .args(["--listen", &format!("127.0.0.1:{issuer_port}")])
+        .args(["--registry-listen", &format!("127.0.0.1:{registry_port}")])
+        .current_dir(dir);
+    let mut dev = Proc::spawn("token-issuer dev", cmd, dir.join("dev.log"));
+    dev.wait_http(&format!("http://127.0.0.1:{registry_port}/v2/"), 401)
+        .await;
+    let log = dev.log_text();
+    let hints: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("or with docker:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(hints.len(), 3, "{log}");
+    let out = engine
+        .cmd("bash")
+        .arg("-ec")
+        .arg(hints.join("\n"))
+        .current_dir(dir)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "the printed docker lines failed:\n{}\n{}",
+        hints.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{issuer_port}/v1/registry"))
+        .query(&[
+            ("service", "token-issuer-dev"),
+            ("scope", "repository:library/hello:pull"),
+        ])
+        .basic_auth(
+            "admin",
+            Some(std::fs::read_to_string(dir.join("data/admin-password")).expect("pw")),
+        )
+        .send()
+        .await
+        .expect("realm");
+    let token = r.json::<serde_json::Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let tags: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{registry_port}/v2/library/hello/tags/list"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("tags")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tags["tags"], serde_json::json!(["docker"]), "{tags}");
 }

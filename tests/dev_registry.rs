@@ -1311,3 +1311,34 @@ async fn dev_restart_waits_for_the_storage_lock() {
     assert!(second.wait_exit().0.success());
     assert!(terminate(&mut third.proc).success());
 }
+
+/// A taken registry port: `dev` exits naming the address, without printing hints that cannot
+/// work (it binds both ports before it prints them).
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_with_a_taken_port_says_so_before_any_hint() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--registry-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(dir);
+    let mut dev = Proc::spawn("token-issuer dev", cmd, dir.join("dev.log"));
+    let (status, log) = dev.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!("registry: cannot listen on 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Try,"),
+        "hints printed before binding:\n{log}"
+    );
+}
