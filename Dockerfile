@@ -31,6 +31,8 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && cargo build --release --locked --bin token-issuer \
  && rm -rf src
 COPY src ./src
+# The store's schema, embedded into the binary at compile time.
+COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin token-issuer \
  && strip target/release/token-issuer

@@ -1,15 +1,18 @@
 //! Start-up: turns a [`Config`] into the running parts, failing with a message that names the
 //! setting when anything is wrong. Everything per-request is precomputed here.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
 use crate::config::{setting, AclRule, Config, X5cMode};
+use crate::identity::store::StoreUsers;
 use crate::identity::upstream::{self, Upstream};
 use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
 use crate::keys::{jwk::Jwks, KeyMaterial};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
+use crate::store::Store;
 use crate::token::Signer;
 
 pub struct App {
@@ -27,7 +30,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn build(cfg: &Config) -> anyhow::Result<Self> {
+    pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
         let issuer = cfg.issuer()?;
         let service = cfg.service()?;
         let (cert, key, kid) = cfg.key_sources()?;
@@ -50,12 +53,20 @@ impl App {
             .as_ref()
             .map(|p| Htpasswd::load(&p.relative()))
             .transpose()?;
-        if htpasswd.is_none() && cfg.upstream.is_none() && !cfg.identity.anonymous {
+        if htpasswd.is_none()
+            && cfg.store.is_none()
+            && cfg.upstream.is_none()
+            && !cfg.identity.anonymous
+        {
             anyhow::bail!(
-                "no identity source: set {} or upstream.url (or allow anonymous callers with identity.anonymous = true)",
+                "no identity source: set {}, store.url or upstream.url (or allow anonymous callers with identity.anonymous = true)",
                 setting("identity.htpasswd")
             );
         }
+        let store = match &cfg.store {
+            Some(sc) => Some(open_store(sc, htpasswd.as_ref(), cfg).await?),
+            None => None,
+        };
         let client = cfg
             .upstream
             .as_ref()
@@ -63,6 +74,7 @@ impl App {
             .transpose()?;
         let auth = Authenticator::new(
             htpasswd,
+            store,
             cfg.upstream
                 .as_ref()
                 .zip(client.clone())
@@ -99,6 +111,36 @@ impl App {
             trusted_proxies: cfg.http.limits()?.trusted_proxies,
         })
     }
+}
+
+/// Opens and migrates the store, and refuses to start when a name is both an htpasswd user
+/// and a store user (which one would decide is not obvious; sources must not overlap).
+async fn open_store(
+    sc: &crate::config::StoreConfig,
+    htpasswd: Option<&Htpasswd>,
+    cfg: &Config,
+) -> anyhow::Result<StoreUsers> {
+    let store = Store::open(&sc.url, &sc.base)
+        .await
+        .with_context(|| setting("store.url"))?;
+    if let Some(h) = htpasswd {
+        for name in h.names() {
+            if store.user(name).await?.is_some() {
+                anyhow::bail!(
+                    "user {name:?} is both in {} and in the store {}; remove it from one",
+                    setting("identity.htpasswd"),
+                    store.shown
+                );
+            }
+        }
+    }
+    tracing::info!(store = %store.shown, cache_ttl_seconds = sc.cache_ttl_seconds, "user store open");
+    StoreUsers::new(
+        Arc::new(store),
+        Duration::from_secs(sc.cache_ttl_seconds),
+        Duration::from_secs(cfg.identity.cache_ttl_seconds),
+        cfg.identity.cache_capacity,
+    )
 }
 
 /// Certificates warned about this long before they expire.
@@ -154,7 +196,7 @@ fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Resul
             setting("upstream.repository.url")
         );
     }
-    if acl.is_empty() {
+    if acl.is_empty() && cfg.store.is_none() {
         tracing::warn!("no [[acl]] rules: tokens will grant nothing");
     }
     Ok(Policy { acl, repository })

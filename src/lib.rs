@@ -12,4 +12,5 @@ pub mod registry;
 pub mod sample;
 pub mod scope;
 pub mod server;
+pub mod store;
 pub mod token;

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod manage;
 use token_issuer::{app, app::App, config::Config, http, keys, registry, server};
 
 #[derive(Parser)]
@@ -80,6 +82,27 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Manage the store's users (see --config / --data-dir for which store).
+    Users {
+        #[command(flatten)]
+        store: manage::StoreArgs,
+        #[command(subcommand)]
+        command: manage::Users,
+    },
+    /// Manage the store's groups and their members.
+    Groups {
+        #[command(flatten)]
+        store: manage::StoreArgs,
+        #[command(subcommand)]
+        command: manage::Groups,
+    },
+    /// Manage the store's grants (what users and groups may do when no [[acl]] rule matches).
+    Grants {
+        #[command(flatten)]
+        store: manage::StoreArgs,
+        #[command(subcommand)]
+        command: manage::Grants,
+    },
     /// Print an htpasswd line (bcrypt) for USER, reading the password from standard input.
     Htpasswd {
         /// The user name (no ':').
@@ -138,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             registry_listen,
         } => {
-            let config = dev_init(&data_dir)?;
+            let config = dev_init(&data_dir).await?;
             let cfg = Config::load(
                 Some(&config),
                 &[("listen", listen), ("registry.listen", registry_listen)],
@@ -234,6 +257,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Users { store, command } => manage::users(&store, command).await,
+        Command::Groups { store, command } => manage::groups(&store, command).await,
+        Command::Grants { store, command } => manage::grants(&store, command).await,
         Command::Htpasswd { user, cost } => {
             let password = read_password()?;
             println!("{}", htpasswd_line(&user, &password, cost)?);
@@ -242,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn read_password() -> anyhow::Result<String> {
+pub(crate) fn read_password() -> anyhow::Result<String> {
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']).to_string();
@@ -262,7 +288,7 @@ fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String
 
 /// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM.
 async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
-    let app = Arc::new(App::build(&cfg)?);
+    let app = Arc::new(App::build(&cfg).await?);
     let limits = cfg.http.limits()?;
     server::raise_fd_limit();
     tracing::info!(
@@ -298,10 +324,11 @@ async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
 
 const DEV_ISSUER: &str = "token-issuer-dev";
 
-/// First run: a key as `gen-token-auth-cert` makes it, an `admin` user with a random password
-/// (or TOKEN_ISSUER_DEV_PASSWORD), an ACL giving admin everything, and a config file naming
-/// them. Later runs find and reuse all of it. Returns the config file.
-fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
+/// First run: a key as `gen-token-auth-cert` makes it, a SQLite store holding an `admin` user
+/// (the admin flag: everything, and the admin API) with a random password (or
+/// TOKEN_ISSUER_DEV_PASSWORD), and a config file naming them. Later runs find and reuse all of
+/// it. Returns the config file.
+async fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let config = dir.join("token-issuer.toml");
     let password_file = dir.join("admin-password");
@@ -329,14 +356,25 @@ fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
         _ => uuid::Uuid::new_v4().simple().to_string(),
     };
     keys::generate::write_file(&password_file, password.as_bytes(), 0o600)?;
-    keys::generate::write_file(
-        &dir.join("users.htpasswd"),
-        format!("{}\n", htpasswd_line("admin", &password, 10)?).as_bytes(),
-        0o600,
-    )?;
+    let store = token_issuer::store::Store::open("sqlite://token-issuer.db", dir).await?;
+    let hash = token_issuer::store::hash_password(&password)?;
+    match store.add_user("admin", &hash, true, false, None).await {
+        // Left by a first run that stopped before writing the config: take this password.
+        Err(token_issuer::store::StoreError::Conflict(_)) => {
+            let patch = token_issuer::store::UserPatch {
+                password_hash: Some(hash),
+                admin: Some(true),
+                ..Default::default()
+            };
+            store.update_user("admin", &patch).await?;
+        }
+        other => other?,
+    }
     let toml = format!(
-        r#"# Written by `token-issuer dev` on its first run and reused by later ones: add users to
-# users.htpasswd (`token-issuer htpasswd NAME >> users.htpasswd`) and rules below.
+        r#"# Written by `token-issuer dev` on its first run and reused by later ones. Users, groups and
+# grants live in token-issuer.db: `token-issuer users add NAME --data-dir DIR` (password on
+# stdin), `token-issuer grants add --user NAME 'NAME/**' pull,push --data-dir DIR`, or the
+# admin API at /admin/v1 as admin. [[acl]] rules added below are tried before the grants.
 [token]
 issuer = "{DEV_ISSUER}"
 service = "{DEV_ISSUER}"
@@ -344,17 +382,8 @@ service = "{DEV_ISSUER}"
 cert_file = "{DEV_ISSUER}.crt"
 key_file = "{DEV_ISSUER}.pem"
 kid_file = "{DEV_ISSUER}.kid"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "admin"
-name = "**"
-actions = ["*"]
-[[acl]]
-account = "admin"
-type = "registry"
-name = "catalog"
-actions = ["*"]
+[store]
+url = "sqlite://token-issuer.db"
 [registry]
 storage = "registry"
 "#

@@ -16,7 +16,9 @@ use figment::Provider;
 use serde::Deserialize;
 
 pub mod limits;
+pub mod store;
 pub use limits::{DampingConfig, HttpConfig};
+pub use store::StoreConfig;
 
 /// The seed's environment names and the TOML keys they set.
 pub const SEED_ENV: &[(&str, &str)] = &[
@@ -53,6 +55,7 @@ pub struct Config {
     pub acl: Vec<AclRule>,
     pub upstream: Option<UpstreamConfig>,
     pub registry: Option<RegistryConfig>,
+    pub store: Option<StoreConfig>,
 }
 
 /// The built-in registry, served beside the issuer.
@@ -311,10 +314,17 @@ impl Config {
         for (key, value) in overrides {
             fig = fig.merge(Serialized::default(key, value));
         }
-        let cfg: Config = fig.extract().map_err(|e| {
+        let mut cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(describe).collect();
             anyhow::anyhow!("configuration: {}", msgs.join("; "))
         })?;
+        if let Some(store) = &mut cfg.store {
+            // A relative SQLite path is relative to the config file, as every other path.
+            store.base = file
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+        }
         if let Some(f) = file {
             warn_overridden(&fig, f);
         }
@@ -342,6 +352,9 @@ impl Config {
         }
         self.http.validate()?;
         self.damping.validate()?;
+        if let Some(s) = &self.store {
+            s.validate()?;
+        }
         if !(60..=86_400).contains(&self.token.ttl_seconds) {
             bail!(
                 "{}: {} is out of range; clients treat anything under 60 s as 60, and 86400 is the most allowed",

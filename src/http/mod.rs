@@ -1,5 +1,6 @@
 //! The HTTP surface: the realm, the published keys, and health.
 
+pub mod admin;
 pub mod realm;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
         .at("/.well-known/jwks.json", get(jwks))
         .at("/healthz", get(health))
         .at("/readyz", get(health))
+        .nest("/admin/v1", admin::routes(app.clone()))
         .data(app)
 }
 

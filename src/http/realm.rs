@@ -36,7 +36,7 @@ impl RealmError {
         }
     }
 
-    fn into_response(self, basic_realm: &str) -> Response {
+    pub(super) fn into_response(self, basic_realm: &str) -> Response {
         let body =
             |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
         match self {
@@ -85,6 +85,7 @@ impl From<AuthError> for RealmError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::BadCredentials => Self::Unauthorized(e.to_string()),
+            AuthError::Refused(msg) => Self::Unauthorized(msg),
             AuthError::Unavailable(msg) => {
                 Self::Unavailable(format!("identity service unavailable: {msg}"))
             }
@@ -165,7 +166,7 @@ impl TokenRequest {
 /// The socket's peer, unless it is a trusted proxy: then the rightmost address in
 /// `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted proxy. Headers from
 /// any other peer are ignored, so a client cannot choose the address it is damped under.
-fn client_address(req: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
+pub(super) fn client_address(req: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
     let peer = match req.remote_addr().as_socket_addr() {
         Some(a) => a.ip().to_canonical(),
         None => return IpAddr::from([0, 0, 0, 0]),
@@ -309,7 +310,7 @@ fn parse_scopes(values: &[String], max: usize) -> Result<Vec<Scope>, RealmError>
         .map_err(|e| RealmError::bad("INVALID_SCOPE", e.to_string()))
 }
 
-fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
+pub(super) fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -90,7 +90,8 @@ impl Entry {
     }
 }
 
-/// What a login attempt must do before its credentials are checked.
+/// What a login attempt must do before its credentials are checked (cheap to clone).
+#[derive(Clone)]
 pub struct Plan {
     /// The pair or the address failed recently: its check queues behind first attempts.
     pub suspect: bool,

@@ -57,6 +57,15 @@ impl Htpasswd {
         Ok(Self { users, dummy_hash })
     }
 
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
+    /// The users and their hashes (for `users import`).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.users.iter().map(|(u, h)| (u.as_str(), h.as_str()))
+    }
+
     pub fn knows(&self, user: &str) -> bool {
         self.users.contains_key(user)
     }
@@ -76,7 +85,7 @@ impl Htpasswd {
     }
 }
 
-fn bcrypt_cost(hash: &str) -> Option<u32> {
+pub fn bcrypt_cost(hash: &str) -> Option<u32> {
     let rest = ["$2y$", "$2a$", "$2b$"]
         .iter()
         .find_map(|p| hash.strip_prefix(p))?;

@@ -5,6 +5,7 @@
 
 pub mod damping;
 pub mod htpasswd;
+pub mod store;
 pub mod upstream;
 
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use moka::future::Cache;
 
 use damping::{Damping, Outcome};
 use htpasswd::{Htpasswd, Verdict};
+use store::StoreUsers;
 use upstream::Upstream;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,10 @@ pub struct Identity {
     pub name: String,
     pub groups: Vec<String>,
     pub source: Source,
+    /// A store user with the `admin` flag: may do everything (see `policy`).
+    pub admin: bool,
+    /// A store user's grants and their groups' (empty for other sources).
+    pub rights: Vec<crate::store::Rights>,
 }
 
 /// Where an identity came from: only upstream identities can be asked about repositories.
@@ -33,6 +39,7 @@ pub struct Identity {
 pub enum Source {
     Anonymous,
     Local,
+    Store,
     Upstream,
 }
 
@@ -42,6 +49,8 @@ impl Identity {
             name: String::new(),
             groups: Vec::new(),
             source: Source::Anonymous,
+            admin: false,
+            rights: Vec::new(),
         }
     }
 
@@ -50,6 +59,8 @@ impl Identity {
             name: name.into(),
             groups: Vec::new(),
             source: Source::Local,
+            admin: false,
+            rights: Vec::new(),
         }
     }
 }
@@ -71,6 +82,9 @@ impl std::fmt::Debug for Credentials {
 pub enum AuthError {
     #[error("invalid username or password")]
     BadCredentials,
+    /// The password was right but the account may not log in (disabled, expired).
+    #[error("{0}")]
+    Refused(String),
     #[error("identity service unavailable: {0}")]
     Unavailable(String),
     #[error("too many failed logins from this address; wait {retry_after} s")]
@@ -88,6 +102,7 @@ const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 pub struct Authenticator {
     local: Option<Arc<Htpasswd>>,
+    store: Option<StoreUsers>,
     bcrypt: BcryptSlots,
     damping: Option<Damping>,
     upstream: Option<Upstream>,
@@ -106,6 +121,7 @@ pub struct CacheSettings {
 impl Authenticator {
     pub fn new(
         local: Option<Htpasswd>,
+        store: Option<StoreUsers>,
         upstream: Option<Upstream>,
         cache: CacheSettings,
         damping: Option<Damping>,
@@ -120,8 +136,12 @@ impl Authenticator {
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build()
         };
+        let failure_ttl = store
+            .as_ref()
+            .map_or(FAILURE_TTL, |s| FAILURE_TTL.min(s.ttl));
         Ok(Self {
             local: local.map(Arc::new),
+            store,
             bcrypt: BcryptSlots::new(),
             damping,
             upstream,
@@ -129,7 +149,7 @@ impl Authenticator {
             upstream_cache: build(cache.upstream_ttl),
             failures: Cache::builder()
                 .max_capacity(cache.capacity)
-                .time_to_live(FAILURE_TTL)
+                .time_to_live(failure_ttl)
                 .build(),
             salt,
         })
@@ -166,6 +186,15 @@ impl Authenticator {
             .local
             .as_ref()
             .is_some_and(|l| l.knows(&creds.username));
+        // Sources in order: htpasswd, store, upstream. A name the store must decide while the
+        // database is away is a 503, not a guess.
+        if let (false, Some(users)) = (local_knows, &self.store) {
+            if let Some(entry) = users.entry(&creds.username).await? {
+                return self
+                    .authenticate_stored(users, entry, creds, key, client)
+                    .await;
+            }
+        }
         let via_upstream = self.upstream.is_some() && !local_knows;
         let cache = if via_upstream {
             &self.upstream_cache
@@ -177,22 +206,9 @@ impl Authenticator {
         }
         // Concurrent requests with the same credentials (a `docker compose pull` of many
         // images) share one damping plan and one verification.
-        let verify = async {
-            let plan = self
-                .damping
-                .as_ref()
-                .map(|d| d.plan(&creds.username, client));
-            let result = self.check(creds, via_upstream, plan.as_ref()).await;
-            if let (Some(d), Some(p)) = (&self.damping, &plan) {
-                let outcome = match &result {
-                    Ok(_) => Outcome::Accepted,
-                    Err(AuthError::BadCredentials) => Outcome::Refused,
-                    Err(_) => Outcome::Undecided,
-                };
-                d.settle(p, &creds.username, client, outcome);
-            }
-            result
-        };
+        let verify = self.damped(creds, client, |plan| async move {
+            self.check(creds, via_upstream, plan.as_ref()).await
+        });
         let result = cache
             .try_get_with(key, verify)
             .await
@@ -201,6 +217,112 @@ impl Authenticator {
             self.failures.insert(key, ()).await;
         }
         result
+    }
+
+    /// Runs a verification under a damping plan (see [`damping`]), settling the plan with
+    /// its outcome: refused counts against the pair and address, accepted refunds.
+    async fn damped<'a, T, F, Fut>(
+        &'a self,
+        creds: &'a Credentials,
+        client: IpAddr,
+        verify: F,
+    ) -> Result<T, AuthError>
+    where
+        F: FnOnce(Option<damping::Plan>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AuthError>>,
+    {
+        let plan = self
+            .damping
+            .as_ref()
+            .map(|d| d.plan(&creds.username, client));
+        let result = verify(plan.clone()).await;
+        if let (Some(d), Some(p)) = (&self.damping, &plan) {
+            let outcome = match &result {
+                Ok(_) => Outcome::Accepted,
+                Err(AuthError::BadCredentials) => Outcome::Refused,
+                Err(_) => Outcome::Undecided,
+            };
+            d.settle(p, &creds.username, client, outcome);
+        }
+        result
+    }
+
+    /// A store user: bcrypt against the stored hash unless these credentials were verified
+    /// against that same hash recently; then the account's flags.
+    async fn authenticate_stored(
+        &self,
+        users: &StoreUsers,
+        entry: Arc<store::Entry>,
+        creds: &Credentials,
+        key: CacheKey,
+        client: IpAddr,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let hash = entry.password_hash.clone();
+        let known = users.verified.get(&key).await;
+        if known.as_ref().is_some_and(|h| *h != hash) {
+            // The password changed since: check again.
+            users.verified.invalidate(&key).await;
+        }
+        if known.as_ref() != Some(&hash) {
+            let hash = &hash;
+            let verify = self.damped(creds, client, |plan| async move {
+                self.check_hash(hash, creds, plan.as_ref())
+                    .await
+                    .map(|()| hash.clone())
+            });
+            let result = users
+                .verified
+                .try_get_with(key, verify)
+                .await
+                .map_err(|e: Arc<AuthError>| (*e).clone());
+            if let Err(e) = result {
+                if e == AuthError::BadCredentials {
+                    self.failures.insert(key, ()).await;
+                }
+                return Err(e);
+            }
+        }
+        if let Some(why) = entry.refusal() {
+            return Err(AuthError::Refused(why));
+        }
+        Ok(entry.identity.clone())
+    }
+
+    /// Waits for a damped attempt's turn, then checks `creds.password` against `hash`.
+    async fn check_hash(
+        &self,
+        hash: &Arc<str>,
+        creds: &Credentials,
+        plan: Option<&damping::Plan>,
+    ) -> Result<(), AuthError> {
+        let _turn = match (&self.damping, plan) {
+            (Some(d), Some(p)) => Some(d.admit(p).await?),
+            _ => None,
+        };
+        let suspect = plan.is_some_and(|p| p.suspect);
+        let (hash, pass) = (hash.clone(), creds.password.clone());
+        let slot = self.bcrypt.acquire(suspect).await?;
+        let ok = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            bcrypt::verify(pass, &hash).unwrap_or(false)
+        })
+        .await
+        .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::BadCredentials)
+        }
+    }
+
+    /// Whether the htpasswd file has `name` (a store user may not have it too).
+    pub fn local_knows(&self, name: &str) -> bool {
+        self.local.as_ref().is_some_and(|l| l.knows(name))
+    }
+
+    /// The store, for the admin API (after it has authenticated an admin).
+    pub fn store(&self) -> Option<&StoreUsers> {
+        self.store.as_ref()
     }
 
     /// Waits for a damped attempt's turn, then verifies.
@@ -223,6 +345,12 @@ impl Authenticator {
                     tracing::warn!(name = ?id.name, "refused an upstream identity named like a local user");
                     return Err(AuthError::BadCredentials);
                 }
+                if let Some(users) = &self.store {
+                    if users.entry(&id.name).await?.is_some() {
+                        tracing::warn!(name = ?id.name, "refused an upstream identity named like a store user");
+                        return Err(AuthError::BadCredentials);
+                    }
+                }
                 Ok(Arc::new(id))
             }
             _ => self.verify_local(creds, suspect).await,
@@ -235,6 +363,11 @@ impl Authenticator {
         suspect: bool,
     ) -> Result<Arc<Identity>, AuthError> {
         let Some(local) = self.local.clone() else {
+            // A name no source knows costs what a wrong password does.
+            if let Some(users) = &self.store {
+                let dummy: Arc<str> = users.dummy_hash.as_str().into();
+                let _ = self.check_hash(&dummy, creds, None).await;
+            }
             return Err(AuthError::BadCredentials);
         };
         let (user, pass) = (creds.username.clone(), creds.password.clone());
@@ -333,7 +466,7 @@ mod tests {
             upstream_ttl: Duration::ZERO,
             capacity: 100,
         };
-        let auth = Authenticator::new(Some(file), None, settings, None).expect("auth");
+        let auth = Authenticator::new(Some(file), None, None, settings, None).expect("auth");
         let login = |u: &str, p: &str| {
             let c = creds(u, p);
             let key = auth.cache_key(&c);

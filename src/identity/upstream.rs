@@ -99,6 +99,8 @@ impl Upstream {
             name: name.to_string(),
             groups,
             source: Source::Upstream,
+            admin: false,
+            rights: Vec::new(),
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct Grant {
     pub actions: Vec<String>,
     /// The rule says `upstream`: ask the repository endpoint about the rest.
     pub ask_upstream: bool,
+    /// A rule matched (and decided, even if it granted nothing).
+    pub matched: bool,
 }
 
 impl Acl {
@@ -123,6 +125,7 @@ impl Acl {
                 .cloned()
                 .collect(),
             ask_upstream: rule.actions.iter().any(|a| a == UPSTREAM),
+            matched: true,
         }
     }
 }
@@ -252,14 +255,16 @@ mod tests {
             acl.grant(&eve, &s),
             Grant {
                 actions: vec!["pull".into(), "push".into()],
-                ask_upstream: false
+                ask_upstream: false,
+                matched: true
             }
         );
         assert_eq!(
             acl.grant(&who("frank"), &s),
             Grant {
                 actions: vec!["pull".into()],
-                ask_upstream: true
+                ask_upstream: true,
+                matched: true
             }
         );
         assert!(acl.uses_upstream());

@@ -1,5 +1,7 @@
 //! What a caller may do: the ordered ACL (`acl`), whose rules may defer to the upstream API's
-//! per-repository answers (`upstream`).
+//! per-repository answers (`upstream`). For a store user no rule matches, the store decides:
+//! an `admin` may do everything, anyone else what the union of their grants and their groups'
+//! grants allows (see [`store_grant`]).
 //!
 //! The token carries requested ∩ allowed for each scope; a scope with nothing granted is left
 //! out. Asking for more than allowed is not an error (the token spec says so).
@@ -58,7 +60,12 @@ impl Policy {
     }
 
     async fn decide(&self, caller: &Caller<'_>, scope: &Scope) -> Result<Option<Scope>, AuthError> {
-        let mut actions = self.acl.grant(caller.identity, scope).actions;
+        let grant = self.acl.grant(caller.identity, scope);
+        let mut actions = if grant.matched {
+            grant.actions
+        } else {
+            store_grant(caller.identity, scope)
+        };
         if self.asks_upstream(caller, scope) {
             if let (Some(repo), Some((creds, key))) = (&self.repository, caller.credentials) {
                 let allowed = repo.allowed(creds, key, &scope.name).await?;
@@ -75,4 +82,23 @@ impl Policy {
             ..scope.clone()
         }))
     }
+}
+
+/// The requested actions a store user's `admin` flag or grants allow (nothing for others).
+pub fn store_grant(who: &Identity, scope: &Scope) -> Vec<String> {
+    if who.source != Source::Store {
+        return Vec::new();
+    }
+    scope
+        .actions
+        .iter()
+        .filter(|a| {
+            who.admin
+                || who
+                    .rights
+                    .iter()
+                    .any(|r| r.allows(&who.name, &scope.resource_type, &scope.name, a))
+        })
+        .cloned()
+        .collect()
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::digest;
 
 pub mod fake_api;
+pub mod postgres;
+pub mod store_api;
 pub mod targets;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-issuer");

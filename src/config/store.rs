@@ -1,0 +1,46 @@
+//! `[store]`: the database of users, groups and grants (see `crate::store`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::setting;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://FILE` (relative to the config file; created on first use) or
+    /// `postgres://USER:PASSWORD@HOST/DB`.
+    pub url: String,
+    /// How long a user's record, groups and grants are used before the database is asked
+    /// again: the bound within which a change (a disabled user, a new grant) made by another
+    /// issuer on the same database takes effect here. Changes through this issuer's admin API
+    /// take effect here at once.
+    #[serde(default = "default_store_ttl")]
+    pub cache_ttl_seconds: u64,
+    /// The directory relative SQLite paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+fn default_store_ttl() -> u64 {
+    5
+}
+
+impl StoreConfig {
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=300).contains(&self.cache_ttl_seconds) {
+            anyhow::bail!(
+                "{}: between 1 and 300 (it bounds how long a disabled user keeps working)",
+                setting("store.cache_ttl_seconds")
+            );
+        }
+        if self.url.is_empty() {
+            anyhow::bail!(
+                "{}: empty; use sqlite://FILE or postgres://USER:PASSWORD@HOST/DB",
+                setting("store.url")
+            );
+        }
+        Ok(())
+    }
+}

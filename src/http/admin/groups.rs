@@ -1,0 +1,136 @@
+//! `/admin/v1/groups`, `/admin/v1/groups/{name}` and `/admin/v1/groups/{name}/members[/{user}]`.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{handler, Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{admin, json_body, listing, no_content, page, respond};
+use crate::app::App;
+use crate::http::json_response;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    user: String,
+}
+
+#[handler]
+pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+    respond(
+        app,
+        async {
+            let (_who, users) = admin(req, app).await?;
+            let (after, limit) = page(req)?;
+            let found = users.store.groups(&after, limit).await?;
+            let last = found.last().map(|g| g.name.clone());
+            let items = found.iter().map(|g| json!({"name": g.name})).collect();
+            Ok(listing(req, "groups", items, last, limit))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+            let g: NewGroup = json_body(body).await?;
+            users.store.add_group(&g.name).await?;
+            tracing::info!(by = ?who.name, group = ?g.name, "admin API: group created");
+            Ok(json_response(StatusCode::CREATED, &json!({"name": g.name})))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn remove(
+    req: &Request,
+    Path(name): Path<String>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+            users.store.delete_group(&name).await?;
+            // Its members lose its grants: every cached account may be affected.
+            users.invalidate(None).await;
+            tracing::info!(by = ?who.name, group = ?name, "admin API: group deleted");
+            Ok(no_content())
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn members(
+    req: &Request,
+    Path(name): Path<String>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    respond(
+        app,
+        async {
+            let (_who, users) = admin(req, app).await?;
+            let (after, limit) = page(req)?;
+            let found = users.store.members(&name, &after, limit).await?;
+            let last = found.last().cloned();
+            let items = found.iter().map(|u| json!({"user": u})).collect();
+            Ok(listing(req, "members", items, last, limit))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn add_member(
+    req: &Request,
+    Path(name): Path<String>,
+    body: Body,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+        let m: NewMember = json_body(body).await?;
+        users.store.add_member(&name, &m.user).await?;
+        users.invalidate(Some(&m.user)).await;
+        tracing::info!(by = ?who.name, group = ?name, user = ?m.user, "admin API: member added");
+        Ok(json_response(StatusCode::CREATED, &json!({"user": m.user})))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn remove_member(
+    req: &Request,
+    Path((name, user)): Path<(String, String)>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+        users.store.remove_member(&name, &user).await?;
+        users.invalidate(Some(&user)).await;
+        tracing::info!(by = ?who.name, group = ?name, user = ?user, "admin API: member removed");
+        Ok(no_content())
+        }
+        .await,
+    )
+}

@@ -1,0 +1,187 @@
+//! The store's admin API, `/admin/v1/...`: users, groups and their members, grants. JSON in
+//! and out, errors in the realm's `{"errors":[...]}` shape. Callers authenticate with Basic
+//! as a store user whose `admin` flag is set (damped like any login); everyone else gets 403.
+//! Every change is logged with who made it, never with a password. Changes made here take
+//! effect on this issuer at once, on other issuers of the same database within
+//! `store.cache_ttl_seconds`.
+
+mod grants;
+mod groups;
+mod users;
+
+use std::sync::Arc;
+
+use poem::http::{header, StatusCode};
+use poem::{delete, get, Body, EndpointExt, Request, Response, Route};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::json_response;
+use super::realm::{basic_credentials, client_address, RealmError};
+use crate::app::App;
+use crate::identity::store::StoreUsers;
+use crate::identity::{Identity, Source};
+use crate::store::{StoreError, MAX_PAGE};
+
+/// Admin request bodies are small records.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Lines a list returns when the caller names no `limit`.
+const DEFAULT_PAGE: i64 = 100;
+
+pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
+    Route::new()
+        .at("/users", get(users::list).post(users::add))
+        .at(
+            "/users/:name",
+            get(users::show).patch(users::update).delete(users::remove),
+        )
+        .at("/groups", get(groups::list).post(groups::add))
+        .at("/groups/:name", delete(groups::remove))
+        .at(
+            "/groups/:name/members",
+            get(groups::members).post(groups::add_member),
+        )
+        .at("/groups/:name/members/:user", delete(groups::remove_member))
+        .at("/grants", get(grants::list).post(grants::add))
+        .at("/grants/:id", delete(grants::remove))
+        .data(app)
+}
+
+/// An admin API failure, as a status and a message.
+pub enum ApiError {
+    Realm(RealmError),
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    Invalid(String),
+    Unavailable(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => Self::NotFound(e.to_string()),
+            StoreError::Conflict(_) => Self::Conflict(e.to_string()),
+            StoreError::Invalid(m) => Self::Invalid(m),
+            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    fn into_response(self, basic_realm: &str) -> Response {
+        let (status, code, message) = match self {
+            Self::Realm(e) => return e.into_response(basic_realm),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "DENIED", m),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "CONFLICT", m),
+            Self::Invalid(m) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST", m),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m),
+        };
+        json_response(
+            status,
+            &json!({"errors": [{"code": code, "message": message}]}),
+        )
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// The authenticated store admin making the request, and the store.
+async fn admin<'a>(
+    req: &Request,
+    app: &'a App,
+) -> Result<(Arc<Identity>, &'a StoreUsers), ApiError> {
+    let Some(users) = app.auth.store() else {
+        return Err(ApiError::NotFound(
+            "no user store is configured here (store.url); the admin API manages the store".into(),
+        ));
+    };
+    let creds = basic_credentials(req)
+        .map_err(ApiError::Realm)?
+        .ok_or_else(|| {
+            ApiError::Realm(RealmError::Unauthorized(
+                "the admin API needs the Basic credentials of a store admin".into(),
+            ))
+        })?;
+    let key = app.auth.cache_key(&creds);
+    let client = client_address(req, &app.trusted_proxies);
+    let who = app
+        .auth
+        .authenticate(&creds, key, client)
+        .await
+        .map_err(|e| ApiError::Realm(e.into()))?;
+    if who.source != Source::Store || !who.admin {
+        tracing::info!(user = ?who.name, path = %req.original_uri().path(), "admin API refused: not a store admin");
+        return Err(ApiError::Forbidden(format!(
+            "{} is not an admin: the admin API is for store users with the admin flag",
+            who.name
+        )));
+    }
+    Ok((who, users))
+}
+
+/// The handler's answer, or its error's.
+fn respond(app: &App, result: ApiResult) -> Response {
+    result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T` (unknown fields are errors).
+async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::Invalid(format!(
+            "the body is not readable or over {MAX_BODY_BYTES} bytes"
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid(format!("the body: {e}")))
+}
+
+/// `?after=NAME&limit=N`: the page after `after`, at most `limit` (≤ 1000) lines.
+fn page(req: &Request) -> Result<(String, i64), ApiError> {
+    let mut after = String::new();
+    let mut limit = DEFAULT_PAGE;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "after" => after = v.into_owned(),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::Invalid(format!("limit: a number from 1 to {MAX_PAGE}"))
+                    })?
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
+/// A list page: `{"<key>": [...], "next": "<after for the next page>" | null}`, and a
+/// `Link: <...>; rel="next"` header as the registry's own lists have.
+fn listing(
+    req: &Request,
+    key: &str,
+    items: Vec<Value>,
+    last: Option<String>,
+    limit: i64,
+) -> Response {
+    let next = last.filter(|_| items.len() as i64 >= limit);
+    let mut r = json_response(StatusCode::OK, &json!({ key: items, "next": next }));
+    if let Some(n) = &next {
+        let link = format!(
+            "<{}?after={}&limit={limit}>; rel=\"next\"",
+            req.original_uri().path(),
+            form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+        );
+        if let Ok(v) = link.parse() {
+            r.headers_mut().insert(header::LINK, v);
+        }
+    }
+    r
+}
+
+fn no_content() -> Response {
+    Response::builder().status(StatusCode::NO_CONTENT).finish()
+}

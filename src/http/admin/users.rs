@@ -1,0 +1,185 @@
+//! `/admin/v1/users` and `/admin/v1/users/{name}`.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{handler, Body, Request, Response};
+use serde::{Deserialize, Deserializer};
+
+use super::{admin, json_body, listing, no_content, page, respond, ApiError};
+use crate::app::App;
+use crate::http::json_response;
+use crate::store::{self, UserPatch};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    disabled: bool,
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    password: Option<String>,
+    admin: Option<bool>,
+    disabled: Option<bool>,
+    /// Absent: unchanged; `null`: never expires; a time: expires then.
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, the default).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// bcrypt on a blocking thread: ~60 ms of CPU that must not stall the runtime.
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || store::hash_password(&password))
+        .await
+        .map_err(|_| ApiError::Unavailable("password hashing failed".into()))?
+        .map_err(ApiError::from)
+}
+
+#[handler]
+pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+    respond(
+        app,
+        async {
+            let (_who, users) = admin(req, app).await?;
+            let (after, limit) = page(req)?;
+            let found = users.store.users(&after, limit).await?;
+            let last = found.last().map(|u| u.name.clone());
+            let items = found.iter().map(store::User::to_json).collect();
+            Ok(listing(req, "users", items, last, limit))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn show(req: &Request, Path(name): Path<String>, Data(app): Data<&Arc<App>>) -> Response {
+    respond(
+        app,
+        async {
+            let (_who, users) = admin(req, app).await?;
+            let user = users
+                .store
+                .user(&name)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
+            Ok(json_response(StatusCode::OK, &user.to_json()))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+        let new: NewUser = json_body(body).await?;
+        if app.auth.local_knows(&new.name) {
+            return Err(ApiError::Conflict(format!(
+                "user {} already exists in the htpasswd file (identity.htpasswd); a name lives in one source",
+                new.name
+            )));
+        }
+        let expires_at = new.expires_at.as_deref().map(store::parse_time).transpose()?;
+        let password_hash = hash(new.password).await?;
+        users
+            .store
+            .add_user(&new.name, &password_hash, new.admin, new.disabled, expires_at)
+            .await?;
+        users.invalidate(Some(&new.name)).await;
+        tracing::info!(by = ?who.name, user = ?new.name, admin = new.admin, disabled = new.disabled, "admin API: user created");
+        let user = users
+            .store
+            .user(&new.name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("user {} not found", new.name)))?;
+        Ok(json_response(StatusCode::CREATED, &user.to_json()))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn update(
+    req: &Request,
+    Path(name): Path<String>,
+    body: Body,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+            let p: Patch = json_body(body).await?;
+            let patch = UserPatch {
+                password_hash: match p.password {
+                    Some(pw) => Some(hash(pw).await?),
+                    None => None,
+                },
+                admin: p.admin,
+                disabled: p.disabled,
+                expires_at: match p.expires_at {
+                    Some(Some(t)) => Some(Some(store::parse_time(&t)?)),
+                    Some(None) => Some(None),
+                    None => None,
+                },
+            };
+            users.store.update_user(&name, &patch).await?;
+            users.invalidate(Some(&name)).await;
+            tracing::info!(
+                by = ?who.name,
+                user = ?name,
+                password_changed = patch.password_hash.is_some(),
+                admin = ?patch.admin,
+                disabled = ?patch.disabled,
+                expires_at = ?patch.expires_at,
+                "admin API: user updated"
+            );
+            let user = users
+                .store
+                .user(&name)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
+            Ok(json_response(StatusCode::OK, &user.to_json()))
+        }
+        .await,
+    )
+}
+
+#[handler]
+pub async fn remove(
+    req: &Request,
+    Path(name): Path<String>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    respond(
+        app,
+        async {
+            let (who, users) = admin(req, app).await?;
+            if who.name == name {
+                return Err(ApiError::Invalid(
+                    "an admin cannot delete themselves; ask another admin, or use the CLI".into(),
+                ));
+            }
+            users.store.delete_user(&name).await?;
+            users.invalidate(Some(&name)).await;
+            tracing::info!(by = ?who.name, user = ?name, "admin API: user deleted");
+            Ok(no_content())
+        }
+        .await,
+    )
+}

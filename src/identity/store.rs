@@ -1,0 +1,128 @@
+//! Users of the database store, read through two caches so that a token request for a known
+//! user costs no database round trip in the steady state:
+//!
+//! - `accounts`: name → the user's record, groups and grants, for `store.cache_ttl_seconds`
+//!   (5 s by default). This TTL is the bound within which a change made elsewhere (another
+//!   issuer's admin API, the CLI) takes effect here: a disabled user, a new grant, a password.
+//!   Unknown names are remembered too, so a stream of them is one query per name per TTL.
+//! - `verified`: salted credentials → the password hash they were checked against, for
+//!   `identity.cache_ttl_seconds`. A request whose account still has that hash skips bcrypt;
+//!   a changed password no longer matches and is checked again.
+//!
+//! A database that cannot be reached is an `Unavailable` (503) for the names it must decide,
+//! never a guess; the caches recover by themselves when it returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use super::{AuthError, CacheKey, Identity, Source};
+use crate::store::{self, Account, Store};
+
+pub struct StoreUsers {
+    pub store: Arc<Store>,
+    /// `store.cache_ttl_seconds`: also caps how long a refused credential is remembered, so
+    /// a user created (or a password set) just after a refused attempt works within it.
+    pub(super) ttl: Duration,
+    accounts: Cache<String, Option<Arc<Entry>>>,
+    pub(super) verified: Cache<CacheKey, Arc<str>>,
+    /// Checked against for names the store does not know (when nothing else will check
+    /// them), so that unknown names cost the same bcrypt work as wrong passwords.
+    pub(super) dummy_hash: String,
+}
+
+/// A store user as the request path uses them.
+pub(super) struct Entry {
+    pub identity: Arc<Identity>,
+    pub password_hash: Arc<str>,
+    disabled: bool,
+    expires_at: Option<i64>,
+}
+
+impl StoreUsers {
+    pub fn new(
+        store: Arc<Store>,
+        ttl: Duration,
+        verified_ttl: Duration,
+        capacity: u64,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            store,
+            ttl,
+            accounts: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            verified: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(verified_ttl.max(Duration::from_millis(1)))
+                .build(),
+            dummy_hash: bcrypt::hash(uuid::Uuid::new_v4().to_string(), 10)?,
+        })
+    }
+
+    /// The store's user called `name`, from the cache or (once per TTL, shared by concurrent
+    /// callers) the database.
+    pub(super) async fn entry(&self, name: &str) -> Result<Option<Arc<Entry>>, AuthError> {
+        // Names the store can never hold are not worth a query (nor a cache slot).
+        if !store::valid_name(name) {
+            return Ok(None);
+        }
+        let store = &self.store;
+        self.accounts
+            .try_get_with(name.to_string(), async move {
+                let account = store.account(name).await?;
+                Ok::<_, store::StoreError>(account.map(|a| Arc::new(Entry::from(a))))
+            })
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("user database: {e}")))
+    }
+
+    /// Forget what is cached about `name` (or everyone): the admin API's changes take effect
+    /// on this issuer at once.
+    pub async fn invalidate(&self, name: Option<&str>) {
+        match name {
+            Some(n) => self.accounts.invalidate(n).await,
+            None => self.accounts.invalidate_all(),
+        }
+    }
+}
+
+impl Entry {
+    /// Why the account may not log in now (checked after the password, so a guesser learns
+    /// nothing about accounts).
+    pub(super) fn refusal(&self) -> Option<String> {
+        if self.disabled {
+            return Some(format!(
+                "the account {} is disabled; ask an administrator to enable it",
+                self.identity.name
+            ));
+        }
+        match self.expires_at {
+            Some(t) if t <= store::now() => Some(format!(
+                "the account {} expired at {}; ask an administrator to extend it",
+                self.identity.name,
+                store::rfc3339(t)
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl From<Account> for Entry {
+    fn from(a: Account) -> Self {
+        Self {
+            password_hash: a.user.password_hash.as_str().into(),
+            disabled: a.user.disabled,
+            expires_at: a.user.expires_at,
+            identity: Arc::new(Identity {
+                name: a.user.name,
+                groups: a.groups,
+                source: Source::Store,
+                admin: a.user.admin,
+                rights: a.rights,
+            }),
+        }
+    }
+}
