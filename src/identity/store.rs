@@ -69,6 +69,10 @@ impl StoreUsers {
         if !store::valid_name(name) {
             return Ok(None);
         }
+        // The steady state: a lookup by the borrowed name, no allocation.
+        if let Some(hit) = self.accounts.get(name).await {
+            return Ok(hit);
+        }
         let store = &self.store;
         self.accounts
             .try_get_with(name.to_string(), async move {
