@@ -140,6 +140,7 @@ async fn open_store(
         Duration::from_secs(sc.cache_ttl_seconds),
         Duration::from_secs(cfg.identity.cache_ttl_seconds),
         cfg.identity.cache_capacity,
+        Duration::from_secs(cfg.token.refresh_ttl_days * 86_400),
     )
 }
 

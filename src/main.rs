@@ -103,6 +103,13 @@ enum Command {
         #[command(subcommand)]
         command: manage::Grants,
     },
+    /// List and revoke refresh tokens (what `docker login` stores instead of a password).
+    Tokens {
+        #[command(flatten)]
+        store: manage::StoreArgs,
+        #[command(subcommand)]
+        command: manage::Tokens,
+    },
     /// Print an htpasswd line (bcrypt) for USER, reading the password from standard input.
     Htpasswd {
         /// The user name (no ':').
@@ -260,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users { store, command } => manage::users(&store, command).await,
         Command::Groups { store, command } => manage::groups(&store, command).await,
         Command::Grants { store, command } => manage::grants(&store, command).await,
+        Command::Tokens { store, command } => manage::tokens(&store, command).await,
         Command::Htpasswd { user, cost } => {
             let password = read_password()?;
             println!("{}", htpasswd_line(&user, &password, cost)?);

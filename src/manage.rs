@@ -1,5 +1,5 @@
-//! `users`, `groups` and `grants`: the admin API's operations from the command line, against
-//! the configured store directly (no server needed).
+//! `users`, `groups`, `grants` and `tokens`: the admin API's operations from the command line,
+//! against the configured store directly (no server needed).
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +112,24 @@ pub enum Grants {
     Delete {
         /// The grant's id (from `grants list`).
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Tokens {
+    /// List a user's refresh tokens: id, client, issued, expires (never the token).
+    List {
+        /// The user name (of any identity source).
+        user: String,
+    },
+    /// Revoke one refresh token by id, or every one of a user.
+    Revoke {
+        /// The token's id (from `tokens list`).
+        #[arg(conflicts_with = "user", required_unless_present = "user")]
+        id: Option<String>,
+        /// Every refresh token of this user.
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -351,6 +369,37 @@ pub async fn grants(args: &StoreArgs, cmd: Grants) -> anyhow::Result<()> {
             store.delete_grant(&id).await?;
             eprintln!("deleted grant {id}");
         }
+    }
+    Ok(())
+}
+
+pub async fn tokens(args: &StoreArgs, cmd: Tokens) -> anyhow::Result<()> {
+    let (store, _) = open(args).await?;
+    let later = "running issuers refuse it within store.cache_ttl_seconds";
+    match cmd {
+        Tokens::List { user } => {
+            for t in store.refresh_tokens_of(&user).await? {
+                println!(
+                    "{}\t{}\tclient {:?}\tissued {}\texpires {}",
+                    t.id,
+                    t.source,
+                    t.client_id,
+                    store::rfc3339(t.created_at),
+                    store::rfc3339(t.expires_at)
+                );
+            }
+        }
+        Tokens::Revoke { id: Some(id), .. } => {
+            store.revoke_refresh_token(&id).await?;
+            eprintln!("revoked refresh token {id}: {later}");
+        }
+        Tokens::Revoke {
+            user: Some(user), ..
+        } => {
+            let n = store.revoke_refresh_tokens_of(&user).await?;
+            eprintln!("revoked {n} refresh token(s) of {user}: {later}");
+        }
+        Tokens::Revoke { .. } => anyhow::bail!("name a token id or --user USER"),
     }
     Ok(())
 }

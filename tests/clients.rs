@@ -128,6 +128,18 @@ impl Docker {
         }
     }
 
+    /// docker's saved login for `host` (its config.json entry); `None` for the others, which
+    /// keep their own auth files and ask for no refresh token.
+    fn stored_login(&self, host: &str) -> Option<serde_json::Value> {
+        if self.program != "docker" {
+            return None;
+        }
+        let (_, dir) = self.env.iter().find(|(k, _)| k == "DOCKER_CONFIG")?;
+        let text = std::fs::read_to_string(dir.join("config.json")).expect("docker config.json");
+        let config: serde_json::Value = serde_json::from_str(&text).expect("json");
+        Some(config["auths"][host].clone())
+    }
+
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
         let mut cmd = Command::new(self.program);
@@ -247,11 +259,35 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
         "{label}: {err}"
     );
 
-    let out = docker.ok(
+    let login = docker.run(
         &["login", "-u", "admin", "--password-stdin", host],
         Some("admin-pw"),
     );
+    let (out, err) = (
+        String::from_utf8_lossy(&login.stdout),
+        String::from_utf8_lossy(&login.stderr),
+    );
+    assert!(login.status.success(), "{label}: {err}");
     assert!(out.contains(docker.words.login_ok), "{label}: {out}");
+    // The issuer has a store, so docker keeps a refresh token instead of the password, and
+    // every push and pull below trades it for access tokens (the OAuth2 refresh grant).
+    if let Some(stored) = docker.stored_login(host) {
+        assert!(
+            stored["identitytoken"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("tirt_")),
+            "{label}: {stored}"
+        );
+        let auth = stored["auth"].as_str().unwrap_or_default();
+        let auth = data_encoding::BASE64
+            .decode(auth.as_bytes())
+            .unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&auth).contains("admin-pw"),
+            "{label}: the password is stored"
+        );
+        assert!(!err.contains("unencrypted"), "{label}: {err}");
+    }
     docker.ok(&["push", &image], None);
     docker.ok(&["rmi", &image], None);
     docker.ok(&["pull", &image], None);

@@ -92,6 +92,9 @@ pub struct TokenConfig {
     /// Whether tokens carry the certificate chain in an `x5c` header.
     #[serde(default)]
     pub x5c: X5cMode,
+    /// How long a refresh token (OAuth2 offline access) lives, in days.
+    #[serde(default = "default_refresh_ttl_days")]
+    pub refresh_ttl_days: u64,
 }
 
 impl Default for TokenConfig {
@@ -103,6 +106,7 @@ impl Default for TokenConfig {
             algorithm: default_algorithm(),
             ttl_seconds: default_ttl(),
             x5c: X5cMode::default(),
+            refresh_ttl_days: default_refresh_ttl_days(),
         }
     }
 }
@@ -232,6 +236,9 @@ fn default_algorithm() -> String {
 fn default_ttl() -> u64 {
     3600
 }
+fn default_refresh_ttl_days() -> u64 {
+    90
+}
 fn default_cache_ttl() -> u64 {
     60
 }
@@ -360,6 +367,13 @@ impl Config {
                 "{}: {} is out of range; clients treat anything under 60 s as 60, and 86400 is the most allowed",
                 setting("token.ttl_seconds"),
                 self.token.ttl_seconds
+            );
+        }
+        if !(1..=3650).contains(&self.token.refresh_ttl_days) {
+            bail!(
+                "{}: {} is out of range; give 1 to 3650 days",
+                setting("token.refresh_ttl_days"),
+                self.token.refresh_ttl_days
             );
         }
         if self.identity.cache_ttl_seconds > 3600 {

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::json_response;
 use crate::app::App;
-use crate::identity::{AuthError, Credentials, Identity};
+use crate::identity::{refresh, AuthError, Credentials, Identity};
 use crate::policy::Caller;
 use crate::scope::Scope;
 
@@ -114,6 +114,10 @@ struct TokenRequest {
     account: Option<String>,
     client_id: Option<String>,
     credentials: Option<Credentials>,
+    /// `grant_type=refresh_token`'s token, or a GET's Basic password with an empty user.
+    refresh_token: Option<String>,
+    /// Asked for a refresh token: GET `offline_token=true`, POST `access_type=offline`.
+    offline: bool,
 }
 
 #[handler]
@@ -159,6 +163,8 @@ impl TokenRequest {
             account: None,
             client_id: None,
             credentials: None,
+            refresh_token: None,
+            offline: false,
         }
     }
 }
@@ -231,12 +237,19 @@ fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest, RealmErro
             "scope" => scope_values.push(v.into_owned()),
             "account" => tr.account = Some(v.into_owned()),
             "client_id" => tr.client_id = Some(v.into_owned()),
-            // offline_token asks for a refresh token, which this issuer does not hand out.
+            "offline_token" => tr.offline = v == "true",
             _ => {}
         }
     }
     tr.scopes = parse_scopes(&scope_values, max_scopes)?;
     tr.credentials = basic_credentials(req)?;
+    // containerd's GET fallback for a refresh: Basic with an empty user and the refresh token.
+    if let Some(c) = tr
+        .credentials
+        .take_if(|c| c.username.is_empty() && refresh::looks_like(&c.password))
+    {
+        tr.refresh_token = Some(c.password);
+    }
     Ok(tr)
 }
 
@@ -271,16 +284,24 @@ async fn parse_post(
             "client_id" => tr.client_id = Some(v.into_owned()),
             "username" => username = Some(v.into_owned()),
             "password" => password = Some(v.into_owned()),
+            "refresh_token" => tr.refresh_token = Some(v.into_owned()),
+            "access_type" => tr.offline = v == "offline",
             _ => {}
         }
     }
     match grant_type.as_deref() {
-        Some("password") => {}
+        Some("password") => tr.refresh_token = None,
         Some("refresh_token") => {
-            return Err(RealmError::bad(
-                "UNSUPPORTED_GRANT_TYPE",
-                "this issuer does not issue refresh tokens; use grant_type=password",
-            ))
+            if tr.refresh_token.as_deref().is_none_or(str::is_empty) {
+                return Err(RealmError::bad(
+                    "INVALID_REQUEST",
+                    "grant_type=refresh_token needs a refresh_token",
+                ));
+            }
+            // The refresh token is the credential; a new one is never issued for it.
+            tr.offline = false;
+            tr.scopes = parse_scopes(&scope_values, max_scopes)?;
+            return Ok(tr);
         }
         Some(other) => {
             return Err(RealmError::bad(
@@ -368,6 +389,79 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
             ));
         }
     }
+    let client_id = tr.client_id.as_deref().unwrap_or("");
+    let (identity, credentials) = if let Some(rt) = tr.refresh_token.as_deref() {
+        let r = app
+            .auth
+            .refresh(rt, tr.client_id.as_deref(), tr.client)
+            .await
+            .map_err(|e| {
+                tracing::info!(
+                    method = tr.method,
+                    client_id = ?client_id,
+                    peer = %tr.client,
+                    "refresh refused: {e}"
+                );
+                RealmError::from(e)
+            })?;
+        (r.identity, r.credentials)
+    } else {
+        (login(app, &tr).await?, tr.credentials)
+    };
+    let key = credentials.as_ref().map(|c| app.auth.cache_key(c));
+    let caller = Caller {
+        identity: &identity,
+        credentials: credentials.as_ref().zip(key),
+    };
+    let access = app
+        .policy
+        .authorize(&caller, &tr.scopes)
+        .await
+        .map_err(RealmError::from)?;
+    tracing::debug!(
+        user = ?identity.name,
+        client_id = ?client_id,
+        refresh = tr.refresh_token.is_some(),
+        requested = ?tr.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        granted = ?access.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "token issued"
+    );
+    let scope = (tr.method == "POST").then(|| {
+        access
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let now = SystemTime::now();
+    let issued = app
+        .signer
+        .issue(&identity.name, access, now)
+        .map_err(|_| RealmError::Internal)?;
+    // A refresh token only for a password login that asked for one. If the store cannot take
+    // it, the login still succeeds without one: the client keeps the password instead.
+    let refresh_token = match (&credentials, tr.offline && tr.refresh_token.is_none()) {
+        (Some(c), true) => app
+            .auth
+            .mint_refresh(&identity, c, client_id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(user = ?identity.name, "no refresh token issued: {e}");
+                None
+            }),
+        _ => None,
+    };
+    Ok(token_response(TokenBody {
+        token: &issued.token,
+        expires_in: app.signer.ttl.as_secs(),
+        issued_at: &humantime::format_rfc3339_seconds(now).to_string(),
+        refresh_token: refresh_token.as_deref(),
+        scope: scope.as_deref(),
+    }))
+}
+
+/// A password login (or the anonymous caller, when allowed).
+async fn login(app: &App, tr: &TokenRequest) -> Result<Arc<Identity>, RealmError> {
     let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
     let identity = match (&tr.credentials, key) {
         (Some(c), Some(key)) => app
@@ -398,48 +492,44 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
             return Err(RealmError::Unauthorized(NO_CREDENTIALS.into()));
         }
     };
-    let caller = Caller {
-        identity: &identity,
-        credentials: tr.credentials.as_ref().zip(key),
-    };
-    let access = app
-        .policy
-        .authorize(&caller, &tr.scopes)
-        .await
-        .map_err(RealmError::from)?;
-    tracing::debug!(
-        user = ?identity.name,
-        client_id = ?tr.client_id.as_deref().unwrap_or(""),
-        requested = ?tr.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        granted = ?access.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "token issued"
-    );
-    let now = SystemTime::now();
-    let issued = app
-        .signer
-        .issue(&identity.name, access, now)
-        .map_err(|_| RealmError::Internal)?;
-    Ok(token_response(
-        &issued.token,
-        app.signer.ttl.as_secs(),
-        &humantime::format_rfc3339_seconds(now).to_string(),
-    ))
+    Ok(identity)
+}
+
+struct TokenBody<'a> {
+    token: &'a str,
+    expires_in: u64,
+    issued_at: &'a str,
+    /// Only when a password login asked for offline access.
+    refresh_token: Option<&'a str>,
+    /// The granted scopes, space-separated: OAuth2 (POST) answers only.
+    scope: Option<&'a str>,
 }
 
 /// The 200 body, written straight into one buffer: the token (twice: `access_token` is what
-/// OAuth2 clients read, `token` what the token spec names) is base64url and dots, and the time
-/// RFC 3339 digits, so nothing needs escaping, and a token with `x5c` is ~1.5 KB.
-fn token_response(token: &str, expires_in: u64, issued_at: &str) -> Response {
-    let mut body = String::with_capacity(2 * token.len() + 96);
+/// OAuth2 clients read, `token` what the token spec names) and the refresh token are base64url
+/// and dots, and the time RFC 3339 digits, so nothing needs escaping, and a token with `x5c` is
+/// ~1.5 KB. Scope strings can hold anything the grammar allows, so they are JSON-encoded.
+fn token_response(b: TokenBody) -> Response {
+    let mut body = String::with_capacity(2 * b.token.len() + 160);
     body.push_str(r#"{"token":""#);
-    body.push_str(token);
+    body.push_str(b.token);
     body.push_str(r#"","access_token":""#);
-    body.push_str(token);
+    body.push_str(b.token);
     body.push_str(r#"","expires_in":"#);
-    body.push_str(&expires_in.to_string());
+    body.push_str(&b.expires_in.to_string());
     body.push_str(r#","issued_at":""#);
-    body.push_str(issued_at);
-    body.push_str(r#""}"#);
+    body.push_str(b.issued_at);
+    body.push('"');
+    if let Some(rt) = b.refresh_token {
+        body.push_str(r#","refresh_token":""#);
+        body.push_str(rt);
+        body.push('"');
+    }
+    if let Some(scope) = b.scope {
+        body.push_str(r#","scope":"#);
+        body.push_str(&serde_json::Value::from(scope).to_string());
+    }
+    body.push('}');
     Response::builder()
         .status(StatusCode::OK)
         .content_type("application/json")

@@ -70,6 +70,11 @@ impl Htpasswd {
         self.users.contains_key(user)
     }
 
+    /// The user's bcrypt hash (refresh tokens are bound to it).
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(|h| h.as_ref())
+    }
+
     /// CPU-bound (bcrypt): call from a blocking thread.
     pub fn verify(&self, user: &str, password: &str) -> Verdict {
         match self.users.get(user) {

@@ -5,6 +5,7 @@
 
 pub mod damping;
 pub mod htpasswd;
+pub mod refresh;
 pub mod store;
 pub mod upstream;
 

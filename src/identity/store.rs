@@ -30,6 +30,8 @@ pub struct StoreUsers {
     /// Checked against for names the store does not know (when nothing else will check
     /// them), so that unknown names cost the same bcrypt work as wrong passwords.
     pub(super) dummy_hash: String,
+    /// Refresh tokens live in the same store.
+    pub refresh: super::refresh::RefreshTokens,
 }
 
 /// A store user as the request path uses them.
@@ -46,8 +48,15 @@ impl StoreUsers {
         ttl: Duration,
         verified_ttl: Duration,
         capacity: u64,
+        refresh_lifetime: Duration,
     ) -> anyhow::Result<Self> {
         Ok(Self {
+            refresh: super::refresh::RefreshTokens::new(
+                store.clone(),
+                refresh_lifetime,
+                ttl,
+                capacity,
+            ),
             store,
             ttl,
             accounts: Cache::builder()

@@ -7,6 +7,7 @@
 //! `identity` and `policy`, never directly per token request.
 
 mod records;
+mod refresh;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Row};
 pub use records::{
     hash_password, parse_time, rfc3339, Account, Grant, Group, NewGrant, Rights, User, UserPatch,
 };
+pub use refresh::{RefreshRecord, MAX_REFRESH_PER_USER};
 
 /// How long a store call may take before the request that needs it gets a 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -234,6 +236,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user {name}")));
         }
+        // Their refresh tokens could no longer be used (the account is gone); drop the rows.
+        self.timed(
+            sqlx::query("DELETE FROM refresh_tokens WHERE user_name = $1 AND source = 'store'")
+                .bind(name)
+                .execute(&self.pool),
+        )
+        .await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The three registries every client is tried against: the built-in registry (`serve` with a
 //! `[registry]` section), distribution 2.8 trusting the bundle, and distribution 3.1.1 trusting
 //! the bundle and the JWKS. Each has its own issuer with two users: `admin` (everything) and
-//! `reader` (pull on `org/*`).
+//! `reader` (pull on `org/*`), and a store for refresh tokens.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,10 @@ cert_file = "{ISSUER}.crt"
 key_file = "{ISSUER}.pem"
 [identity]
 htpasswd = "users.htpasswd"
+# A store, so that docker login is given a refresh token (docker then keeps it instead of the
+# password, and every later pull trades it for access tokens).
+[store]
+url = "sqlite://store.db"
 [[acl]]
 account = "admin"
 name = "**"

@@ -1,12 +1,13 @@
-//! The store's admin API, `/admin/v1/...`: users, groups and their members, grants. JSON in
-//! and out, errors in the realm's `{"errors":[...]}` shape. Callers authenticate with Basic
-//! as a store user whose `admin` flag is set (damped like any login); everyone else gets 403.
+//! The store's admin API, `/admin/v1/...`: users, groups and their members, grants, refresh
+//! tokens. JSON in and out, errors in the realm's `{"errors":[...]}` shape. Callers
+//! authenticate with Basic as a store user whose `admin` flag is set (damped like any login); everyone else gets 403.
 //! Every change is logged with who made it, never with a password. Changes made here take
 //! effect on this issuer at once, on other issuers of the same database within
 //! `store.cache_ttl_seconds`.
 
 mod grants;
 mod groups;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
         .at("/groups/:name/members/:user", delete(groups::remove_member))
         .at("/grants", get(grants::list).post(grants::add))
         .at("/grants/:id", delete(grants::remove))
+        .at("/tokens", get(tokens::list).delete(tokens::revoke_all))
+        .at("/tokens/:id", delete(tokens::revoke))
         .data(app)
 }
 
