@@ -10,7 +10,7 @@ use crate::config::{setting, AclRule, Config, X5cMode};
 use crate::identity::store::StoreUsers;
 use crate::identity::upstream::{self, Upstream};
 use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
-use crate::keys::{jwk::Jwks, KeyMaterial};
+use crate::keys::{jwk::Jwks, KeyMaterial, PublishedKey};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
 use crate::store::Store;
 use crate::token::Signer;
@@ -25,6 +25,11 @@ pub struct App {
     /// Peers whose forwarding headers name the client (`http.trusted_proxies`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub jwks_json: String,
+    /// What `/v1/registry/certs` serves: the signing chain, then every published certificate.
+    pub bundle_pem: String,
+    /// Keys published beside the signing one (`keys.published`): registries and the built-in
+    /// registry trust them, nothing signs with them.
+    pub published: Vec<PublishedKey>,
     /// The `realm` of our own `WWW-Authenticate: Basic` challenges.
     pub basic_realm: String,
 }
@@ -47,6 +52,7 @@ impl App {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         warn_on_expiry(&keys, now, cfg.token.x5c);
+        let published = load_published(cfg, &keys, now)?;
         let htpasswd = cfg
             .identity
             .htpasswd
@@ -98,9 +104,15 @@ impl App {
         );
         Ok(Self {
             jwks_json: Jwks {
-                keys: vec![keys.jwk()],
+                keys: std::iter::once(keys.jwk())
+                    .chain(published.iter().map(PublishedKey::jwk))
+                    .collect(),
             }
             .to_json(),
+            bundle_pem: std::iter::once(keys.cert_pem.as_str())
+                .chain(published.iter().map(|p| p.cert_pem.as_str()))
+                .collect(),
+            published,
             basic_realm: issuer.to_string(),
             signer,
             keys,
@@ -142,6 +154,29 @@ async fn open_store(
         cfg.identity.cache_capacity,
         Duration::from_secs(cfg.token.refresh_ttl_days * 86_400),
     )
+}
+
+/// The published keys, each checked: a certificate, not the signing key's, not twice.
+fn load_published(cfg: &Config, keys: &KeyMaterial, now: i64) -> anyhow::Result<Vec<PublishedKey>> {
+    let mut out: Vec<PublishedKey> = Vec::new();
+    for (what, pem) in cfg.published_sources()? {
+        let key = PublishedKey::load(&pem).with_context(|| what.clone())?;
+        if key.kid == keys.kid {
+            anyhow::bail!(
+                "{what}: this is the signing key's certificate (kid {}); list only the next or previous keys",
+                key.kid
+            );
+        }
+        if out.iter().any(|k| k.kid == key.kid) {
+            anyhow::bail!("{what}: kid {} is published twice", key.kid);
+        }
+        if key.not_after < now {
+            tracing::warn!(kid = %key.kid, "{what}: this published certificate has expired; registries verifying x5c ignore it, drop it once its tokens are gone");
+        }
+        tracing::info!(kid = %key.kid, "publishing a key that does not sign ({what})");
+        out.push(key);
+    }
+    Ok(out)
 }
 
 /// Certificates warned about this long before they expire.
@@ -230,6 +265,9 @@ pub fn build_registry(
         .map_err(|e| anyhow::anyhow!("{}: {e}", setting("registry.storage")))?;
     let mut trusted = crate::token::TrustedKeys::default();
     trusted.add(&app.keys.kid, app.keys.public.clone());
+    for p in &app.published {
+        trusted.add(&p.kid, p.public.clone());
+    }
     Ok(Some(crate::registry::Registry {
         storage,
         auth: crate::registry::auth::TokenAuth {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod manage;
+mod rotate;
 use token_issuer::{app, app::App, config::Config, http, keys, registry, server};
 
 #[derive(Parser)]
@@ -16,6 +17,23 @@ use token_issuer::{app, app::App, config::Config, http, keys, registry, server};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write the next key and certificate for the configured issuer to
+    /// OUT_DIR/<issuer>-<YYYYMMDD>.{crt,pem,kid,jwks.json}, and print the steps that follow.
+    Rotate {
+        /// The issuer's config (its token.issuer names the certificate); the environment works too.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the files are written.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// Days the certificate is valid, 1–36500.
+        #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -102,6 +120,11 @@ enum Command {
         store: manage::StoreArgs,
         #[command(subcommand)]
         command: manage::Grants,
+    },
+    /// Key rotation: `keys rotate` writes the next signing key (see README, "Rotating the key").
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// List and revoke refresh tokens (what `docker login` stores instead of a password).
     Tokens {
@@ -268,6 +291,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Groups { store, command } => manage::groups(&store, command).await,
         Command::Grants { store, command } => manage::grants(&store, command).await,
         Command::Tokens { store, command } => manage::tokens(&store, command).await,
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    config,
+                    out_dir,
+                    days,
+                },
+        } => rotate::rotate(config.as_deref(), &out_dir, days),
         Command::Htpasswd { user, cost } => {
             let password = read_password()?;
             println!("{}", htpasswd_line(&user, &password, cost)?);

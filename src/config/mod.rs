@@ -139,6 +139,13 @@ pub struct KeysConfig {
     pub cert_file: Option<RelativePathBuf>,
     pub key_file: Option<RelativePathBuf>,
     pub kid_file: Option<RelativePathBuf>,
+    /// Certificates of keys that are published (JWKS, bundle) but do not sign: the next key
+    /// and the previous one during a rotation. Base64 of PEM, like `cert`...
+    #[serde(default)]
+    pub published: Vec<String>,
+    /// ... or PEM files.
+    #[serde(default)]
+    pub published_files: Vec<RelativePathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -507,6 +514,26 @@ impl Config {
         .map(|b| String::from_utf8(b).context("the kid is not text"))
         .transpose()?;
         Ok((cert, key, kid))
+    }
+}
+
+impl Config {
+    /// The certificates of `keys.published` and `keys.published_files`, each with the setting
+    /// it came from (for error messages).
+    pub fn published_sources(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let k = &self.keys;
+        let mut out = Vec::new();
+        for (i, b64) in k.published.iter().enumerate() {
+            let what = format!("{} entry {}", setting("keys.published"), i + 1);
+            out.push((what.clone(), decode_base64(b64).with_context(|| what)?));
+        }
+        for path in &k.published_files {
+            let path: PathBuf = path.relative();
+            let what = format!("keys.published_files: {}", path.display());
+            let bytes = std::fs::read(&path).with_context(|| format!("{what}: reading it"))?;
+            out.push((what, bytes));
+        }
+        Ok(out)
     }
 }
 

@@ -25,15 +25,17 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
         .data(app)
 }
 
-/// The PEM bundle for a distribution registry's `auth.token.rootcertbundle`.
+/// The PEM bundle for a distribution registry's `auth.token.rootcertbundle`: the signing chain,
+/// then the published keys' certificates.
 #[handler]
 fn certs(Data(app): Data<&Arc<App>>) -> Response {
     Response::builder()
         .content_type("application/x-pem-file")
-        .body(app.keys.cert_pem.clone())
+        .body(app.bundle_pem.clone())
 }
 
-/// The JWKS for distribution 3.x's `auth.token.jwks` (libtrust kid, so every version agrees).
+/// The JWKS for distribution 3.x's `auth.token.jwks` (libtrust kid, so every version agrees):
+/// the signing key first, then the published ones.
 #[handler]
 fn jwks(Data(app): Data<&Arc<App>>) -> Response {
     Response::builder()

@@ -110,6 +110,40 @@ impl KeyMaterial {
     }
 }
 
+/// A key that is published but does not sign: the next key (trusted by registries before it
+/// signs) or the previous one (until the tokens it signed have expired). Only its certificate
+/// is needed.
+#[derive(Debug, Clone)]
+pub struct PublishedKey {
+    pub kid: String,
+    pub public: P256PublicKey,
+    pub cert_der: Vec<u8>,
+    /// Its certificates as PEM, for the bundle.
+    pub cert_pem: String,
+    pub not_after: i64,
+}
+
+impl PublishedKey {
+    pub fn load(cert_pem: &[u8]) -> Result<Self, KeyError> {
+        let chain = parse_chain(cert_pem)?;
+        Ok(Self {
+            kid: chain.leaf_public.libtrust_kid(),
+            public: chain.leaf_public,
+            cert_pem: chain
+                .der
+                .iter()
+                .map(|d| pem_encode("CERTIFICATE", d))
+                .collect(),
+            cert_der: chain.der[0].clone(),
+            not_after: chain.not_after,
+        })
+    }
+
+    pub fn jwk(&self) -> jwk::Jwk {
+        jwk::Jwk::new(&self.public, &self.kid, Some(&self.cert_der))
+    }
+}
+
 /// Certificates beyond this in one file are not a chain but a mistake (a CA bundle).
 const MAX_CHAIN: usize = 8;
 
