@@ -51,6 +51,18 @@ impl App {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        if let Some(a) = cfg.token.algorithm.as_deref() {
+            if a != keys.alg().name() {
+                anyhow::bail!(
+                    "{} is {a} but the signing key ({}) is {}, which signs {}: set it to {} or leave it out",
+                    setting("token.algorithm"),
+                    setting("keys.key"),
+                    keys.alg().key_type(),
+                    keys.alg().name(),
+                    keys.alg().name()
+                );
+            }
+        }
         warn_on_expiry(&keys, now, cfg.token.x5c);
         let published = load_published(cfg, &keys, now)?;
         let htpasswd = cfg

@@ -33,6 +33,9 @@ enum KeysCommand {
         /// Days the certificate is valid, 1–36500.
         #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
+        /// The next key's type (it may differ from the current one's).
+        #[arg(long = "type", value_enum, default_value_t)]
+        key_type: keys::generate::KeyType,
     },
 }
 
@@ -57,6 +60,9 @@ enum Command {
         /// Days the certificate is valid, 1–36500.
         #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
+        /// The key type, which decides the tokens' algorithm.
+        #[arg(long = "type", value_enum, default_value_t)]
+        key_type: keys::generate::KeyType,
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
@@ -236,9 +242,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             issuer,
             out_dir,
             days,
+            key_type,
             force,
         } => {
-            let g = keys::generate::generate(&issuer, days)?;
+            let g = keys::generate::generate_typed(&issuer, days, key_type)?;
             let w = keys::generate::write_files(&out_dir, &issuer, &g, force)?;
             eprintln!(
                 "wrote {}, {}, {} and {}",
@@ -297,8 +304,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                     out_dir,
                     days,
+                    key_type,
                 },
-        } => rotate::rotate(config.as_deref(), &out_dir, days),
+        } => rotate::rotate(config.as_deref(), &out_dir, days, key_type),
         Command::Htpasswd { user, cost } => {
             let password = read_password()?;
             println!("{}", htpasswd_line(&user, &password, cost)?);

@@ -6,7 +6,12 @@ use std::path::Path;
 use token_issuer::{config::Config, keys};
 
 /// `keys rotate`: the next key, named by date so that its name stays true after it signs.
-pub fn rotate(config: Option<&Path>, out_dir: &Path, days: u32) -> anyhow::Result<()> {
+pub fn rotate(
+    config: Option<&Path>,
+    out_dir: &Path,
+    days: u32,
+    key_type: keys::generate::KeyType,
+) -> anyhow::Result<()> {
     let cfg = Config::load(config, &[])?;
     let issuer = cfg.issuer()?;
     let date: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -16,7 +21,7 @@ pub fn rotate(config: Option<&Path>, out_dir: &Path, days: u32) -> anyhow::Resul
         .filter(char::is_ascii_digit)
         .collect();
     let base = format!("{issuer}-{date}");
-    let g = keys::generate::generate(issuer, days)?;
+    let g = keys::generate::generate_typed(issuer, days, key_type)?;
     let w = keys::generate::write_files(out_dir, &base, &g, false)?;
     let b64 = |s: &str| data_encoding::BASE64.encode(s.as_bytes());
     eprintln!(

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+use aws_lc_rs::signature::UnparsedPublicKey;
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
 use crate::config::X5cMode;
-use crate::keys::{KeyMaterial, P256PublicKey};
+use crate::keys::{Alg, KeyMaterial, PublicKey, SigningKey};
 use crate::scope::Scope;
 
 /// `nbf` is backdated so registries with a slightly slow clock accept a fresh token.
@@ -37,6 +37,7 @@ pub struct Claims {
 
 #[derive(Serialize)]
 struct Header<'a> {
+    /// Decided by the key's type: ES256, ES384 or RS256.
     alg: &'static str,
     typ: &'static str,
     kid: &'a str,
@@ -59,7 +60,7 @@ struct X5cHeader {
 pub struct Signer {
     kid_header_b64: String,
     x5c: Option<X5cHeader>,
-    key: Arc<EcdsaKeyPair>,
+    key: Arc<SigningKey>,
     rng: SystemRandom,
     pub issuer: String,
     pub service: String,
@@ -71,9 +72,9 @@ pub struct Issued {
     pub claims: Claims,
 }
 
-fn encode_header(kid: &str, x5c: Vec<String>) -> String {
+fn encode_header(alg: Alg, kid: &str, x5c: Vec<String>) -> String {
     let header = Header {
-        alg: "ES256",
+        alg: alg.name(),
         typ: "JWT",
         kid,
         x5c,
@@ -91,6 +92,7 @@ impl Signer {
     ) -> Self {
         let x5c = (x5c != X5cMode::Never).then(|| X5cHeader {
             header_b64: encode_header(
+                keys.alg(),
                 &keys.kid,
                 keys.chain_der
                     .iter()
@@ -103,7 +105,7 @@ impl Signer {
             warned: AtomicBool::new(false),
         });
         Self {
-            kid_header_b64: encode_header(&keys.kid, Vec::new()),
+            kid_header_b64: encode_header(keys.alg(), &keys.kid, Vec::new()),
             x5c,
             key: keys.signing_key.clone(),
             rng: SystemRandom::new(),
@@ -170,7 +172,7 @@ impl Signer {
         let sig = self
             .key
             .sign(&self.rng, token.as_bytes())
-            .map_err(|_| SignError)?;
+            .ok_or(SignError)?;
         token.push('.');
         BASE64URL_NOPAD.encode_append(sig.as_ref(), &mut token);
         Ok(Issued { token, claims })
@@ -204,11 +206,11 @@ pub enum VerifyError {
 /// The keys a verifier trusts, by libtrust kid.
 #[derive(Clone, Default)]
 pub struct TrustedKeys {
-    keys: Vec<(String, P256PublicKey)>,
+    keys: Vec<(String, PublicKey)>,
 }
 
 impl TrustedKeys {
-    pub fn add(&mut self, kid: &str, key: P256PublicKey) {
+    pub fn add(&mut self, kid: &str, key: PublicKey) {
         self.keys.push((kid.to_string(), key));
     }
 
@@ -235,7 +237,7 @@ impl TrustedKeys {
         };
         let head: Head =
             serde_json::from_slice(&decode(head_b64)?).map_err(|_| VerifyError::Malformed)?;
-        if head.alg != "ES256" {
+        if Alg::from_name(&head.alg).is_none() {
             return Err(VerifyError::Algorithm(head.alg));
         }
         let kid = head.kid.unwrap_or_default();
@@ -244,7 +246,12 @@ impl TrustedKeys {
             .iter()
             .find(|(k, _)| *k == kid)
             .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.uncompressed())
+        // The key decides the algorithm, never the token (no RS256 signature checked against
+        // an EC key's bytes, no algorithm confusion).
+        if key.alg.name() != head.alg {
+            return Err(VerifyError::Algorithm(head.alg));
+        }
+        UnparsedPublicKey::new(key.alg.verification(), key.raw())
             .verify(signed.as_bytes(), &decode(sig_b64)?)
             .map_err(|_| VerifyError::Signature)?;
         let claims: Claims =

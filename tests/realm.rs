@@ -266,7 +266,10 @@ async fn realm_statuses_bodies_and_claims() {
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 400);
+    // No store here, so no refresh tokens: a 401 that says so (containerd then tries GET).
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("issues no refresh tokens"), "{body}");
 
     // The published key material.
     let pem = reqwest::get(format!("{}/v1/registry/certs", issuer.url()))
@@ -384,7 +387,16 @@ async fn bad_configuration_stops_start_up() {
         (
             good.clone(),
             vec![("REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256")],
-            vec!["REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256"],
+            vec![
+                "REGISTRY_TOKEN_AUTH_JWT_ALGO",
+                "RS256",
+                "EC P-256 key, which signs ES256",
+            ],
+        ),
+        (
+            good.clone(),
+            vec![("REGISTRY_TOKEN_AUTH_JWT_ALGO", "HS256")],
+            vec!["REGISTRY_TOKEN_AUTH_JWT_ALGO", "HS256", "is not supported"],
         ),
         (
             good.replace("service = \"registry.test\"", ""),

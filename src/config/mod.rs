@@ -85,8 +85,8 @@ pub struct TokenConfig {
     pub service: Option<String>,
     /// The realm URL registries advertise; used by the built-in registry's challenges.
     pub realm: Option<String>,
-    #[serde(default = "default_algorithm")]
-    pub algorithm: String,
+    /// If given, must be what the key's type decides (ES256, ES384, RS256).
+    pub algorithm: Option<String>,
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,
     /// Whether tokens carry the certificate chain in an `x5c` header.
@@ -103,7 +103,7 @@ impl Default for TokenConfig {
             issuer: None,
             service: None,
             realm: None,
-            algorithm: default_algorithm(),
+            algorithm: None,
             ttl_seconds: default_ttl(),
             x5c: X5cMode::default(),
             refresh_ttl_days: default_refresh_ttl_days(),
@@ -237,9 +237,6 @@ pub struct AclRule {
 fn default_listen() -> String {
     DEFAULT_LISTEN.into()
 }
-fn default_algorithm() -> String {
-    "ES256".into()
-}
 fn default_ttl() -> u64 {
     3600
 }
@@ -354,12 +351,13 @@ impl Config {
                 self.listen
             );
         }
-        if self.token.algorithm != "ES256" {
-            bail!(
-                "{}: {:?} is not supported; the only algorithm is ES256",
-                setting("token.algorithm"),
-                self.token.algorithm
-            );
+        if let Some(a) = &self.token.algorithm {
+            if crate::keys::Alg::from_name(a).is_none() {
+                bail!(
+                    "{}: {a:?} is not supported; use ES256 (EC P-256 key), ES384 (P-384) or RS256 (RSA), or leave it out: the key's type decides",
+                    setting("token.algorithm"),
+                );
+            }
         }
         if let Some(realm) = &self.token.realm {
             check_http_url(realm, "token.realm")?;
@@ -799,10 +797,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("REGISTRY_TOKEN_AUTH_JWT_ALGO", "RS256");
+            jail.set_env("REGISTRY_TOKEN_AUTH_JWT_ALGO", "HS256");
             let err = Config::load(None, &[]).expect_err("algo").to_string();
             assert!(
-                err.contains("REGISTRY_TOKEN_AUTH_JWT_ALGO") && err.contains("RS256"),
+                err.contains("REGISTRY_TOKEN_AUTH_JWT_ALGO") && err.contains("HS256"),
                 "{err}"
             );
             Ok(())

@@ -1,13 +1,14 @@
-//! `gen-token-auth-cert`: a fresh P-256 key and self-signed certificate, in the shape of
-//! open-balena's script (CN = issuer, CA extensions, SEC1 key) plus the JWKS its successor writes.
+//! `gen-token-auth-cert`: a fresh key and self-signed certificate, in the shape of open-balena's
+//! script (CN = issuer, CA extensions, SEC1 key for P-256) plus the JWKS its successor writes.
+//! P-384 and RSA keys are written as PKCS#8 (`PRIVATE KEY`), which OpenSSL and Node read.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use p256::pkcs8::DecodePrivateKey;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SerialNumber,
-    PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, RsaKeySize,
+    SerialNumber, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256,
 };
 
 use super::{jwk::Jwks, KeyMaterial};
@@ -19,8 +20,28 @@ pub struct Generated {
     pub jwks_json: String,
 }
 
+/// `--type`: the key type, which decides the tokens' algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyType {
+    /// EC P-256: ES256 (what open-balena uses).
+    #[default]
+    P256,
+    /// EC P-384: ES384.
+    P384,
+    /// RSA 2048: RS256.
+    Rsa,
+}
+
 pub fn generate(issuer: &str, days: u32) -> anyhow::Result<Generated> {
-    let key_pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    generate_typed(issuer, days, KeyType::P256)
+}
+
+pub fn generate_typed(issuer: &str, days: u32, key_type: KeyType) -> anyhow::Result<Generated> {
+    let key_pair = match key_type {
+        KeyType::P256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
+        KeyType::P384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
+        KeyType::Rsa => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
+    };
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, issuer);
@@ -33,9 +54,13 @@ pub fn generate(issuer: &str, days: u32) -> anyhow::Result<Generated> {
     params.serial_number = Some(SerialNumber::from_slice(uuid::Uuid::new_v4().as_bytes()));
     let cert = params.self_signed(&key_pair)?;
 
-    let secret = p256::SecretKey::from_pkcs8_der(&key_pair.serialize_der())
-        .map_err(|e| anyhow::anyhow!("re-encoding the generated key: {e}"))?;
-    let key_pem = sec1_pem(&secret)?;
+    let key_pem = if key_type == KeyType::P256 {
+        let secret = p256::SecretKey::from_pkcs8_der(&key_pair.serialize_der())
+            .map_err(|e| anyhow::anyhow!("re-encoding the generated key: {e}"))?;
+        sec1_pem(&secret)?
+    } else {
+        key_pair.serialize_pem()
+    };
 
     // Load it back through the same path `serve` uses, so what we write is what we accept.
     let material = KeyMaterial::load(cert.pem().as_bytes(), key_pem.as_bytes(), None)?;

@@ -5,14 +5,23 @@ use aws_lc_rs::digest;
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
-use super::P256PublicKey;
+use super::{Alg, PublicKey};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Jwk {
     pub kty: String,
-    pub crv: String,
-    pub x: String,
-    pub y: String,
+    /// EC keys: the curve and the point.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub x: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub y: Option<String>,
+    /// RSA keys: modulus and exponent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub n: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub e: Option<String>,
     #[serde(rename = "use")]
     pub use_: String,
     pub alg: String,
@@ -28,14 +37,36 @@ pub struct Jwks {
 
 impl Jwk {
     /// `x5t` is the base64url SHA-1 of the certificate DER (RFC 7517 §4.8).
-    pub fn new(public: &P256PublicKey, kid: &str, cert_der: Option<&[u8]>) -> Self {
+    pub fn new(public: &PublicKey, kid: &str, cert_der: Option<&[u8]>) -> Self {
+        let b64 = |b: &[u8]| Some(BASE64URL_NOPAD.encode(b));
+        let (mut crv, mut x, mut y, mut n, mut e) = (None, None, None, None, None);
+        if let Some((px, py)) = public.ec_xy() {
+            crv = Some(
+                if public.alg == Alg::ES384 {
+                    "P-384"
+                } else {
+                    "P-256"
+                }
+                .to_string(),
+            );
+            (x, y) = (b64(px), b64(py));
+        } else if let Some((rn, re)) = public.rsa_ne() {
+            (n, e) = (b64(&rn), b64(&re));
+        }
         Self {
-            kty: "EC".into(),
-            crv: "P-256".into(),
-            x: BASE64URL_NOPAD.encode(public.x()),
-            y: BASE64URL_NOPAD.encode(public.y()),
+            kty: if public.alg == Alg::RS256 {
+                "RSA"
+            } else {
+                "EC"
+            }
+            .into(),
+            crv,
+            x,
+            y,
+            n,
+            e,
             use_: "sig".into(),
-            alg: "ES256".into(),
+            alg: public.alg.name().into(),
             kid: kid.into(),
             x5t: cert_der.map(|der| {
                 BASE64URL_NOPAD
@@ -44,13 +75,25 @@ impl Jwk {
         }
     }
 
-    pub fn public_key(&self) -> Option<P256PublicKey> {
-        if self.kty != "EC" || self.crv != "P-256" {
-            return None;
+    /// The key this JWK describes (EC P-256, P-384 or RSA), if it is one of those.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        let d = |s: &Option<String>| BASE64URL_NOPAD.decode(s.as_ref()?.as_bytes()).ok();
+        match (self.kty.as_str(), self.crv.as_deref()) {
+            ("EC", Some(crv)) => {
+                let (alg, size) = match crv {
+                    "P-256" => (Alg::ES256, 32),
+                    "P-384" => (Alg::ES384, 48),
+                    _ => return None,
+                };
+                let (x, y) = (d(&self.x)?, d(&self.y)?);
+                if x.len() != size || y.len() != size {
+                    return None;
+                }
+                Some(PublicKey::from_raw(alg, &[&[4u8][..], &x, &y].concat()))
+            }
+            ("RSA", _) => Some(PublicKey::rsa(&d(&self.n)?, &d(&self.e)?)),
+            _ => None,
         }
-        let x = BASE64URL_NOPAD.decode(self.x.as_bytes()).ok()?;
-        let y = BASE64URL_NOPAD.decode(self.y.as_bytes()).ok()?;
-        P256PublicKey::from_xy(&x, &y)
     }
 }
 
@@ -69,8 +112,14 @@ mod tests {
     fn seed_jwk_matches_protocol_notes() {
         let m = seed_material();
         let jwk = m.jwk();
-        assert_eq!(jwk.x, "M0dEJVuRp9liKUVzBbBq2cLOUq5PIN-AoxmClqYFQY4");
-        assert_eq!(jwk.y, "_FSH0hcMOBa19WzvxRW7NF9cpFeHe-3BwVvpx8b196Q");
+        assert_eq!(
+            jwk.x.as_deref(),
+            Some("M0dEJVuRp9liKUVzBbBq2cLOUq5PIN-AoxmClqYFQY4")
+        );
+        assert_eq!(
+            jwk.y.as_deref(),
+            Some("_FSH0hcMOBa19WzvxRW7NF9cpFeHe-3BwVvpx8b196Q")
+        );
         assert_eq!(jwk.kid, m.kid);
         assert_eq!(jwk.public_key().as_ref(), Some(&m.public));
         let json: serde_json::Value =

@@ -7,10 +7,14 @@ pub mod kid;
 
 use std::sync::Arc;
 
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    ECDSA_P384_SHA384_FIXED_SIGNING, RSA_PKCS1_SHA256,
+};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
-pub use kid::P256PublicKey;
+pub use kid::{Alg, P256PublicKey, PublicKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -28,11 +32,31 @@ pub enum KeyError {
     Kid { given: String, computed: String },
 }
 
+/// The private half: ECDSA (P-256, P-384) or RSA (PKCS#1 v1.5 with SHA-256).
+pub enum SigningKey {
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+impl SigningKey {
+    /// The JWS signature of `message`: ECDSA's fixed `r || s`, or RSA's modulus-sized block.
+    pub fn sign(&self, rng: &SystemRandom, message: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Self::Ecdsa(k) => k.sign(rng, message).ok().map(|s| s.as_ref().to_vec()),
+            Self::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, rng, message, &mut sig).ok()?;
+                Some(sig)
+            }
+        }
+    }
+}
+
 /// A loaded, verified signing identity: the certificate (and the chain above it), its key and
 /// its libtrust kid.
 pub struct KeyMaterial {
-    pub signing_key: Arc<EcdsaKeyPair>,
-    pub public: P256PublicKey,
+    pub signing_key: Arc<SigningKey>,
+    pub public: PublicKey,
     pub kid: String,
     /// The signing (leaf) certificate.
     pub cert_der: Vec<u8>,
@@ -100,6 +124,11 @@ impl KeyMaterial {
         jwk::Jwk::new(&self.public, &self.kid, Some(&self.cert_der))
     }
 
+    /// The algorithm the key's type decides.
+    pub fn alg(&self) -> Alg {
+        self.public.alg
+    }
+
     pub fn is_expired(&self, now_unix: i64) -> bool {
         self.not_after < now_unix
     }
@@ -116,7 +145,7 @@ impl KeyMaterial {
 #[derive(Debug, Clone)]
 pub struct PublishedKey {
     pub kid: String,
-    pub public: P256PublicKey,
+    pub public: PublicKey,
     pub cert_der: Vec<u8>,
     /// Its certificates as PEM, for the bundle.
     pub cert_pem: String,
@@ -149,7 +178,7 @@ const MAX_CHAIN: usize = 8;
 
 struct Chain {
     der: Vec<Vec<u8>>,
-    leaf_public: P256PublicKey,
+    leaf_public: PublicKey,
     not_before: i64,
     not_after: i64,
 }
@@ -179,7 +208,8 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
         not_before = not_before.max(cert.validity().not_before.timestamp());
         not_after = not_after.min(cert.validity().not_after.timestamp());
         if i == 0 {
-            leaf_public = Some(p256_public(&cert)?);
+            leaf_public =
+                Some(PublicKey::from_spki(cert.public_key().raw).map_err(KeyError::Cert)?);
         }
         der.push(block.contents.clone());
     }
@@ -193,48 +223,74 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
     })
 }
 
-fn p256_public(
-    cert: &x509_parser::certificate::X509Certificate,
-) -> Result<P256PublicKey, KeyError> {
-    let spki = cert.public_key();
-    let is_p256 = spki.algorithm.algorithm == x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
-        && spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .is_some_and(|oid| oid == x509_parser::oid_registry::OID_EC_P256);
-    is_p256
-        .then(|| P256PublicKey::from_uncompressed(&spki.subject_public_key.data))
-        .flatten()
-        .ok_or_else(|| {
-            KeyError::Cert("its public key is not an EC P-256 key (ES256 needs one)".into())
-        })
+/// Accepts SEC1 (`EC PRIVATE KEY`, what open-balena's tooling writes; P-256 or P-384),
+/// PKCS#8 (`PRIVATE KEY`: EC or RSA) and PKCS#1 (`RSA PRIVATE KEY`). RSA keys need 2048 bits.
+fn parse_key(pem: &[u8]) -> Result<(SigningKey, PublicKey), KeyError> {
+    let text = std::str::from_utf8(pem).map_err(|_| KeyError::Key("not PEM text".into()))?;
+    let block = |label: &str| -> Option<Result<Vec<u8>, KeyError>> {
+        let b = pem_block(text, label)?;
+        Some(
+            x509_parser::pem::parse_x509_pem(b.as_bytes())
+                .map(|(_, p)| p.contents)
+                .map_err(|_| KeyError::Key(format!("the {label} block is not readable PEM"))),
+        )
+    };
+    let ec = |pair: EcdsaKeyPair, alg: Alg| {
+        let public = PublicKey::from_raw(alg, pair.public_key().as_ref());
+        (SigningKey::Ecdsa(pair), public)
+    };
+    let rsa = |pair: RsaKeyPair| {
+        let bits = pair.public_modulus_len() * 8;
+        if bits < 2048 {
+            return Err(KeyError::Key(format!(
+                "the RSA key has {bits} bits; 2048 or more are needed"
+            )));
+        }
+        let public = PublicKey::from_raw(Alg::RS256, pair.public_key().as_ref());
+        Ok((SigningKey::Rsa(pair), public))
+    };
+    if let Some(b) = pem_block(text, "EC PRIVATE KEY") {
+        // `openssl ecparam -genkey` without -noout writes an EC PARAMETERS block first.
+        if let Ok(secret) = p256::SecretKey::from_sec1_pem(b) {
+            return p256_pair(&secret).map(|p| ec(p, Alg::ES256));
+        }
+        let der = block("EC PRIVATE KEY").transpose()?.unwrap_or_default();
+        return EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, &der)
+            .map(|p| ec(p, Alg::ES384))
+            .map_err(|_| {
+                KeyError::Key("the EC PRIVATE KEY block is not a P-256 or P-384 key".into())
+            });
+    }
+    if let Some(der) = block("PRIVATE KEY").transpose()? {
+        if let Ok(secret) = p256::SecretKey::from_pkcs8_der(&der) {
+            return p256_pair(&secret).map(|p| ec(p, Alg::ES256));
+        }
+        if let Ok(p) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &der) {
+            return Ok(ec(p, Alg::ES384));
+        }
+        return RsaKeyPair::from_pkcs8(&der)
+            .map_err(|_| {
+                KeyError::Key("the PRIVATE KEY block is not an EC P-256, P-384 or RSA key".into())
+            })
+            .and_then(rsa);
+    }
+    if let Some(der) = block("RSA PRIVATE KEY").transpose()? {
+        return RsaKeyPair::from_der(&der)
+            .map_err(|_| KeyError::Key("the RSA PRIVATE KEY block is not usable".into()))
+            .and_then(rsa);
+    }
+    Err(KeyError::Key(
+        "expected a PEM block 'EC PRIVATE KEY', 'PRIVATE KEY' or 'RSA PRIVATE KEY'".into(),
+    ))
 }
 
-/// Accepts SEC1 (`EC PRIVATE KEY`, what open-balena's tooling writes) and PKCS#8 (`PRIVATE KEY`).
-fn parse_key(pem: &[u8]) -> Result<(EcdsaKeyPair, P256PublicKey), KeyError> {
-    let text = std::str::from_utf8(pem).map_err(|_| KeyError::Key("not PEM text".into()))?;
-    let secret = if let Some(block) = pem_block(text, "EC PRIVATE KEY") {
-        // `openssl ecparam -genkey` without -noout writes an EC PARAMETERS block first.
-        p256::SecretKey::from_sec1_pem(block)
-            .map_err(|_| KeyError::Key("EC PRIVATE KEY block is not a P-256 key".into()))?
-    } else if let Some(block) = pem_block(text, "PRIVATE KEY") {
-        p256::SecretKey::from_pkcs8_pem(block)
-            .map_err(|_| KeyError::Key("PRIVATE KEY block is not a P-256 key".into()))?
-    } else {
-        return Err(KeyError::Key(
-            "expected a PEM block 'EC PRIVATE KEY' or 'PRIVATE KEY'".into(),
-        ));
-    };
+/// A P-256 secret (which `p256` reads in every SEC1 shape) as aws-lc-rs's signer.
+fn p256_pair(secret: &p256::SecretKey) -> Result<EcdsaKeyPair, KeyError> {
     let pkcs8 = secret
         .to_pkcs8_der()
         .map_err(|_| KeyError::Key("cannot re-encode as PKCS#8".into()))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_bytes())
-        .map_err(|_| KeyError::Key("rejected by the signer".into()))?;
-    let public = P256PublicKey::from_uncompressed(pair.public_key().as_ref())
-        .ok_or_else(|| KeyError::Key("unexpected public key encoding".into()))?;
-    Ok((pair, public))
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_bytes())
+        .map_err(|_| KeyError::Key("rejected by the signer".into()))
 }
 
 /// The first `label` block of a PEM text, BEGIN and END lines included.
