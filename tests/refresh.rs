@@ -247,6 +247,21 @@ async fn refresh_tokens_for_every_identity_source() {
         (s, body["errors"][0]["code"].as_str()),
         (400, Some("INVALID_REQUEST"))
     );
+    let (s, body) = send(
+        reqwest::Client::new()
+            .get(format!(
+                "{}?client_id={}&offline_token=true&service={SERVICE}",
+                issuer.realm(),
+                "x".repeat(201)
+            ))
+            .basic_auth(ALICE.0, Some(ALICE.1)),
+    )
+    .await;
+    assert_eq!(s, 400, "a client_id is a short name: {body}");
+    assert!(
+        message(&body).contains("client_id: at most 200 bytes"),
+        "{body}"
+    );
     let forged = format!("tirt_{}", "A".repeat(43));
     let (s, body) = refresh(&issuer, &forged, "docker", "").await;
     assert_eq!(s, 401, "{body}");

@@ -366,7 +366,20 @@ pub(super) fn basic_credentials(req: &Request) -> Result<Option<Credentials>, Re
     }))
 }
 
+/// Client ids are short names (`docker`, `containerd-client`); a refresh token stores one.
+const MAX_CLIENT_ID_BYTES: usize = 200;
+
 async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
+    if tr
+        .client_id
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES)
+    {
+        return Err(RealmError::bad(
+            "INVALID_REQUEST",
+            format!("client_id: at most {MAX_CLIENT_ID_BYTES} bytes"),
+        ));
+    }
     if let Some(service) = tr.service.as_deref() {
         if service != app.signer.service {
             return Err(RealmError::bad(
