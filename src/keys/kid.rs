@@ -255,6 +255,29 @@ impl PublicKey {
         groups.join(":")
     }
 
+    /// RFC 7638 JWK thumbprint (SHA-256, base64url) of any key type: the required members in
+    /// lexical order, no spaces (what distribution 3.1+ keys bundle certificates by).
+    pub fn jwk_thumbprint(&self) -> String {
+        let b64 = |b: &[u8]| BASE64URL_NOPAD.encode(b);
+        let canonical = match (self.ec_xy(), self.rsa_ne()) {
+            (Some((x, y)), _) => format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                if self.alg == Alg::ES384 {
+                    "P-384"
+                } else {
+                    "P-256"
+                },
+                b64(x),
+                b64(y)
+            ),
+            (None, Some((n, e))) => {
+                format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64(&e), b64(&n))
+            }
+            (None, None) => String::new(),
+        };
+        b64(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    }
+
     /// An EC key's coordinates.
     pub fn ec_xy(&self) -> Option<(&[u8], &[u8])> {
         if self.alg == Alg::RS256 || self.raw.first() != Some(&0x04) {
@@ -356,6 +379,36 @@ mod tests {
             assert_eq!(rebuilt, from_cert, "{t:?}");
             assert_eq!(from_cert.libtrust_kid(), g.kid);
         }
+    }
+
+    /// RFC 7638 §3.1's RSA example, and the P-256 vectors above through the generic type.
+    #[test]
+    fn thumbprints_of_every_type() {
+        let n = BASE64URL_NOPAD
+            .decode(
+                concat!(
+                    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tS",
+                    "oc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65",
+                    "YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyr",
+                    "dkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzK",
+                    "nqDKgw"
+                )
+                .as_bytes(),
+            )
+            .expect("n");
+        let rsa = PublicKey::rsa(&n, &[1, 0, 1]);
+        assert_eq!(
+            rsa.jwk_thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        let p256 = key(
+            "M0dEJVuRp9liKUVzBbBq2cLOUq5PIN-AoxmClqYFQY4",
+            "_FSH0hcMOBa19WzvxRW7NF9cpFeHe-3BwVvpx8b196Q",
+        );
+        assert_eq!(
+            PublicKey::from(p256).jwk_thumbprint(),
+            "-I78-Do6Qpz1kdOEZ4z5o66I35bX4XqDz6E-VEWeGXU"
+        );
     }
 
     #[test]
