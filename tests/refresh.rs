@@ -165,6 +165,25 @@ async fn refresh_tokens_for_every_identity_source() {
         .collect();
     fields.sort();
     assert_eq!(fields, ["access_token", "expires_in", "issued_at", "token"]);
+    // Nor the OAuth2 password grant without access_type=offline.
+    let (s, plain) = send(reqwest::Client::new().post(issuer.realm()).form(&[
+        ("grant_type", "password"),
+        ("username", ALICE.0),
+        ("password", ALICE.1),
+        ("service", SERVICE),
+        ("client_id", "docker"),
+        ("scope", "repository:org/app:pull"),
+    ]))
+    .await;
+    assert_eq!(s, 200, "{plain}");
+    let mut fields: Vec<&str> = plain
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["access_token", "expires_in", "issued_at", "token"]);
 
     // docker login: a refresh token, opaque, 256 bits.
     let (s, login) = docker_login(&issuer, ALICE.0, ALICE.1).await;

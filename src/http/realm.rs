@@ -439,7 +439,11 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         granted = ?access.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "token issued"
     );
-    let scope = (tr.method == "POST").then(|| {
+    // OAuth2 answers name the granted scope; only those of the refresh-token flows (the
+    // refresh grant, a password grant asking for offline access), so that every other answer
+    // stays exactly what clients have always been given.
+    let oauth_refresh_flow = tr.refresh_token.is_some() || tr.offline;
+    let scope = (tr.method == "POST" && oauth_refresh_flow).then(|| {
         access
             .iter()
             .map(ToString::to_string)
@@ -514,7 +518,7 @@ struct TokenBody<'a> {
     issued_at: &'a str,
     /// Only when a password login asked for offline access.
     refresh_token: Option<&'a str>,
-    /// The granted scopes, space-separated: OAuth2 (POST) answers only.
+    /// The granted scopes, space-separated: POST answers of the refresh-token flows only.
     scope: Option<&'a str>,
 }
 
