@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::json_response;
 use crate::app::App;
-use crate::identity::{refresh, AuthError, Credentials, Identity};
+use crate::identity::{refresh, AuthError, CacheKey, Credentials, Identity};
 use crate::policy::Caller;
 use crate::scope::Scope;
 
@@ -419,12 +419,13 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
             })?;
         (r.identity, r.credentials)
     } else {
-        (login(app, &tr).await?, tr.credentials)
+        // Computed once: the identity cache and the per-repository checks are keyed by it.
+        let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
+        (login(app, &tr, key).await?, tr.credentials.zip(key))
     };
-    let key = credentials.as_ref().map(|c| app.auth.cache_key(c));
     let caller = Caller {
         identity: &identity,
-        credentials: credentials.as_ref().zip(key),
+        credentials: credentials.as_ref().map(|(c, key)| (c, *key)),
     };
     let access = app
         .policy
@@ -458,7 +459,7 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
     // A refresh token only for a password login that asked for one. If the store cannot take
     // it, the login still succeeds without one: the client keeps the password instead.
     let refresh_token = match (&credentials, tr.offline && tr.refresh_token.is_none()) {
-        (Some(c), true) => app
+        (Some((c, _)), true) => app
             .auth
             .mint_refresh(&identity, c, client_id)
             .await
@@ -477,9 +478,13 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
     }))
 }
 
-/// A password login (or the anonymous caller, when allowed).
-async fn login(app: &App, tr: &TokenRequest) -> Result<Arc<Identity>, RealmError> {
-    let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
+/// A password login (or the anonymous caller, when allowed); `key` is the credentials'
+/// cache key.
+async fn login(
+    app: &App,
+    tr: &TokenRequest,
+    key: Option<CacheKey>,
+) -> Result<Arc<Identity>, RealmError> {
     let identity = match (&tr.credentials, key) {
         (Some(c), Some(key)) => app
             .auth

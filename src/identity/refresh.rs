@@ -27,7 +27,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use moka::future::Cache;
 
-use super::{AuthError, Authenticator, Credentials, Identity, Source};
+use super::{AuthError, Authenticator, CacheKey, Credentials, Identity, Source};
 use crate::store::{self, RefreshRecord, Store, StoreError};
 
 /// What every refresh token starts with (and secret scanners can look for).
@@ -54,27 +54,30 @@ pub struct RefreshTokens {
 }
 
 /// The identity a refresh token stands for, and (for upstream identities) the platform
-/// credential behind it, which per-repository checks use as a login's would.
+/// credential behind it with its cache key, which per-repository checks use as a login's would.
 pub struct Refreshed {
     pub identity: Arc<Identity>,
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<(Credentials, CacheKey)>,
 }
 
-/// The lookup hash and the sealing key of a token: two domain-separated SHA-256s of a 256-bit
-/// secret (no stretching needed, nothing to guess).
-fn digests(token: &str) -> ([u8; 32], [u8; 32]) {
-    let hash = |label: &[u8]| {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(label);
-        ctx.update(token.as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
-    };
-    (
-        hash(b"token-issuer refresh id\0"),
-        hash(b"token-issuer refresh seal\0"),
-    )
+/// A domain-separated SHA-256 of a token: a 256-bit secret needs no stretching.
+fn token_digest(label: &[u8], token: &str) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(label);
+    ctx.update(token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// What the store finds the token by.
+fn id_hash(token: &str) -> [u8; 32] {
+    token_digest(b"token-issuer refresh id\0", token)
+}
+
+/// The key an upstream credential is sealed under (needed only for upstream identities).
+fn seal_key(token: &str) -> [u8; 32] {
+    token_digest(b"token-issuer refresh seal\0", token)
 }
 
 /// Ties a token to the password hash it was issued under.
@@ -152,10 +155,10 @@ impl RefreshTokens {
             .fill(&mut secret)
             .map_err(|_| StoreError::Unavailable("no system randomness".into()))?;
         let token = format!("{PREFIX}{}", BASE64URL_NOPAD.encode(&secret));
-        let (id_hash, seal_key) = digests(&token);
+        let id_hash = id_hash(&token);
         let sealed = match credentials {
             Some(c) => Some(
-                seal(&seal_key, c, &self.rng)
+                seal(&seal_key(&token), c, &self.rng)
                     .ok_or_else(|| StoreError::Unavailable("sealing failed".into()))?,
             ),
             None => None,
@@ -223,7 +226,7 @@ impl Authenticator {
             ));
         };
         let refresh = &users.refresh;
-        let (id_hash, seal_key) = digests(token);
+        let id_hash = id_hash(token);
         let record = match refresh.cached(&id_hash).await {
             Some(hit) => hit,
             None if !looks_like(token) => None,
@@ -312,7 +315,7 @@ impl Authenticator {
                 let creds = record
                     .sealed
                     .as_deref()
-                    .and_then(|s| open(&seal_key, s))
+                    .and_then(|s| open(&seal_key(token), s))
                     .ok_or_else(|| AuthError::Refused(UNKNOWN.into()))?;
                 let key = self.cache_key(&creds);
                 let identity = match self.authenticate(&creds, key, client).await {
@@ -328,7 +331,7 @@ impl Authenticator {
                 };
                 Ok(Refreshed {
                     identity,
-                    credentials: Some(creds),
+                    credentials: Some((creds, key)),
                 })
             }
             _ => Err(AuthError::Refused(UNKNOWN.into())),
@@ -380,8 +383,8 @@ mod tests {
             username: "dev".into(),
             password: "api-key".into(),
         };
-        let (_, key) = digests("tirt_one");
-        let (_, other) = digests("tirt_two");
+        let key = seal_key("tirt_one");
+        let other = seal_key("tirt_two");
         let sealed = seal(&key, &creds, &rng).expect("seal");
         assert!(!sealed.contains("api-key"));
         let opened = open(&key, &sealed).expect("opens");
@@ -398,8 +401,7 @@ mod tests {
 
     #[test]
     fn lookup_hash_and_key_differ_and_shape_is_checked() {
-        let (id, key) = digests("tirt_x");
-        assert_ne!(id, key);
+        assert_ne!(id_hash("tirt_x"), seal_key("tirt_x"));
         let token = format!("{PREFIX}{}", BASE64URL_NOPAD.encode(&[7u8; 32]));
         assert!(looks_like(&token));
         assert!(!looks_like("tirt_short"));
