@@ -133,4 +133,19 @@ mod tests {
             "SHA-1 is 20 bytes"
         );
     }
+
+    /// A point of the wrong size for its curve (compressed, short, another curve's) is no key.
+    #[test]
+    fn malformed_ec_points_are_refused() {
+        let mut jwk = seed_material().jwk();
+        let good = jwk.x.clone();
+        jwk.x = Some(BASE64URL_NOPAD.encode(&[2u8; 31]));
+        assert!(jwk.public_key().is_none(), "short x");
+        jwk.x = good;
+        jwk.y = None;
+        assert!(jwk.public_key().is_none(), "no y (a compressed point)");
+        let mut p384 = seed_material().jwk();
+        p384.crv = Some("P-384".into());
+        assert!(p384.public_key().is_none(), "P-256 coordinates under P-384");
+    }
 }

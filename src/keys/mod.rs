@@ -14,7 +14,7 @@ use aws_lc_rs::signature::{
 };
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
-pub use kid::{Alg, P256PublicKey, PublicKey};
+pub use kid::{Alg, PublicKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -108,11 +108,7 @@ impl KeyMaterial {
             signing_key: Arc::new(signing_key),
             public: cert_public,
             kid,
-            cert_pem: chain
-                .der
-                .iter()
-                .map(|d| pem_encode("CERTIFICATE", d))
-                .collect(),
+            cert_pem: chain_pem(&chain.der),
             cert_der: chain.der[0].clone(),
             chain_der: chain.der,
             not_before: chain.not_before,
@@ -158,11 +154,7 @@ impl PublishedKey {
         Ok(Self {
             kid: chain.leaf_public.libtrust_kid(),
             public: chain.leaf_public,
-            cert_pem: chain
-                .der
-                .iter()
-                .map(|d| pem_encode("CERTIFICATE", d))
-                .collect(),
+            cert_pem: chain_pem(&chain.der),
             cert_der: chain.der[0].clone(),
             not_after: chain.not_after,
         })
@@ -181,6 +173,11 @@ struct Chain {
     leaf_public: PublicKey,
     not_before: i64,
     not_after: i64,
+}
+
+/// A chain's certificates as PEM, leaf first: what a registry's `rootcertbundle` holds.
+fn chain_pem(der: &[Vec<u8>]) -> String {
+    der.iter().map(|d| pem_encode("CERTIFICATE", d)).collect()
 }
 
 fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
