@@ -64,6 +64,25 @@ fn round_trip(dir: &Path, host: &str, label: &str) {
     assert_eq!(sha256_hex(&layer), layer_hex, "{label}");
 }
 
+/// `round_trip` through distribution 3.1.1 trusting `trust` (required in CI; reported as not
+/// run without its binary elsewhere).
+async fn v3_round_trip(dir: &Path, issuer: &Issuer, trust: &Trust<'_>, label: &str) {
+    match Registry::start_with(
+        Distribution::V3_1_1,
+        dir,
+        &issuer.realm(),
+        SERVICE,
+        ISSUER,
+        trust,
+    )
+    .await
+    {
+        Ok(r) => round_trip(dir, &r.host(), label),
+        Err(why) if !Distribution::v3_required() => eprintln!("{why}"),
+        Err(why) => panic!("{why}"),
+    }
+}
+
 async fn through_every_registry(key_type: &str, alg: &str, kty: &str) {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
@@ -131,20 +150,7 @@ async fn through_every_registry(key_type: &str, alg: &str, kty: &str) {
         bundle: Some(&cert),
         jwks: Some(&jwks_file),
     };
-    match Registry::start_with(
-        Distribution::V3_1_1,
-        dir,
-        &issuer.realm(),
-        SERVICE,
-        ISSUER,
-        &trust,
-    )
-    .await
-    {
-        Ok(r) => round_trip(dir, &r.host(), &format!("{key_type} 3.1.1")),
-        Err(why) if !Distribution::v3_required() => eprintln!("{why}"),
-        Err(why) => panic!("{why}"),
-    }
+    v3_round_trip(dir, &issuer, &trust, &format!("{key_type} 3.1.1")).await;
     drop(issuer);
 
     // Tokens without x5c: the registries find the key by its libtrust kid, which must be the
@@ -161,20 +167,7 @@ async fn through_every_registry(key_type: &str, alg: &str, kty: &str) {
         bundle: None,
         jwks: Some(&jwks_file),
     };
-    match Registry::start_with(
-        Distribution::V3_1_1,
-        dir,
-        &issuer.realm(),
-        SERVICE,
-        ISSUER,
-        &trust,
-    )
-    .await
-    {
-        Ok(r) => round_trip(dir, &r.host(), &format!("{key_type} 3.1.1 by kid")),
-        Err(why) if !Distribution::v3_required() => eprintln!("{why}"),
-        Err(why) => panic!("{why}"),
-    }
+    v3_round_trip(dir, &issuer, &trust, &format!("{key_type} 3.1.1 by kid")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

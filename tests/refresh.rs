@@ -79,6 +79,26 @@ async fn refresh(issuer: &Issuer, token: &str, client_id: &str, scope: &str) -> 
     .await
 }
 
+/// The refresh token of a login's answer (there must be one).
+fn refresh_token_of(body: &Value) -> String {
+    body["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh_token in {body}"))
+        .to_string()
+}
+
+/// The answer's field names, sorted.
+fn fields(body: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    names
+}
+
 fn claims(body: &Value) -> Value {
     let payload = body["access_token"]
         .as_str()
@@ -157,14 +177,10 @@ async fn refresh_tokens_for_every_identity_source() {
     )
     .await;
     assert_eq!(s, 200, "{plain}");
-    let mut fields: Vec<&str> = plain
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort();
-    assert_eq!(fields, ["access_token", "expires_in", "issued_at", "token"]);
+    assert_eq!(
+        fields(&plain),
+        ["access_token", "expires_in", "issued_at", "token"]
+    );
     // Nor the OAuth2 password grant without access_type=offline.
     let (s, plain) = send(reqwest::Client::new().post(issuer.realm()).form(&[
         ("grant_type", "password"),
@@ -176,22 +192,15 @@ async fn refresh_tokens_for_every_identity_source() {
     ]))
     .await;
     assert_eq!(s, 200, "{plain}");
-    let mut fields: Vec<&str> = plain
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort();
-    assert_eq!(fields, ["access_token", "expires_in", "issued_at", "token"]);
+    assert_eq!(
+        fields(&plain),
+        ["access_token", "expires_in", "issued_at", "token"]
+    );
 
     // docker login: a refresh token, opaque, 256 bits.
     let (s, login) = docker_login(&issuer, ALICE.0, ALICE.1).await;
     assert_eq!(s, 200, "{login}");
-    let alice_rt = login["refresh_token"]
-        .as_str()
-        .expect("refresh_token")
-        .to_string();
+    let alice_rt = refresh_token_of(&login);
     assert!(
         alice_rt.starts_with("tirt_") && alice_rt.len() == 48,
         "{alice_rt}"
@@ -300,10 +309,7 @@ async fn refresh_tokens_for_every_identity_source() {
     .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["scope"], "", "ci has no grant yet");
-    let ci_rt = body["refresh_token"]
-        .as_str()
-        .expect("refresh_token")
-        .to_string();
+    let ci_rt = refresh_token_of(&body);
     secrets.push(ci_rt.clone());
     let (s, _) = api(
         &issuer,
@@ -332,10 +338,7 @@ async fn refresh_tokens_for_every_identity_source() {
     // per-repository questions go to the API with it.
     let (s, body) = docker_login(&issuer, "dev", API_KEY).await;
     assert_eq!(s, 200, "{body}");
-    let dev_rt = body["refresh_token"]
-        .as_str()
-        .expect("refresh_token")
-        .to_string();
+    let dev_rt = refresh_token_of(&body);
     secrets.push(dev_rt.clone());
     let (s, body) = refresh(
         &issuer,
@@ -394,10 +397,7 @@ async fn refresh_tokens_for_every_identity_source() {
 
     // Revoked by the admin API: at once on this issuer.
     let (_, body) = docker_login(&issuer, ALICE.0, ALICE.1).await;
-    let second = body["refresh_token"]
-        .as_str()
-        .expect("refresh_token")
-        .to_string();
+    let second = refresh_token_of(&body);
     secrets.push(second.clone());
     let (_, list) = api(&issuer, "GET", "/tokens?user=alice", Some(BOSS), None).await;
     let ids: Vec<String> = list["tokens"]
@@ -438,10 +438,7 @@ async fn refresh_tokens_for_every_identity_source() {
 
     // Revoked by the CLI.
     let (_, body) = docker_login(&issuer, ALICE.0, ALICE.1).await;
-    let third = body["refresh_token"]
-        .as_str()
-        .expect("refresh_token")
-        .to_string();
+    let third = refresh_token_of(&body);
     secrets.push(third.clone());
     let out = cli(
         &[
