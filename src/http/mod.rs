@@ -1,6 +1,7 @@
 //! The HTTP surface: the realm, the published keys, and health.
 
 pub mod admin;
+mod client;
 pub mod realm;
 
 use std::sync::Arc;

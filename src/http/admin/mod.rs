@@ -17,8 +17,9 @@ use poem::{delete, get, Body, EndpointExt, Request, Response, Route};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::client::client_address;
 use super::json_response;
-use super::realm::{basic_credentials, client_address, RealmError};
+use super::realm::{basic_credentials, RealmError};
 use crate::app::App;
 use crate::identity::store::StoreUsers;
 use crate::identity::{Identity, Source};
