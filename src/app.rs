@@ -18,7 +18,9 @@ use crate::token::Signer;
 pub struct App {
     pub signer: Signer,
     pub keys: KeyMaterial,
-    pub auth: Authenticator,
+    /// Shared with the next reload's state when the identity settings did not change, so its
+    /// caches and damping records survive a rule or key change.
+    pub auth: Arc<Authenticator>,
     pub policy: Policy,
     pub anonymous: bool,
     pub max_scopes: usize,
@@ -32,10 +34,33 @@ pub struct App {
     pub published: Vec<PublishedKey>,
     /// The `realm` of our own `WWW-Authenticate: Basic` challenges.
     pub basic_realm: String,
+    /// The audit log, when `audit.enabled` (kept across reloads).
+    pub audit: Option<crate::audit::Audit>,
+    /// What the identity side was built from (see [`identity_fingerprint`]).
+    identity_inputs: String,
+    /// The upstream HTTP client (and its concurrency cap), kept while `[upstream]` is unchanged.
+    client: Option<upstream::Client>,
 }
 
 impl App {
+    /// The state at start-up.
     pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+        let audit = crate::audit::Audit::start(&cfg.audit)?;
+        Self::assemble(cfg, None, audit).await
+    }
+
+    /// The state for a reload: everything read and checked again, reusing from `old` what
+    /// has not changed (the identity side with its caches, the store's connections, the
+    /// upstream client, the audit writer).
+    pub async fn rebuild(cfg: &Config, old: &App) -> anyhow::Result<Self> {
+        Self::assemble(cfg, Some(old), old.audit.clone()).await
+    }
+
+    async fn assemble(
+        cfg: &Config,
+        old: Option<&App>,
+        audit: Option<crate::audit::Audit>,
+    ) -> anyhow::Result<Self> {
         let issuer = cfg.issuer()?;
         let service = cfg.service()?;
         let (cert, key, kid) = cfg.key_sources()?;
@@ -65,11 +90,27 @@ impl App {
         }
         warn_on_expiry(&keys, now, cfg.token.x5c);
         let published = load_published(cfg, &keys, now)?;
-        let htpasswd = cfg
+        // Read once: the users parsed and the fingerprint that decides whether the running
+        // identity side can stay come from the same bytes.
+        let htpasswd_text = cfg
             .identity
             .htpasswd
             .as_ref()
-            .map(|p| Htpasswd::load(&p.relative()))
+            .map(|p| {
+                let path = p.relative();
+                std::fs::read_to_string(&path)
+                    .map(|text| (path.clone(), text))
+                    .map_err(|e| {
+                        anyhow::anyhow!("identity.htpasswd: reading {}: {e}", path.display())
+                    })
+            })
+            .transpose()?;
+        let htpasswd = htpasswd_text
+            .as_ref()
+            .map(|(path, text)| {
+                Htpasswd::parse(text)
+                    .map_err(|e| anyhow::anyhow!("identity.htpasswd: {}: {e}", path.display()))
+            })
             .transpose()?;
         if htpasswd.is_none()
             && cfg.store.is_none()
@@ -81,32 +122,18 @@ impl App {
                 setting("identity.htpasswd")
             );
         }
-        let store = match &cfg.store {
-            Some(sc) => Some(open_store(sc, htpasswd.as_ref(), cfg).await?),
-            None => None,
+        let identity_inputs =
+            identity_fingerprint(cfg, htpasswd_text.as_ref().map(|(_, t)| t.as_str()));
+        let client = match (old, &cfg.upstream) {
+            (Some(o), Some(_)) if o.client.is_some() && same_upstream(o, cfg) => o.client.clone(),
+            (_, Some(u)) => Some(upstream::Client::new(u)?),
+            (_, None) => None,
         };
-        let client = cfg
-            .upstream
-            .as_ref()
-            .map(upstream::Client::new)
-            .transpose()?;
-        let auth = Authenticator::new(
-            htpasswd,
-            store,
-            cfg.upstream
-                .as_ref()
-                .zip(client.clone())
-                .map(|(u, c)| Upstream::new(u, c)),
-            CacheSettings {
-                local_ttl: Duration::from_secs(cfg.identity.cache_ttl_seconds),
-                upstream_ttl: Duration::from_secs(
-                    cfg.upstream.as_ref().map_or(0, |u| u.cache_ttl_seconds),
-                ),
-                capacity: cfg.identity.cache_capacity,
-            },
-            cfg.damping.enabled.then(|| Damping::new(&cfg.damping)),
-        )?;
-        let policy = build_policy(cfg, client)?;
+        let auth = match old {
+            Some(o) if o.identity_inputs == identity_inputs => o.auth.clone(),
+            _ => Arc::new(build_auth(cfg, htpasswd, old, client.clone()).await?),
+        };
+        let policy = build_policy(cfg, client.clone())?;
         let signer = Signer::new(
             &keys,
             issuer,
@@ -133,8 +160,62 @@ impl App {
             anonymous: cfg.identity.anonymous,
             max_scopes: cfg.http.max_scopes,
             trusted_proxies: cfg.http.limits()?.trusted_proxies,
+            audit,
+            identity_inputs,
+            client,
         })
     }
+}
+
+/// Whether `[upstream]` is what `old` was built with.
+fn same_upstream(old: &App, cfg: &Config) -> bool {
+    old.identity_inputs
+        .contains(&format!("upstream={:?};", cfg.upstream))
+}
+
+/// Everything the identity side is built from, as text: the settings, and the htpasswd file's
+/// digest. Equal text means the running [`Authenticator`] (and its caches) can stay.
+fn identity_fingerprint(cfg: &Config, htpasswd: Option<&str>) -> String {
+    let htpasswd = htpasswd.map_or(String::new(), |text| {
+        data_encoding::HEXLOWER
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
+    });
+    // Debug text of plain config data: equal text is equal settings.
+    format!(
+        "upstream={:?};identity={:?};store={:?};damping={:?};refresh_ttl_days={};htpasswd={htpasswd}",
+        cfg.upstream, cfg.identity, cfg.store, cfg.damping, cfg.token.refresh_ttl_days
+    )
+}
+
+/// A new identity side: the store's connections are reused from `old` (its URL is
+/// restart-only), everything else is new.
+async fn build_auth(
+    cfg: &Config,
+    htpasswd: Option<Htpasswd>,
+    old: Option<&App>,
+    client: Option<upstream::Client>,
+) -> anyhow::Result<Authenticator> {
+    let running = old.and_then(|o| o.auth.store()).map(|s| s.store.clone());
+    let store = match &cfg.store {
+        Some(sc) => Some(open_store(sc, htpasswd.as_ref(), cfg, running).await?),
+        None => None,
+    };
+    Authenticator::new(
+        htpasswd,
+        store,
+        cfg.upstream
+            .as_ref()
+            .zip(client.clone())
+            .map(|(u, c)| Upstream::new(u, c)),
+        CacheSettings {
+            local_ttl: Duration::from_secs(cfg.identity.cache_ttl_seconds),
+            upstream_ttl: Duration::from_secs(
+                cfg.upstream.as_ref().map_or(0, |u| u.cache_ttl_seconds),
+            ),
+            capacity: cfg.identity.cache_capacity,
+        },
+        cfg.damping.enabled.then(|| Damping::new(&cfg.damping)),
+    )
 }
 
 /// Opens and migrates the store, and refuses to start when a name is both an htpasswd user
@@ -143,10 +224,16 @@ async fn open_store(
     sc: &crate::config::StoreConfig,
     htpasswd: Option<&Htpasswd>,
     cfg: &Config,
+    running: Option<Arc<Store>>,
 ) -> anyhow::Result<StoreUsers> {
-    let store = Store::open(&sc.url, &sc.base)
-        .await
-        .with_context(|| setting("store.url"))?;
+    let store = match running {
+        Some(s) => s,
+        None => Arc::new(
+            Store::open(&sc.url, &sc.base)
+                .await
+                .with_context(|| setting("store.url"))?,
+        ),
+    };
     if let Some(h) = htpasswd {
         for name in h.names() {
             if store.user(name).await?.is_some() {
@@ -160,7 +247,7 @@ async fn open_store(
     }
     tracing::info!(store = %store.shown, cache_ttl_seconds = sc.cache_ttl_seconds, "user store open");
     StoreUsers::new(
-        Arc::new(store),
+        store,
         Duration::from_secs(sc.cache_ttl_seconds),
         Duration::from_secs(cfg.identity.cache_ttl_seconds),
         cfg.identity.cache_capacity,
@@ -275,15 +362,10 @@ pub fn build_registry(
     let lock = storage
         .lock_waiting(Duration::from_secs(15))
         .map_err(|e| anyhow::anyhow!("{}: {e}", setting("registry.storage")))?;
-    let mut trusted = crate::token::TrustedKeys::default();
-    trusted.add(&app.keys.kid, app.keys.public.clone());
-    for p in &app.published {
-        trusted.add(&p.kid, p.public.clone());
-    }
     Ok(Some(crate::registry::Registry {
         storage,
         auth: crate::registry::auth::TokenAuth {
-            trusted,
+            trusted: arc_swap::ArcSwap::from_pointee(trusted_keys(app)),
             issuer: app.signer.issuer.clone(),
             service: app.signer.service.clone(),
             realm: realm_url(cfg),
@@ -291,6 +373,16 @@ pub fn build_registry(
         downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::registry::MAX_DOWNLOADS)),
         _lock: lock,
     }))
+}
+
+/// The keys the built-in registry accepts tokens from: the signing key and the published ones.
+pub fn trusted_keys(app: &App) -> crate::token::TrustedKeys {
+    let mut trusted = crate::token::TrustedKeys::default();
+    trusted.add(&app.keys.kid, app.keys.public.clone());
+    for p in &app.published {
+        trusted.add(&p.kid, p.public.clone());
+    }
+    trusted
 }
 
 /// The realm registries send clients to: `token.realm`, else this issuer's own address

@@ -3,12 +3,15 @@
 //! `config` feeding them at start-up (`app`).
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
+pub mod reload;
 pub mod sample;
 pub mod scope;
 pub mod server;

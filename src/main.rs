@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod manage;
 mod rotate;
-use token_issuer::{app, app::App, config::Config, http, keys, registry, server};
+use token_issuer::{app, app::App, config::Config, http, keys, registry, reload, server};
 
 #[derive(Parser)]
 #[command(
@@ -190,7 +190,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 overrides.push(("listen", l));
             }
             let cfg = Config::load(config.as_deref(), &overrides)?;
-            serve(cfg, None).await
+            let source = reload::Source {
+                file: config,
+                overrides,
+            };
+            serve(cfg, source, None).await
         }
         Command::Dev {
             data_dir,
@@ -198,11 +202,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             registry_listen,
         } => {
             let config = dev_init(&data_dir).await?;
-            let cfg = Config::load(
-                Some(&config),
-                &[("listen", listen), ("registry.listen", registry_listen)],
-            )?;
-            serve(cfg, Some(&data_dir)).await
+            let overrides = vec![("listen", listen), ("registry.listen", registry_listen)];
+            let cfg = Config::load(Some(&config), &overrides)?;
+            let source = reload::Source {
+                file: Some(config),
+                overrides,
+            };
+            serve(cfg, source, Some(&data_dir)).await
         }
         Command::Gc {
             data_dir,
@@ -333,9 +339,10 @@ fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String
     Ok(format!("{user}:{}", hash.replacen("$2b$", "$2y$", 1)))
 }
 
-/// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM.
-async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
-    let app = Arc::new(App::build(&cfg).await?);
+/// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM; reloads
+/// on SIGHUP and when watched files change (see `reload`).
+async fn serve(cfg: Config, source: reload::Source, dev_dir: Option<&Path>) -> anyhow::Result<()> {
+    let app = App::build(&cfg).await?;
     let limits = cfg.http.limits()?;
     server::raise_fd_limit();
     tracing::info!(
@@ -347,26 +354,57 @@ async fn serve(cfg: Config, dev_dir: Option<&Path>) -> anyhow::Result<()> {
         "token-issuer starting"
     );
     let issuer_listener = server::bind(cfg.listen.parse()?, "token issuer").await?;
-    let Some(reg) = app::build_registry(&cfg, &app)? else {
-        return server::serve(issuer_listener, http::routes(app), &limits).await;
+    let metrics_listener = match (&cfg.metrics.listen, cfg.metrics.enabled) {
+        (Some(l), true) => Some(server::bind(l.parse()?, "metrics").await?),
+        _ => None,
     };
-    let rc = cfg
-        .registry
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("no [registry]"))?;
-    let registry_listener = server::bind(rc.listen.parse()?, "registry").await?;
-    let reg = Arc::new(reg);
-    registry::spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
-    tracing::info!(listen = %rc.listen, storage = %reg.storage.root().display(), realm = %reg.auth.realm, "registry starting");
-    if let Some(dir) = dev_dir {
-        // Both ports are bound: the hints below can be tried at once.
-        print_dev_hints(dir, &rc.listen);
+    let registry = app::build_registry(&cfg, &app)?;
+    let audit = app.audit.clone();
+    let with_metrics = cfg.metrics.enabled && cfg.metrics.listen.is_none();
+    let live = Arc::new(reload::Live::new(app, cfg.clone(), source));
+    // Before serving: from here on SIGHUP reloads instead of ending the process.
+    reload::spawn(live.clone(), cfg.reload.watch);
+    let mut serving = Vec::new();
+    serving.push(tokio::spawn(server::serve(
+        issuer_listener,
+        http::routes(live.clone(), with_metrics),
+        limits.clone(),
+    )));
+    if let Some(l) = metrics_listener {
+        serving.push(tokio::spawn(server::serve(
+            l,
+            http::metrics_routes(live.clone()),
+            limits.clone(),
+        )));
     }
-    tokio::try_join!(
-        server::serve(issuer_listener, http::routes(app.clone()), &limits),
-        server::serve(registry_listener, registry::routes(reg), &limits),
-    )?;
-    Ok(())
+    if let (Some(reg), Some(rc)) = (registry, cfg.registry.as_ref()) {
+        let registry_listener = server::bind(rc.listen.parse()?, "registry").await?;
+        let reg = Arc::new(reg);
+        live.attach_registry(reg.clone());
+        registry::spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
+        tracing::info!(listen = %rc.listen, storage = %reg.storage.root().display(), realm = %reg.auth.realm, "registry starting");
+        if let Some(dir) = dev_dir {
+            // Both ports are bound: the hints below can be tried at once.
+            print_dev_hints(dir, &rc.listen);
+        }
+        serving.push(tokio::spawn(server::serve(
+            registry_listener,
+            registry::routes(reg),
+            limits.clone(),
+        )));
+    }
+    let mut result = Ok(());
+    for s in serving {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(anyhow::anyhow!("a listener failed: {e}")),
+        }
+    }
+    if let Some(a) = audit {
+        a.flush().await;
+    }
+    result
 }
 
 const DEV_ISSUER: &str = "token-issuer-dev";

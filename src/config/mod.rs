@@ -16,8 +16,10 @@ use figment::Provider;
 use serde::Deserialize;
 
 pub mod limits;
+pub mod observe;
 pub mod store;
 pub use limits::{DampingConfig, HttpConfig};
+pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
 pub use store::StoreConfig;
 
 /// The seed's environment names and the TOML keys they set.
@@ -56,6 +58,12 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     pub registry: Option<RegistryConfig>,
     pub store: Option<StoreConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
 }
 
 /// The built-in registry, served beside the issuer.
@@ -364,6 +372,8 @@ impl Config {
         }
         self.http.validate()?;
         self.damping.validate()?;
+        self.metrics.validate()?;
+        self.audit.validate()?;
         if let Some(s) = &self.store {
             s.validate()?;
         }

@@ -1,19 +1,24 @@
-//! The HTTP surface: the realm, the published keys, and health.
+//! The HTTP surface: the realm, the published keys, health and metrics. Each request runs on
+//! the [`App`] in force when it arrived (see `crate::reload`).
 
 pub mod admin;
 mod client;
 pub mod realm;
+mod trail;
 
 use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{get, handler, EndpointExt, Response, Route};
+use poem::{get, handler, Endpoint, EndpointExt, Response, Route};
 
 use crate::app::App;
+use crate::reload::Live;
 
-pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
-    Route::new()
+/// The issuer's routes; `/metrics` too when `with_metrics` (else it has its own listener, or
+/// is off).
+pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
+    let mut route = Route::new()
         .at(
             "/v1/registry",
             get(realm::get_token).post(realm::post_token),
@@ -22,8 +27,42 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
         .at("/.well-known/jwks.json", get(jwks))
         .at("/healthz", get(health))
         .at("/readyz", get(health))
-        .nest("/admin/v1", admin::routes(app.clone()))
-        .data(app)
+        .nest("/admin/v1", admin::routes());
+    if with_metrics {
+        route = route.at("/metrics", get(metrics));
+    }
+    // The state is looked up once per request and handed to the handler as `Data<&Arc<App>>`:
+    // a reload during the request does not change what it runs on.
+    route.around(move |ep, mut req| {
+        let live = live.clone();
+        async move {
+            req.extensions_mut().insert(live.current());
+            ep.call(req).await
+        }
+    })
+}
+
+/// `/metrics` alone, for `metrics.listen`.
+pub fn metrics_routes(live: Arc<Live>) -> impl poem::Endpoint {
+    Route::new()
+        .at("/metrics", get(metrics))
+        .around(move |ep, mut req| {
+            let live = live.clone();
+            async move {
+                req.extensions_mut().insert(live.current());
+                ep.call(req).await
+            }
+        })
+}
+
+/// The Prometheus text exposition. Gauges of live state are read now.
+#[handler]
+fn metrics(Data(app): Data<&Arc<App>>) -> Response {
+    let m = crate::metrics::get();
+    m.damping_entries.set(app.auth.damping_entries() as i64);
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render())
 }
 
 /// The PEM bundle for a distribution registry's `auth.token.rootcertbundle`: the signing chain,

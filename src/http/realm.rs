@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use poem::http::{header, StatusCode};
 use poem::web::Data;
@@ -12,8 +12,10 @@ use serde_json::json;
 
 use super::client::client_address;
 use super::json_response;
+use super::trail::{self, Asked, Trail};
 use crate::app::App;
 use crate::identity::{refresh, AuthError, CacheKey, Credentials, Identity};
+use crate::metrics::Outcome;
 use crate::policy::Caller;
 use crate::scope::Scope;
 
@@ -22,10 +24,20 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub enum RealmError {
-    BadRequest { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    /// A 400 too, counted apart: more scopes, checks or bytes than allowed.
+    TooLarge {
+        code: &'static str,
+        message: String,
+    },
     Unauthorized(String),
     Unavailable(String),
-    TooManyRequests { retry_after: u64 },
+    TooManyRequests {
+        retry_after: u64,
+    },
     Internal,
 }
 
@@ -37,11 +49,45 @@ impl RealmError {
         }
     }
 
+    fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::TooLarge {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The metrics and audit outcome.
+    pub(super) fn outcome(&self) -> Outcome {
+        match self {
+            Self::BadRequest { .. } => Outcome::BadRequest,
+            Self::TooLarge { .. } => Outcome::TooLarge,
+            Self::Unauthorized(_) => Outcome::Unauthorized,
+            Self::Unavailable(_) => Outcome::Unavailable,
+            Self::TooManyRequests { .. } => Outcome::Damped,
+            Self::Internal => Outcome::Internal,
+        }
+    }
+
+    /// What the client is told, for the audit log's `reason`.
+    pub(super) fn message(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::BadRequest { message, .. }
+            | Self::TooLarge { message, .. }
+            | Self::Unauthorized(message)
+            | Self::Unavailable(message) => message.into(),
+            Self::TooManyRequests { retry_after } => {
+                format!("too many failed logins from this address; retry after {retry_after} s")
+                    .into()
+            }
+            Self::Internal => "the token could not be issued".into(),
+        }
+    }
+
     pub(super) fn into_response(self, basic_realm: &str) -> Response {
         let body =
             |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
         match self {
-            Self::BadRequest { code, message } => {
+            Self::BadRequest { code, message } | Self::TooLarge { code, message } => {
                 json_response(StatusCode::BAD_REQUEST, &body(code, &message))
             }
             Self::Unauthorized(message) => {
@@ -91,7 +137,7 @@ impl From<AuthError> for RealmError {
                 Self::Unavailable(format!("identity service unavailable: {msg}"))
             }
             AuthError::TooManyAttempts { retry_after } => Self::TooManyRequests { retry_after },
-            AuthError::TooManyChecks(_) => Self::bad("INVALID_SCOPE", e.to_string()),
+            AuthError::TooManyChecks(_) => Self::too_large("INVALID_SCOPE", e.to_string()),
         }
     }
 }
@@ -123,23 +169,96 @@ struct TokenRequest {
 
 #[handler]
 pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_get(req, app.max_scopes).map(|tr| tr.from(req, &app.trusted_proxies)) {
-        Ok(tr) => issue(app, tr).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
+    let started = Instant::now();
+    let parsed = parse_get(req, app.max_scopes).map(|tr| tr.from(req, &app.trusted_proxies));
+    answer(app, req, parsed, started).await
 }
 
 #[handler]
 pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
-    let result = match parse_post(req, body, app.max_scopes)
+    let started = Instant::now();
+    let parsed = parse_post(req, body, app.max_scopes)
         .await
-        .map(|tr| tr.from(req, &app.trusted_proxies))
-    {
-        Ok(tr) => issue(app, tr).await,
-        Err(e) => Err(e),
+        .map(|tr| tr.from(req, &app.trusted_proxies));
+    answer(app, req, parsed, started).await
+}
+
+/// Issues (or refuses), then counts the outcome and writes the audit line.
+async fn answer(
+    app: &App,
+    req: &Request,
+    parsed: Result<TokenRequest, RealmError>,
+    started: Instant,
+) -> Response {
+    let mut trail = Trail::default();
+    let (result, tr) = match parsed {
+        Ok(tr) => (issue(app, &tr, &mut trail).await, Some(tr)),
+        Err(e) => (Err(e), None),
     };
-    result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
+    let outcome = result
+        .as_ref()
+        .map_or_else(RealmError::outcome, |_| Outcome::Issued);
+    let m = crate::metrics::get();
+    m.token_request(outcome, started.elapsed());
+    if let Some(tr) = &tr {
+        m.scopes_requested.inc_by(tr.scopes.len() as u64);
+    }
+    if let Some(c) = &trail.claims {
+        m.scopes_granted.inc_by(c.access.len() as u64);
+    }
+    // The reason is kept only for the audit line (no allocation when the audit is off).
+    let reason = app
+        .audit
+        .as_ref()
+        .and(result.as_ref().err())
+        .map(|e| e.message().into_owned());
+    let mut response = result.unwrap_or_else(|e| e.into_response(&app.basic_realm));
+    if let Some(audit) = &app.audit {
+        let asked = tr
+            .as_ref()
+            .map(TokenRequest::asked)
+            .unwrap_or_else(|| Asked {
+                method: if req.method() == poem::http::Method::POST {
+                    "POST"
+                } else {
+                    "GET"
+                },
+                client: client_address(req, &app.trusted_proxies),
+                client_id: "",
+                scopes: &[],
+                grant: "",
+            });
+        let request_id = trail::write(
+            audit,
+            &asked,
+            &trail,
+            outcome,
+            reason.as_deref().unwrap_or(""),
+        )
+        .await;
+        if let Ok(v) = header::HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+    }
+    response
+}
+
+impl TokenRequest {
+    fn asked(&self) -> Asked<'_> {
+        Asked {
+            method: self.method,
+            client: self.client,
+            client_id: self.client_id.as_deref().unwrap_or(""),
+            scopes: &self.scopes,
+            grant: if self.refresh_token.is_some() {
+                "refresh_token"
+            } else if self.credentials.is_some() {
+                "password"
+            } else {
+                "anonymous"
+            },
+        }
+    }
 }
 
 impl TokenRequest {
@@ -211,7 +330,7 @@ async fn parse_post(
         ));
     }
     let bytes = body.into_bytes_limit(MAX_FORM_BYTES).await.map_err(|_| {
-        RealmError::bad(
+        RealmError::too_large(
             "INVALID_REQUEST",
             "the form body is unreadable or too large",
         )
@@ -270,8 +389,12 @@ async fn parse_post(
 }
 
 fn parse_scopes(values: &[String], max: usize) -> Result<Vec<Scope>, RealmError> {
-    Scope::parse_all(values.iter().map(String::as_str), max)
-        .map_err(|e| RealmError::bad("INVALID_SCOPE", e.to_string()))
+    Scope::parse_all(values.iter().map(String::as_str), max).map_err(|e| match e {
+        crate::scope::ScopesError::TooMany(_) => {
+            RealmError::too_large("INVALID_SCOPE", e.to_string())
+        }
+        _ => RealmError::bad("INVALID_SCOPE", e.to_string()),
+    })
 }
 
 pub(super) fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
@@ -312,13 +435,14 @@ pub(super) fn basic_credentials(req: &Request) -> Result<Option<Credentials>, Re
 /// Client ids are short names (`docker`, `containerd-client`); a refresh token stores one.
 const MAX_CLIENT_ID_BYTES: usize = 200;
 
-async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
+/// `trail` collects what the audit line and the metrics need, as far as the request got.
+async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Response, RealmError> {
     if tr
         .client_id
         .as_ref()
         .is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES)
     {
-        return Err(RealmError::bad(
+        return Err(RealmError::too_large(
             "INVALID_REQUEST",
             format!("client_id: at most {MAX_CLIENT_ID_BYTES} bytes"),
         ));
@@ -346,6 +470,7 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         }
     }
     let client_id = tr.client_id.as_deref().unwrap_or("");
+    let refreshed;
     let (identity, credentials) = if let Some(rt) = tr.refresh_token.as_deref() {
         let r = app
             .auth
@@ -360,21 +485,25 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
                 );
                 RealmError::from(e)
             })?;
-        (r.identity, r.credentials)
+        refreshed = r.credentials;
+        (r.identity, refreshed.as_ref().map(|(c, key)| (c, *key)))
     } else {
         // Computed once: the identity cache and the per-repository checks are keyed by it.
         let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
-        (login(app, &tr, key).await?, tr.credentials.zip(key))
+        (login(app, tr, key).await?, tr.credentials.as_ref().zip(key))
     };
+    trail.identity = Some(identity.clone());
     let caller = Caller {
         identity: &identity,
-        credentials: credentials.as_ref().map(|(c, key)| (c, *key)),
+        credentials,
     };
-    let access = app
+    let decision = app
         .policy
         .authorize(&caller, &tr.scopes)
         .await
         .map_err(RealmError::from)?;
+    trail.decided_by = decision.decided_by;
+    let access = decision.granted;
     tracing::debug!(
         user = ?identity.name,
         client_id = ?client_id,
@@ -401,7 +530,7 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
         .map_err(|_| RealmError::Internal)?;
     // A refresh token only for a password login that asked for one. If the store cannot take
     // it, the login still succeeds without one: the client keeps the password instead.
-    let refresh_token = match (&credentials, tr.offline && tr.refresh_token.is_none()) {
+    let refresh_token = match (credentials, tr.offline && tr.refresh_token.is_none()) {
         (Some((c, _)), true) => app
             .auth
             .mint_refresh(&identity, c, client_id)
@@ -412,13 +541,16 @@ async fn issue(app: &App, tr: TokenRequest) -> Result<Response, RealmError> {
             }),
         _ => None,
     };
-    Ok(token_response(TokenBody {
+    let response = token_response(TokenBody {
         token: &issued.token,
         expires_in: app.signer.ttl.as_secs(),
         issued_at: &humantime::format_rfc3339_seconds(now).to_string(),
         refresh_token: refresh_token.as_deref(),
         scope: scope.as_deref(),
-    }))
+    });
+    trail.refresh_issued = refresh_token.is_some();
+    trail.claims = Some(issued.claims);
+    Ok(response)
 }
 
 /// A password login (or the anonymous caller, when allowed); `key` is the credentials'

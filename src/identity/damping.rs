@@ -151,6 +151,11 @@ impl Damping {
     /// see each other: the 32nd of a burst is slowed like the 32nd in a row), and says what it
     /// must do first. [`Self::settle`] refunds it unless it did fail. The address is charged
     /// only for failures, so many users behind one NAT logging in at once are not slowed.
+    /// Records held (pairs and addresses), for the metrics: moka's estimate.
+    pub fn entries(&self) -> u64 {
+        self.pairs.entry_count() + self.ips.entry_count()
+    }
+
     pub fn plan(&self, account: &str, ip: IpAddr) -> Plan {
         let (pair_threshold, ip_threshold) = (self.pair_threshold, self.ip_threshold);
         let pair = self.pairs.get_with(self.pair_key(account, ip), || {

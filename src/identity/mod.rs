@@ -203,8 +203,10 @@ impl Authenticator {
             &self.local_cache
         };
         if let Some(id) = cache.get(&key).await {
+            crate::metrics::get().cache_hits.inc();
             return Ok(id);
         }
+        crate::metrics::get().cache_misses.inc();
         // Concurrent requests with the same credentials (a `docker compose pull` of many
         // images) share one damping plan and one verification.
         let verify = self.damped(creds, client, |plan| async move {
@@ -264,7 +266,10 @@ impl Authenticator {
             // The password changed since: check again.
             users.verified.invalidate(&key).await;
         }
-        if known.as_ref() != Some(&hash) {
+        if known.as_ref() == Some(&hash) {
+            crate::metrics::get().cache_hits.inc();
+        } else {
+            crate::metrics::get().cache_misses.inc();
             let hash = &hash;
             let verify = self.damped(creds, client, |plan| async move {
                 self.check_hash(hash, creds, plan.as_ref())
@@ -305,7 +310,14 @@ impl Authenticator {
         let slot = self.bcrypt.acquire(suspect).await?;
         let ok = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            bcrypt::verify(pass, &hash).unwrap_or(false)
+            let ok = bcrypt::verify(pass, &hash).unwrap_or(false);
+            let m = crate::metrics::get();
+            if ok {
+                m.bcrypt_match.inc();
+            } else {
+                m.bcrypt_mismatch.inc();
+            }
+            ok
         })
         .await
         .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
@@ -314,6 +326,11 @@ impl Authenticator {
         } else {
             Err(AuthError::BadCredentials)
         }
+    }
+
+    /// Records held by brute-force damping (0 when it is off).
+    pub fn damping_entries(&self) -> u64 {
+        self.damping.as_ref().map_or(0, Damping::entries)
     }
 
     /// Whether the htpasswd file has `name` (a store user may not have it too).
@@ -379,6 +396,11 @@ impl Authenticator {
         })
         .await
         .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
+        let m = crate::metrics::get();
+        match verdict {
+            Verdict::Valid => m.bcrypt_match.inc(),
+            _ => m.bcrypt_mismatch.inc(),
+        };
         match verdict {
             Verdict::Valid => Ok(Arc::new(Identity::local(&creds.username))),
             Verdict::WrongPassword | Verdict::UnknownUser => Err(AuthError::BadCredentials),

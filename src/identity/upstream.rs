@@ -153,6 +153,28 @@ pub async fn call(
     creds: &Credentials,
     endpoint: Endpoint,
 ) -> Result<Answer, AuthError> {
+    let started = std::time::Instant::now();
+    let result = call_once(client, url, forwarding, creds, endpoint).await;
+    let outcome = match &result {
+        Ok(Answer::Granted(_)) => "granted",
+        Ok(Answer::Refused(_)) => "refused",
+        Err(_) => "error",
+    };
+    let endpoint = match endpoint {
+        Endpoint::Identity => "identity",
+        Endpoint::Repository => "repository",
+    };
+    crate::metrics::get().upstream_call(endpoint, outcome, started.elapsed());
+    result
+}
+
+async fn call_once(
+    client: &Client,
+    url: &str,
+    forwarding: CredentialForwarding,
+    creds: &Credentials,
+    endpoint: Endpoint,
+) -> Result<Answer, AuthError> {
     let _slot = tokio::time::timeout(client.timeout, client.slots.acquire())
         .await
         .map_err(|_| unavailable(url, "too many calls to it are already in progress"))?

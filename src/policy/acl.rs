@@ -40,8 +40,8 @@ pub struct Grant {
     pub actions: Vec<String>,
     /// The rule says `upstream`: ask the repository endpoint about the rest.
     pub ask_upstream: bool,
-    /// A rule matched (and decided, even if it granted nothing).
-    pub matched: bool,
+    /// The index of the rule that matched (and decided, even if it granted nothing).
+    pub rule: Option<usize>,
 }
 
 impl Acl {
@@ -110,7 +110,12 @@ impl Acl {
 
     /// What the first matching rule grants of `scope` to `who`.
     pub fn grant(&self, who: &Identity, scope: &Scope) -> Grant {
-        let Some(rule) = self.rules.iter().find(|r| r.matches(who, scope)) else {
+        let Some((index, rule)) = self
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(who, scope))
+        else {
             return Grant::default();
         };
         Grant {
@@ -125,7 +130,7 @@ impl Acl {
                 .cloned()
                 .collect(),
             ask_upstream: rule.actions.iter().any(|a| a == UPSTREAM),
-            matched: true,
+            rule: Some(index),
         }
     }
 }
@@ -256,7 +261,7 @@ mod tests {
             Grant {
                 actions: vec!["pull".into(), "push".into()],
                 ask_upstream: false,
-                matched: true
+                rule: Some(0)
             }
         );
         assert_eq!(
@@ -264,7 +269,7 @@ mod tests {
             Grant {
                 actions: vec!["pull".into()],
                 ask_upstream: true,
-                matched: true
+                rule: Some(1)
             }
         );
         assert!(acl.uses_upstream());

@@ -22,6 +22,45 @@ pub struct Policy {
     pub repository: Option<RepositoryCheck>,
 }
 
+/// What decided a scope's grant: the audit log's `decided_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// `[[acl]]` rule number n (from 0), alone.
+    Rule(usize),
+    /// Rule n deferred to the upstream repository endpoint, which allowed something or not.
+    Upstream { rule: usize, allowed: bool },
+    /// No rule matched; the store user's `admin` flag.
+    StoreAdmin,
+    /// No rule matched; the store user's grants (possibly none).
+    StoreGrants,
+    /// No rule matched and no store decides: nothing granted.
+    NoRule,
+}
+
+impl std::fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rule(n) => write!(f, "acl[{n}]"),
+            Self::Upstream { rule, allowed } => write!(
+                f,
+                "acl[{rule}]+upstream:{}",
+                if *allowed { "allowed" } else { "refused" }
+            ),
+            Self::StoreAdmin => f.write_str("store:admin"),
+            Self::StoreGrants => f.write_str("store:grants"),
+            Self::NoRule => f.write_str("no-rule"),
+        }
+    }
+}
+
+/// The granted scopes (those with any action), and what decided each requested scope, in
+/// the order asked.
+#[derive(Debug, Default)]
+pub struct Authorization {
+    pub granted: Vec<Scope>,
+    pub decided_by: Vec<DecidedBy>,
+}
+
 /// The authenticated caller, with the credential the upstream API is asked with.
 pub struct Caller<'a> {
     pub identity: &'a Identity,
@@ -34,7 +73,7 @@ impl Policy {
         &self,
         caller: &Caller<'_>,
         scopes: &[Scope],
-    ) -> Result<Vec<Scope>, AuthError> {
+    ) -> Result<Authorization, AuthError> {
         if let Some(repo) = &self.repository {
             let asks = scopes
                 .iter()
@@ -45,7 +84,15 @@ impl Policy {
             }
         }
         let decided = try_join_all(scopes.iter().map(|s| self.decide(caller, s))).await?;
-        Ok(decided.into_iter().flatten().collect())
+        let mut out = Authorization {
+            granted: Vec::with_capacity(decided.len()),
+            decided_by: Vec::with_capacity(decided.len()),
+        };
+        for (granted, by) in decided {
+            out.granted.extend(granted);
+            out.decided_by.push(by);
+        }
+        Ok(out)
     }
 
     /// Whether deciding `scope` takes a call to the API (unless its answer is cached).
@@ -59,16 +106,29 @@ impl Policy {
             && caller.identity.source == Source::Upstream
     }
 
-    async fn decide(&self, caller: &Caller<'_>, scope: &Scope) -> Result<Option<Scope>, AuthError> {
+    async fn decide(
+        &self,
+        caller: &Caller<'_>,
+        scope: &Scope,
+    ) -> Result<(Option<Scope>, DecidedBy), AuthError> {
         let grant = self.acl.grant(caller.identity, scope);
-        let mut actions = if grant.matched {
-            grant.actions
-        } else {
-            store_grant(caller.identity, scope)
+        let (mut actions, mut by) = match grant.rule {
+            Some(n) => (grant.actions, DecidedBy::Rule(n)),
+            None if caller.identity.source == Source::Store && caller.identity.admin => {
+                (store_grant(caller.identity, scope), DecidedBy::StoreAdmin)
+            }
+            None if caller.identity.source == Source::Store => {
+                (store_grant(caller.identity, scope), DecidedBy::StoreGrants)
+            }
+            None => (Vec::new(), DecidedBy::NoRule),
         };
         if self.asks_upstream(caller, scope) {
             if let (Some(repo), Some((creds, key))) = (&self.repository, caller.credentials) {
                 let allowed = repo.allowed(creds, key, &scope.name).await?;
+                by = DecidedBy::Upstream {
+                    rule: grant.rule.unwrap_or(0),
+                    allowed: !allowed.is_empty(),
+                };
                 actions = scope
                     .actions
                     .iter()
@@ -77,10 +137,11 @@ impl Policy {
                     .collect();
             }
         }
-        Ok((!actions.is_empty()).then(|| Scope {
+        let granted = (!actions.is_empty()).then(|| Scope {
             actions,
             ..scope.clone()
-        }))
+        });
+        Ok((granted, by))
     }
 }
 

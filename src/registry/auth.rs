@@ -14,13 +14,19 @@ use crate::token::{Claims, TrustedKeys};
 pub const LEEWAY: Duration = Duration::from_secs(60);
 
 pub struct TokenAuth {
-    pub trusted: TrustedKeys,
+    /// Swapped whole by a reload (the issuer's keys changed).
+    pub trusted: arc_swap::ArcSwap<TrustedKeys>,
     pub issuer: String,
     pub service: String,
     pub realm: String,
 }
 
 impl TokenAuth {
+    /// Trusts `keys` from now on (a reload of the issuer's keys).
+    pub fn trust(&self, keys: TrustedKeys) {
+        self.trusted.store(std::sync::Arc::new(keys));
+    }
+
     /// The verified claims, or the 401 to send (boxed: a response is large, the claims small).
     pub fn check(&self, req: &Request, needed: &[Scope]) -> Result<Claims, Box<Response>> {
         let token = req
@@ -40,6 +46,7 @@ impl TokenAuth {
         };
         let claims = self
             .trusted
+            .load()
             .verify(
                 token.trim(),
                 &self.issuer,

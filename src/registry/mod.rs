@@ -13,7 +13,7 @@ pub mod storage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::{EndpointExt, Route};
+use poem::{Endpoint, EndpointExt, Route};
 
 use auth::TokenAuth;
 use storage::Storage;
@@ -35,6 +35,37 @@ pub fn routes(reg: Arc<Registry>) -> impl poem::Endpoint {
         .at("/v2", routes::dispatch)
         .at("/v2/*path", routes::dispatch)
         .data(reg)
+        .around(|ep, req| async move {
+            // Counted by route, method and status; bytes sent from the declared length
+            // (every body the registry sends declares it).
+            let route = routes::route_label(req.uri().path());
+            let method = method_label(req.method());
+            let resp = ep.call(req).await?;
+            let m = crate::metrics::get();
+            m.registry_request(route, method, resp.status().as_u16());
+            if method != "HEAD" {
+                let sent = resp
+                    .headers()
+                    .get(poem::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                m.registry_bytes_out.inc_by(sent.unwrap_or(0));
+            }
+            Ok(resp)
+        })
+}
+
+fn method_label(m: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
 }
 
 /// Removes expired upload sessions every `ttl / 4` (at most every 5 minutes).

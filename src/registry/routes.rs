@@ -38,6 +38,20 @@ enum Route<'a> {
     Referrers(&'a str, &'a str),
 }
 
+/// The `route` label of the registry's metrics: bounded, never a repository name.
+pub fn route_label(path: &str) -> &'static str {
+    match route(path) {
+        Some(Route::Base) => "base",
+        Some(Route::Catalog) => "catalog",
+        Some(Route::Tags(_)) => "tags",
+        Some(Route::Manifest(..)) => "manifests",
+        Some(Route::Blob(..)) => "blobs",
+        Some(Route::Upload(..)) => "uploads",
+        Some(Route::Referrers(..)) => "referrers",
+        None => "other",
+    }
+}
+
 fn route(path: &str) -> Option<Route<'_>> {
     let rest = path.strip_prefix("/v2")?;
     if rest.is_empty() || rest == "/" {
@@ -353,6 +367,9 @@ async fn put_manifest(
     let bytes = body.into_bytes_limit(MAX_MANIFEST).await.map_err(|_| {
         RegError::manifest_invalid("the manifest is unreadable or larger than 4 MiB")
     })?;
+    crate::metrics::get()
+        .registry_bytes_in
+        .inc_by(bytes.len() as u64);
     let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|_| RegError::manifest_invalid("the manifest is not JSON"))?;
     let declared = doc.get("mediaType").and_then(Value::as_str);

@@ -32,6 +32,9 @@ impl Sessions {
                 open.insert(uuid, repo);
             }
         }
+        crate::metrics::get()
+            .uploads_in_progress
+            .set(open.len() as i64);
         Self {
             open: Mutex::new(open),
             max_total,
@@ -55,14 +58,18 @@ impl Sessions {
             )));
         }
         open.insert(uuid.to_string(), repo.to_string());
+        crate::metrics::get()
+            .uploads_in_progress
+            .set(open.len() as i64);
         Ok(())
     }
 
     pub fn release(&self, uuid: &str) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uuid);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(uuid);
+        crate::metrics::get()
+            .uploads_in_progress
+            .set(open.len() as i64);
     }
 
     pub fn count(&self) -> usize {

@@ -664,6 +664,7 @@ async fn copy_hashing(
             c.update(&buf[..n]);
         }
         file.write_all(&buf[..n]).await.map_err(CopyError::Disk)?;
+        crate::metrics::get().registry_bytes_in.inc_by(n as u64);
         total += n as u64;
     }
 }

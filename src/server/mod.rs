@@ -53,7 +53,7 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> anyhow::Result<Bound>
 pub async fn serve(
     bound: Bound,
     endpoint: impl Endpoint + 'static,
-    limits: &HttpLimits,
+    limits: HttpLimits,
 ) -> anyhow::Result<()> {
     let Bound {
         listener,
@@ -106,7 +106,9 @@ pub async fn serve(
                     RemoteAddr(peer.into()),
                     poem::http::uri::Scheme::HTTP,
                 ));
+                let in_flight = InFlight::begin();
                 let resp = endpoint.get_response(req).await;
+                drop(in_flight);
                 drop(guard);
                 Ok::<_, Infallible>(hyper::Response::from(resp))
             }
@@ -131,6 +133,23 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Counts a request in `token_issuer_http_requests_in_flight` until it is answered or
+/// dropped (a client that went away).
+struct InFlight;
+
+impl InFlight {
+    fn begin() -> Self {
+        crate::metrics::get().in_flight.inc();
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::get().in_flight.dec();
+    }
 }
 
 /// `accept` failures. Running out of descriptors (`EMFILE`, `ENFILE`) or memory leaves the

@@ -13,7 +13,7 @@ mod users;
 use std::sync::Arc;
 
 use poem::http::{header, StatusCode};
-use poem::{delete, get, Body, EndpointExt, Request, Response, Route};
+use poem::{delete, get, Body, Request, Response, Route};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -30,7 +30,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Lines a list returns when the caller names no `limit`.
 const DEFAULT_PAGE: i64 = 100;
 
-pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
+pub fn routes() -> impl poem::Endpoint {
     Route::new()
         .at("/users", get(users::list).post(users::add))
         .at(
@@ -48,7 +48,6 @@ pub fn routes(app: Arc<App>) -> impl poem::Endpoint {
         .at("/grants/:id", delete(grants::remove))
         .at("/tokens", get(tokens::list).delete(tokens::revoke_all))
         .at("/tokens/:id", delete(tokens::revoke))
-        .data(app)
 }
 
 /// An admin API failure, as a status and a message.

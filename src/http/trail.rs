@@ -1,0 +1,77 @@
+//! What a token request leaves behind: the audit line (see `crate::audit`). The realm fills a
+//! [`Trail`] as the request gets further (who, what decided, what was signed) and hands it here
+//! with the outcome, whatever it was.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::audit::{Audit, Record};
+use crate::identity::{Identity, Source};
+use crate::metrics::Outcome;
+use crate::policy::DecidedBy;
+use crate::scope::Scope;
+use crate::token::Claims;
+
+/// How far a request got.
+#[derive(Default)]
+pub(super) struct Trail {
+    pub identity: Option<Arc<Identity>>,
+    pub decided_by: Vec<DecidedBy>,
+    pub claims: Option<Claims>,
+    pub refresh_issued: bool,
+}
+
+/// What was asked, and by whom (as far as it could be parsed).
+pub(super) struct Asked<'a> {
+    pub method: &'a str,
+    pub client: IpAddr,
+    pub client_id: &'a str,
+    pub scopes: &'a [Scope],
+    /// `password`, `refresh_token`, `anonymous`, or `""` when the request did not parse.
+    pub grant: &'static str,
+}
+
+fn source(s: Source) -> &'static str {
+    match s {
+        Source::Anonymous => "anonymous",
+        Source::Local => "htpasswd",
+        Source::Store => "store",
+        Source::Upstream => "upstream",
+    }
+}
+
+/// Writes the audit line; returns its request id (also sent as `X-Request-Id`).
+pub(super) async fn write(
+    audit: &Audit,
+    asked: &Asked<'_>,
+    trail: &Trail,
+    outcome: Outcome,
+    reason: &str,
+) -> String {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let id = trail.identity.as_deref();
+    let record = Record {
+        time: crate::audit::now(),
+        request_id: &request_id,
+        client_ip: asked.client,
+        method: asked.method,
+        client_id: asked.client_id,
+        user: id.map_or("", |i| i.name.as_str()),
+        source: id.map_or("", |i| source(i.source)),
+        grant: asked.grant,
+        requested: asked.scopes.iter().map(ToString::to_string).collect(),
+        granted: trail
+            .claims
+            .as_ref()
+            .map(|c| c.access.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        decided_by: trail.decided_by.iter().map(ToString::to_string).collect(),
+        outcome: outcome.as_str(),
+        reason,
+        jti: trail.claims.as_ref().map_or("", |c| c.jti.as_str()),
+        exp: trail.claims.as_ref().map(|c| c.exp),
+        refresh_token_issued: trail.refresh_issued,
+    };
+    audit.record(&record).await;
+    request_id
+}
