@@ -138,6 +138,7 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
                [[acl]]\naccount = \"*\"\nname = \"public/*\"\nactions = [\"pull\"]\n";
     let extra = format!(
         "[http]\nmax_scopes = 4\n[audit]\nenabled = true\npath = \"audit.log\"\n\
+         [store]\nurl = \"sqlite://store.db\"\n\
          [upstream]\nurl = \"http://127.0.0.1:{dead}/api/v2/whoami\"\nusername_pointer = \"/slug\"\ntimeout_ms = 500\n"
     );
     let issuer = Issuer::start(dir, &config(dir, acl, &extra), &[]).await;
@@ -252,6 +253,37 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
         1.0
     );
 
+    // A docker-style login with a refresh token, and the refresh grant.
+    let login: Value = c
+        .get(format!(
+            "{}?service={SERVICE}&client_id=docker&offline_token=true",
+            issuer.realm()
+        ))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let refresh_token = login["refresh_token"].as_str().expect("refresh token").to_string();
+    let refreshed: Value = c
+        .post(issuer.realm())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+            ("client_id", "docker"),
+            ("service", SERVICE),
+            ("scope", "repository:team/app:pull"),
+        ])
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("json");
+    tokens.push(refreshed["access_token"].as_str().expect("token").to_string());
+
     // The audit: one line per decision (the first wait is the writer catching up).
     let audit_path = dir.join("audit.log");
     let read_audit = || -> Vec<Value> {
@@ -261,8 +293,8 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
             .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
             .collect()
     };
-    within(Duration::from_secs(5), "8 audit lines", || async {
-        read_audit().len() == 8
+    within(Duration::from_secs(5), "10 audit lines", || async {
+        read_audit().len() == 10
     })
     .await;
     let lines = read_audit();
@@ -300,6 +332,14 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
     assert_eq!(lines[5]["outcome"], "bad_request");
     assert_eq!(lines[6]["outcome"], "too_large");
     assert_eq!(lines[7]["outcome"], "unavailable");
+    assert_eq!(lines[8]["refresh_token_issued"], true);
+    assert_eq!(lines[8]["client_id"], "docker");
+    assert_eq!(lines[9]["grant"], "refresh_token");
+    assert_eq!(lines[9]["user"], "alice");
+    assert_eq!(
+        lines[9]["granted"],
+        serde_json::json!(["repository:team/app:pull"])
+    );
     let time = first["time"].as_str().expect("time");
     assert!(
         time.ends_with('Z') && time.len() == 24,
@@ -317,6 +357,7 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
     let metrics_text = format!("{after:?}");
     let mut secrets: Vec<&str> = vec![ALICE.1, BOB.1, "wrong-guess-pw", "nobody-secret-pw-3"];
     secrets.extend(tokens.iter().map(String::as_str));
+    secrets.push(&refresh_token);
     secrets.extend(
         tokens
             .iter()
@@ -362,7 +403,7 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
             .expect("moved")
             .lines()
             .count(),
-        8,
+        10,
         "the moved file kept its lines"
     );
 }
