@@ -342,6 +342,7 @@ fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String
 /// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM; reloads
 /// on SIGHUP and when watched files change (see `reload`).
 async fn serve(cfg: Config, source: reload::Source, dev_dir: Option<&Path>) -> anyhow::Result<()> {
+    token_issuer::metrics::set_enabled(cfg.metrics.enabled);
     let app = App::build(&cfg).await?;
     let limits = cfg.http.limits()?;
     server::raise_fd_limit();

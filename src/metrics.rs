@@ -3,6 +3,7 @@
 //! nothing for labels. Labels stay bounded: outcomes, endpoints, routes, methods and status
 //! codes, never a user, repository or address.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -112,6 +113,14 @@ pub struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `metrics.enabled`: when off, the latency histograms (a lock each) are not kept; counters
+/// are single atomic adds and are kept either way.
+static HISTOGRAMS: AtomicBool = AtomicBool::new(true);
+
+pub fn set_enabled(on: bool) {
+    HISTOGRAMS.store(on, Ordering::Relaxed);
+}
 
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
@@ -274,16 +283,20 @@ impl Metrics {
 
     pub fn token_request(&self, outcome: Outcome, took: Duration) {
         self.token_requests[outcome as usize].inc();
-        self.token_latency.observe(took.as_secs_f64());
+        if HISTOGRAMS.load(Ordering::Relaxed) {
+            self.token_latency.observe(took.as_secs_f64());
+        }
     }
 
     pub fn upstream_call(&self, endpoint: &'static str, outcome: &'static str, took: Duration) {
         self.upstream_calls
             .get_or_create(&UpstreamLabels { endpoint, outcome })
             .inc();
-        self.upstream_latency
-            .get_or_create(&EndpointLabel { endpoint })
-            .observe(took.as_secs_f64());
+        if HISTOGRAMS.load(Ordering::Relaxed) {
+            self.upstream_latency
+                .get_or_create(&EndpointLabel { endpoint })
+                .observe(took.as_secs_f64());
+        }
     }
 
     pub fn registry_request(&self, route: &'static str, method: &'static str, status: u16) {

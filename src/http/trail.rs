@@ -48,10 +48,10 @@ pub(super) async fn write(
     outcome: Outcome,
     reason: &str,
 ) -> String {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = crate::audit::request_id();
     let id = trail.identity.as_deref();
     let record = Record {
-        time: crate::audit::now(),
+        time: std::time::SystemTime::now(),
         request_id: &request_id,
         client_ip: asked.client,
         method: asked.method,
@@ -59,13 +59,9 @@ pub(super) async fn write(
         user: id.map_or("", |i| i.name.as_str()),
         source: id.map_or("", |i| source(i.source)),
         grant: asked.grant,
-        requested: asked.scopes.iter().map(ToString::to_string).collect(),
-        granted: trail
-            .claims
-            .as_ref()
-            .map(|c| c.access.iter().map(ToString::to_string).collect())
-            .unwrap_or_default(),
-        decided_by: trail.decided_by.iter().map(ToString::to_string).collect(),
+        requested: asked.scopes,
+        granted: trail.claims.as_ref().map_or(&[], |c| c.access.as_slice()),
+        decided_by: &trail.decided_by,
         outcome: outcome.as_str(),
         reason,
         jti: trail.claims.as_ref().map_or("", |c| c.jti.as_str()),
