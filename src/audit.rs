@@ -357,7 +357,11 @@ mod tests {
     use super::*;
 
     fn record(audit: &Audit, i: usize) -> impl std::future::Future<Output = ()> + '_ {
-        let scopes = vec![crate::scope::Scope::new("repository", &format!("r{i}"), &["pull"])];
+        let scopes = vec![crate::scope::Scope::new(
+            "repository",
+            &format!("r{i}"),
+            &["pull"],
+        )];
         async move { audit.record(&line(&scopes)).await }
     }
 

@@ -266,7 +266,10 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
         .json()
         .await
         .expect("json");
-    let refresh_token = login["refresh_token"].as_str().expect("refresh token").to_string();
+    let refresh_token = login["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
     let refreshed: Value = c
         .post(issuer.realm())
         .form(&[
@@ -282,7 +285,12 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
         .json()
         .await
         .expect("json");
-    tokens.push(refreshed["access_token"].as_str().expect("token").to_string());
+    tokens.push(
+        refreshed["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string(),
+    );
 
     // The audit: one line per decision (the first wait is the writer catching up).
     let audit_path = dir.join("audit.log");
