@@ -8,7 +8,8 @@ use anyhow::Context;
 
 use crate::config::{setting, AclRule, Config, X5cMode};
 use crate::identity::store::StoreUsers;
-use crate::identity::upstream::{self, Upstream};
+use crate::identity::upstream::Upstream;
+use crate::upstream;
 use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
 use crate::keys::{jwk::Jwks, KeyMaterial, PublishedKey};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};

@@ -17,3 +17,4 @@ pub mod scope;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod upstream;

@@ -14,9 +14,9 @@ use super::client::client_address;
 use super::json_response;
 use super::trail::{self, Asked, Trail};
 use crate::app::App;
-use crate::identity::{refresh, AuthError, CacheKey, Credentials, Identity};
+use crate::identity::{refresh, AuthError, Caller, Credentials};
 use crate::metrics::Outcome;
-use crate::policy::Caller;
+use crate::policy::PolicyError;
 use crate::scope::Scope;
 
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
@@ -128,6 +128,17 @@ impl RealmError {
     }
 }
 
+impl From<PolicyError> for RealmError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::TooManyChecks(_) => Self::too_large("INVALID_SCOPE", e.to_string()),
+            PolicyError::Unavailable(how) => {
+                Self::Unavailable(format!("identity service unavailable: {how}"))
+            }
+        }
+    }
+}
+
 impl From<AuthError> for RealmError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -137,7 +148,6 @@ impl From<AuthError> for RealmError {
                 Self::Unavailable(format!("identity service unavailable: {msg}"))
             }
             AuthError::TooManyAttempts { retry_after } => Self::TooManyRequests { retry_after },
-            AuthError::TooManyChecks(_) => Self::too_large("INVALID_SCOPE", e.to_string()),
         }
     }
 }
@@ -470,10 +480,8 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
         }
     }
     let client_id = tr.client_id.as_deref().unwrap_or("");
-    let refreshed;
-    let (identity, credentials) = if let Some(rt) = tr.refresh_token.as_deref() {
-        let r = app
-            .auth
+    let caller = if let Some(rt) = tr.refresh_token.as_deref() {
+        app.auth
             .refresh(rt, tr.client_id.as_deref(), tr.client)
             .await
             .map_err(|e| {
@@ -484,19 +492,12 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
                     "refresh refused: {e}"
                 );
                 RealmError::from(e)
-            })?;
-        refreshed = r.credentials;
-        (r.identity, refreshed.as_ref().map(|(c, key)| (c, *key)))
+            })?
     } else {
-        // Computed once: the identity cache and the per-repository checks are keyed by it.
-        let key = tr.credentials.as_ref().map(|c| app.auth.cache_key(c));
-        (login(app, tr, key).await?, tr.credentials.as_ref().zip(key))
+        login(app, tr).await?
     };
+    let identity = caller.identity();
     trail.identity = Some(identity.clone());
-    let caller = Caller {
-        identity: &identity,
-        credentials,
-    };
     let decision = app
         .policy
         .authorize(&caller, &tr.scopes)
@@ -530,16 +531,17 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
         .map_err(|_| RealmError::Internal)?;
     // A refresh token only for a password login that asked for one. If the store cannot take
     // it, the login still succeeds without one: the client keeps the password instead.
-    let refresh_token = match (credentials, tr.offline && tr.refresh_token.is_none()) {
-        (Some((c, _)), true) => app
+    let password_login = tr.credentials.is_some() && tr.refresh_token.is_none();
+    let refresh_token = match password_login && tr.offline {
+        true => app
             .auth
-            .mint_refresh(&identity, c, client_id)
+            .mint_refresh(&caller, client_id)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(user = ?identity.name, "no refresh token issued: {e}");
                 None
             }),
-        _ => None,
+        false => None,
     };
     let response = token_response(TokenBody {
         token: &issued.token,
@@ -553,43 +555,33 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
     Ok(response)
 }
 
-/// A password login (or the anonymous caller, when allowed); `key` is the credentials'
-/// cache key.
-async fn login(
-    app: &App,
-    tr: &TokenRequest,
-    key: Option<CacheKey>,
-) -> Result<Arc<Identity>, RealmError> {
-    let identity = match (&tr.credentials, key) {
-        (Some(c), Some(key)) => app
-            .auth
-            .authenticate(c, key, tr.client)
-            .await
-            .map_err(|e| {
-                // At info: an operator must see why a client fails without turning on debug.
-                // User-controlled strings are logged quoted and escaped (`?`): a name holding a
-                // newline or a terminal escape cannot forge or hide a log line.
-                tracing::info!(
-                    user = ?c.username,
-                    method = tr.method,
-                    client_id = ?tr.client_id.as_deref().unwrap_or(""),
-                    peer = %tr.client,
-                    "login refused: {e}"
-                );
-                RealmError::from(e)
-            })?,
-        _ if app.anonymous => Arc::new(Identity::anonymous()),
-        _ => {
+/// A password login (or the anonymous caller, when allowed).
+async fn login(app: &App, tr: &TokenRequest) -> Result<Caller, RealmError> {
+    match &tr.credentials {
+        Some(c) => app.auth.authenticate(c, tr.client).await.map_err(|e| {
+            // At info: an operator must see why a client fails without turning on debug.
+            // User-controlled strings are logged quoted and escaped (`?`): a name holding a
+            // newline or a terminal escape cannot forge or hide a log line.
+            tracing::info!(
+                user = ?c.username,
+                method = tr.method,
+                client_id = ?tr.client_id.as_deref().unwrap_or(""),
+                peer = %tr.client,
+                "login refused: {e}"
+            );
+            RealmError::from(e)
+        }),
+        None if app.anonymous => Ok(Caller::anonymous()),
+        None => {
             tracing::info!(
                 method = tr.method,
                 client_id = ?tr.client_id.as_deref().unwrap_or(""),
                 peer = %tr.client,
                 "anonymous request refused: no credentials given and identity.anonymous is off"
             );
-            return Err(RealmError::Unauthorized(NO_CREDENTIALS.into()));
+            Err(RealmError::Unauthorized(NO_CREDENTIALS.into()))
         }
-    };
-    Ok(identity)
+    }
 }
 
 struct TokenBody<'a> {

@@ -66,6 +66,7 @@ impl Identity {
     }
 }
 
+#[derive(Clone)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
@@ -90,8 +91,63 @@ pub enum AuthError {
     Unavailable(String),
     #[error("too many failed logins from this address; wait {retry_after} s")]
     TooManyAttempts { retry_after: u64 },
-    #[error("at most {0} repositories can be checked with the identity service in one token request (upstream.max_repository_checks); ask for fewer scopes")]
-    TooManyChecks(usize),
+}
+
+/// A request's proven caller: who it is and, for an identity the upstream API vouched for, the
+/// credential that API is asked with again (per repository, and sealed into a refresh token).
+/// Only this module builds one, so an upstream caller without its credential cannot exist, and
+/// no other caller carries a secret.
+pub enum Caller {
+    /// htpasswd and store users, and the anonymous caller.
+    Known(Arc<Identity>),
+    Upstream {
+        identity: Arc<Identity>,
+        credential: UpstreamCredential,
+    },
+}
+
+/// The credential an upstream identity logged in with, and its cache key (per-repository
+/// answers are cached under it, so one caller's answer is never another's).
+pub struct UpstreamCredential {
+    credentials: Credentials,
+    key: CacheKey,
+}
+
+impl UpstreamCredential {
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    pub fn key(&self) -> CacheKey {
+        self.key
+    }
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self::Known(Arc::new(Identity::anonymous()))
+    }
+
+    pub fn identity(&self) -> &Arc<Identity> {
+        match self {
+            Self::Known(identity) | Self::Upstream { identity, .. } => identity,
+        }
+    }
+
+    /// `identity` as proven by `creds` (whose cache key is `key`).
+    fn proven(identity: Arc<Identity>, creds: &Credentials, key: CacheKey) -> Self {
+        if identity.source == Source::Upstream {
+            Self::Upstream {
+                identity,
+                credential: UpstreamCredential {
+                    credentials: creds.clone(),
+                    key,
+                },
+            }
+        } else {
+            Self::Known(identity)
+        }
+    }
 }
 
 /// A salted SHA-256 of the credentials: what caches are keyed by, never the credentials.
@@ -156,7 +212,7 @@ impl Authenticator {
         })
     }
 
-    pub fn cache_key(&self, c: &Credentials) -> CacheKey {
+    fn cache_key(&self, c: &Credentials) -> CacheKey {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&self.salt);
         ctx.update(&(c.username.len() as u64).to_le_bytes());
@@ -173,6 +229,16 @@ impl Authenticator {
     /// `key` is [`Self::cache_key`] of `creds` (the caller keeps it for per-repository caching);
     /// `client` is the caller's address, as the realm determined it.
     pub async fn authenticate(
+        &self,
+        creds: &Credentials,
+        client: IpAddr,
+    ) -> Result<Caller, AuthError> {
+        let key = self.cache_key(creds);
+        let identity = self.identify(creds, key, client).await?;
+        Ok(Caller::proven(identity, creds, key))
+    }
+
+    async fn identify(
         &self,
         creds: &Credentials,
         key: CacheKey,
@@ -492,11 +558,15 @@ mod tests {
         let auth = Authenticator::new(Some(file), None, None, settings, None).expect("auth");
         let login = |u: &str, p: &str| {
             let c = creds(u, p);
-            let key = auth.cache_key(&c);
             let auth = &auth;
-            async move { auth.authenticate(&c, key, [127, 0, 0, 1].into()).await }
+            async move {
+                auth.authenticate(&c, [127, 0, 0, 1].into())
+                    .await
+                    .map(|caller| caller.identity().clone())
+            }
         };
-        assert_eq!(login("alice", "pw").await.expect("ok").name, "alice");
+        let alice = login("alice", "pw").await.expect("ok");
+        assert_eq!(alice.name, "alice");
         auth.local_cache.run_pending_tasks().await;
         assert_eq!(auth.local_cache.entry_count(), 1);
         assert_eq!(login("alice", "nope").await, Err(AuthError::BadCredentials));

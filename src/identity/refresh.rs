@@ -27,7 +27,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use moka::future::Cache;
 
-use super::{AuthError, Authenticator, CacheKey, Credentials, Identity, Source};
+use super::{AuthError, Authenticator, Caller, Credentials, Identity, Source};
 use crate::store::{self, RefreshRecord, Store, StoreError};
 
 /// What every refresh token starts with (and secret scanners can look for).
@@ -51,13 +51,6 @@ pub struct RefreshTokens {
     /// Refresh tokens minted per user in the current minute.
     mints: Cache<String, Arc<AtomicU32>>,
     rng: SystemRandom,
-}
-
-/// The identity a refresh token stands for, and (for upstream identities) the platform
-/// credential behind it with its cache key, which per-repository checks use as a login's would.
-pub struct Refreshed {
-    pub identity: Arc<Identity>,
-    pub credentials: Option<(Credentials, CacheKey)>,
 }
 
 /// A domain-separated SHA-256 of a token: a 256-bit secret needs no stretching.
@@ -218,7 +211,7 @@ impl Authenticator {
         token: &str,
         client_id: Option<&str>,
         client: IpAddr,
-    ) -> Result<Refreshed, AuthError> {
+    ) -> Result<Caller, AuthError> {
         let Some(users) = &self.store else {
             return Err(AuthError::Refused(
                 "this token service issues no refresh tokens (no store.url); log in with a password"
@@ -292,10 +285,7 @@ impl Authenticator {
                 if let Some(why) = entry.refusal() {
                     return Err(AuthError::Refused(why));
                 }
-                Ok(Refreshed {
-                    identity: entry.identity.clone(),
-                    credentials: None,
-                })
+                Ok(Caller::Known(entry.identity.clone()))
             }
             "local" => {
                 let hash = self
@@ -306,10 +296,7 @@ impl Authenticator {
                 if binding(hash) != record.binding {
                     return Err(changed());
                 }
-                Ok(Refreshed {
-                    identity: Arc::new(Identity::local(&record.user)),
-                    credentials: None,
-                })
+                Ok(Caller::Known(Arc::new(Identity::local(&record.user))))
             }
             "upstream" => {
                 let creds = record
@@ -317,35 +304,36 @@ impl Authenticator {
                     .as_deref()
                     .and_then(|s| open(&seal_key(token), s))
                     .ok_or_else(|| AuthError::Refused(UNKNOWN.into()))?;
-                let key = self.cache_key(&creds);
-                let identity = match self.authenticate(&creds, key, client).await {
-                    Ok(id) if id.source == Source::Upstream && id.name == record.user => id,
+                // The platform is asked again (through its cache), so a revoked key revokes
+                // this token too; the credential goes on to the per-repository checks.
+                match self.authenticate(&creds, client).await {
+                    Ok(caller @ Caller::Upstream { .. })
+                        if caller.identity().name == record.user =>
+                    {
+                        Ok(caller)
+                    }
                     Ok(_) | Err(AuthError::BadCredentials) | Err(AuthError::Refused(_)) => {
-                        return Err(AuthError::Refused(format!(
+                        Err(AuthError::Refused(format!(
                             "the identity service no longer accepts the credential this refresh \
                              token was issued for (user {}); log in again",
                             record.user
                         )))
                     }
-                    Err(e) => return Err(e),
-                };
-                Ok(Refreshed {
-                    identity,
-                    credentials: Some((creds, key)),
-                })
+                    Err(e) => Err(e),
+                }
             }
             _ => Err(AuthError::Refused(UNKNOWN.into())),
         }
     }
 
-    /// A refresh token for an identity that has just logged in with `credentials`, or `None`
+    /// A refresh token for a caller that has just logged in with a password, or `None`
     /// when there is no store (or the user has had too many this minute).
     pub async fn mint_refresh(
         &self,
-        identity: &Identity,
-        credentials: &Credentials,
+        caller: &Caller,
         client_id: &str,
     ) -> Result<Option<String>, AuthError> {
+        let identity = caller.identity();
         let Some(users) = &self.store else {
             return Ok(None);
         };
@@ -362,7 +350,12 @@ impl Authenticator {
                 };
                 ("store", binding(&entry.password_hash), None)
             }
-            Source::Upstream => ("upstream", String::new(), Some(credentials)),
+            Source::Upstream => match caller {
+                Caller::Upstream { credential, .. } => {
+                    ("upstream", String::new(), Some(credential.credentials()))
+                }
+                Caller::Known(_) => return Ok(None),
+            },
         };
         users
             .refresh

@@ -12,7 +12,8 @@ pub mod upstream;
 
 use futures::future::try_join_all;
 
-use crate::identity::{AuthError, CacheKey, Credentials, Identity, Source};
+use crate::identity::{Caller, Identity, Source};
+use crate::upstream::UpstreamError;
 use crate::scope::Scope;
 pub use acl::Acl;
 use upstream::RepositoryCheck;
@@ -61,26 +62,30 @@ pub struct Authorization {
     pub decided_by: Vec<DecidedBy>,
 }
 
-/// The authenticated caller, with the credential the upstream API is asked with.
-pub struct Caller<'a> {
-    pub identity: &'a Identity,
-    pub credentials: Option<(&'a Credentials, CacheKey)>,
+/// Why no decision could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("at most {0} repositories can be checked with the identity service in one token request (upstream.max_repository_checks); ask for fewer scopes")]
+    TooManyChecks(usize),
+    /// The upstream repository endpoint gave no answer to act on.
+    #[error("{0}")]
+    Unavailable(#[from] UpstreamError),
 }
 
 impl Policy {
     /// Every requested scope with its granted actions, scopes checked concurrently.
     pub async fn authorize(
         &self,
-        caller: &Caller<'_>,
+        caller: &Caller,
         scopes: &[Scope],
-    ) -> Result<Authorization, AuthError> {
+    ) -> Result<Authorization, PolicyError> {
         if let Some(repo) = &self.repository {
             let asks = scopes
                 .iter()
                 .filter(|s| self.asks_upstream(caller, s))
                 .count();
             if asks > repo.max_per_request {
-                return Err(AuthError::TooManyChecks(repo.max_per_request));
+                return Err(PolicyError::TooManyChecks(repo.max_per_request));
             }
         }
         let decided = try_join_all(scopes.iter().map(|s| self.decide(caller, s))).await?;
@@ -96,35 +101,34 @@ impl Policy {
     }
 
     /// Whether deciding `scope` takes a call to the API (unless its answer is cached).
-    fn asks_upstream(&self, caller: &Caller<'_>, scope: &Scope) -> bool {
-        let grant = self.acl.grant(caller.identity, scope);
+    fn asks_upstream(&self, caller: &Caller, scope: &Scope) -> bool {
+        let grant = self.acl.grant(caller.identity(), scope);
         let wants_more = scope.actions.iter().any(|a| !grant.actions.contains(a));
         // Only upstream identities carry a credential the API understands.
         grant.ask_upstream
             && wants_more
             && scope.resource_type == "repository"
-            && caller.identity.source == Source::Upstream
+            && matches!(caller, Caller::Upstream { .. })
     }
 
     async fn decide(
         &self,
-        caller: &Caller<'_>,
+        caller: &Caller,
         scope: &Scope,
-    ) -> Result<(Option<Scope>, DecidedBy), AuthError> {
-        let grant = self.acl.grant(caller.identity, scope);
+    ) -> Result<(Option<Scope>, DecidedBy), PolicyError> {
+        let who: &Identity = caller.identity();
+        let grant = self.acl.grant(who, scope);
         let (mut actions, mut by) = match grant.rule {
             Some(n) => (grant.actions, DecidedBy::Rule(n)),
-            None if caller.identity.source == Source::Store && caller.identity.admin => {
-                (store_grant(caller.identity, scope), DecidedBy::StoreAdmin)
+            None if who.source == Source::Store && who.admin => {
+                (store_grant(who, scope), DecidedBy::StoreAdmin)
             }
-            None if caller.identity.source == Source::Store => {
-                (store_grant(caller.identity, scope), DecidedBy::StoreGrants)
-            }
+            None if who.source == Source::Store => (store_grant(who, scope), DecidedBy::StoreGrants),
             None => (Vec::new(), DecidedBy::NoRule),
         };
         if self.asks_upstream(caller, scope) {
-            if let (Some(repo), Some((creds, key))) = (&self.repository, caller.credentials) {
-                let allowed = repo.allowed(creds, key, &scope.name).await?;
+            if let (Some(repo), Caller::Upstream { credential, .. }) = (&self.repository, caller) {
+                let allowed = repo.allowed(credential, &scope.name).await?;
                 by = DecidedBy::Upstream {
                     rule: grant.rule.unwrap_or(0),
                     allowed: !allowed.is_empty(),

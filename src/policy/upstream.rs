@@ -9,8 +9,8 @@ use moka::future::Cache;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::config::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
-use crate::identity::upstream::{call, Answer, Client, Endpoint};
-use crate::identity::{AuthError, CacheKey, Credentials};
+use crate::identity::{CacheKey, UpstreamCredential};
+use crate::upstream::{call, Answer, Client, Endpoint, UpstreamError};
 
 pub struct RepositoryCheck {
     client: Client,
@@ -69,16 +69,16 @@ impl RepositoryCheck {
         }
     }
 
-    /// The actions the endpoint grants `creds` on `name` (all configured ones, or none).
+    /// The actions the endpoint grants `credential` on `name` (all configured ones, or none).
     pub async fn allowed(
         &self,
-        creds: &Credentials,
-        key: CacheKey,
+        credential: &UpstreamCredential,
         name: &str,
-    ) -> Result<&[String], AuthError> {
+    ) -> Result<&[String], UpstreamError> {
+        let creds = credential.credentials();
         let granted = self
             .cache
-            .try_get_with((key, name.to_string()), async {
+            .try_get_with((credential.key(), name.to_string()), async {
                 // Every byte but letters and digits is escaped, `/` included: `{name}` is one path segment.
                 let url = self.url_template.replace("{name}", &utf8_percent_encode(name, NON_ALPHANUMERIC).to_string());
                 match call(&self.client, &url, self.forwarding, creds, Endpoint::Repository).await? {
@@ -90,7 +90,7 @@ impl RepositoryCheck {
                 }
             })
             .await
-            .map_err(|e: Arc<AuthError>| (*e).clone())?;
+            .map_err(|e: Arc<UpstreamError>| (*e).clone())?;
         Ok(if granted { &self.actions } else { &[] })
     }
 }

@@ -107,13 +107,14 @@ async fn admin<'a>(
                 "the admin API needs the Basic credentials of a store admin".into(),
             ))
         })?;
-    let key = app.auth.cache_key(&creds);
     let client = client_address(req, &app.trusted_proxies);
     let who = app
         .auth
-        .authenticate(&creds, key, client)
+        .authenticate(&creds, client)
         .await
-        .map_err(|e| ApiError::Realm(e.into()))?;
+        .map_err(|e| ApiError::Realm(e.into()))?
+        .identity()
+        .clone();
     if who.source != Source::Store || !who.admin {
         tracing::info!(user = ?who.name, path = %req.original_uri().path(), "admin API refused: not a store admin");
         return Err(ApiError::Forbidden(format!(
