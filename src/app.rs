@@ -9,12 +9,12 @@ use anyhow::Context;
 use crate::config::{setting, AclRule, Config, X5cMode};
 use crate::identity::store::StoreUsers;
 use crate::identity::upstream::Upstream;
-use crate::upstream;
 use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
 use crate::keys::{jwk::Jwks, KeyMaterial, PublishedKey};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
 use crate::store::Store;
 use crate::token::Signer;
+use crate::upstream;
 
 pub struct App {
     pub signer: Signer,
@@ -373,6 +373,11 @@ pub fn build_registry(
         },
         downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::registry::MAX_DOWNLOADS)),
         _lock: lock,
+        gc: crate::registry::gc::Guard {
+            gate: tokio::sync::RwLock::new(()),
+            grace: Duration::from_secs(rc.gc.grace_seconds),
+            scheduled: rc.gc.every()?.is_some(),
+        },
     }))
 }
 

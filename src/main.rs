@@ -229,7 +229,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let storage = registry::storage::Storage::open(&root)?;
             let _lock = storage.lock().map_err(|e| anyhow::anyhow!("gc: {e}"))?;
-            let report = registry::gc::collect(&storage, delete_untagged, dry_run).await?;
+            let report =
+                registry::gc::collect(&storage, delete_untagged, dry_run, Duration::ZERO).await?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (repo, d) in &report.manifests {
                 println!("{verb} manifest {repo}@{d}");
@@ -383,6 +384,10 @@ async fn serve(cfg: Config, source: reload::Source, dev_dir: Option<&Path>) -> a
         let reg = Arc::new(reg);
         live.attach_registry(reg.clone());
         registry::spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
+        if let Some(every) = rc.gc.every()? {
+            registry::gc::spawn_schedule(reg.clone(), every, rc.gc.delete_untagged);
+            tracing::info!(every = %rc.gc.interval, delete_untagged = rc.gc.delete_untagged, grace_seconds = rc.gc.grace_seconds, "garbage collection scheduled");
+        }
         tracing::info!(listen = %rc.listen, storage = %reg.storage.root().display(), realm = %reg.auth.realm, "registry starting");
         if let Some(dir) = dev_dir {
             // Both ports are bound: the hints below can be tried at once.

@@ -110,6 +110,10 @@ pub struct Metrics {
     pub registry_bytes_in: Counter,
     pub registry_bytes_out: Counter,
     pub uploads_in_progress: Gauge,
+    pub gc_runs: Counter,
+    pub gc_failed: Counter,
+    pub gc_blobs: Counter,
+    pub gc_manifests: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -177,6 +181,10 @@ impl Metrics {
             registry_bytes_in: Counter::default(),
             registry_bytes_out: Counter::default(),
             uploads_in_progress: Gauge::default(),
+            gc_runs: Counter::default(),
+            gc_failed: Counter::default(),
+            gc_blobs: Counter::default(),
+            gc_manifests: Counter::default(),
             registry: Registry::default(),
         };
         registry.register_with_unit(
@@ -270,6 +278,26 @@ impl Metrics {
             "registry_uploads_in_progress",
             "Open upload sessions in the built-in registry",
             m.uploads_in_progress.clone(),
+        );
+        registry.register(
+            "registry_gc_runs",
+            "Garbage collections completed inside the serving registry",
+            m.gc_runs.clone(),
+        );
+        registry.register(
+            "registry_gc_failures",
+            "Garbage collections that failed (logged; they run again on schedule)",
+            m.gc_failed.clone(),
+        );
+        registry.register(
+            "registry_gc_deleted_blobs",
+            "Blobs removed by garbage collection",
+            m.gc_blobs.clone(),
+        );
+        registry.register(
+            "registry_gc_deleted_manifests",
+            "Untagged manifests removed by garbage collection (delete_untagged)",
+            m.gc_manifests.clone(),
         );
         registry.register(
             "build",

@@ -85,11 +85,9 @@ impl Upstream {
                         unavailable(&self.url, &format!("{p} is not an array of strings"))
                     })?,
                 Some(_) => {
-                    return Err(unavailable(
-                        &self.url,
-                        &format!("{p} is not an array of strings"),
+                    return Err(
+                        unavailable(&self.url, &format!("{p} is not an array of strings")).into(),
                     )
-                    .into())
                 }
             },
         };

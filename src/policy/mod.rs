@@ -13,8 +13,8 @@ pub mod upstream;
 use futures::future::try_join_all;
 
 use crate::identity::{Caller, Identity, Source};
-use crate::upstream::UpstreamError;
 use crate::scope::Scope;
+use crate::upstream::UpstreamError;
 pub use acl::Acl;
 use upstream::RepositoryCheck;
 
@@ -123,7 +123,9 @@ impl Policy {
             None if who.source == Source::Store && who.admin => {
                 (store_grant(who, scope), DecidedBy::StoreAdmin)
             }
-            None if who.source == Source::Store => (store_grant(who, scope), DecidedBy::StoreGrants),
+            None if who.source == Source::Store => {
+                (store_grant(who, scope), DecidedBy::StoreGrants)
+            }
             None => (Vec::new(), DecidedBy::NoRule),
         };
         if self.asks_upstream(caller, scope) {

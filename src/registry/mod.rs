@@ -23,8 +23,10 @@ pub struct Registry {
     pub auth: TokenAuth,
     /// Each download holds a reader thread; this bounds them (slow clients wait, others go on).
     pub downloads: Arc<tokio::sync::Semaphore>,
-    /// Held while the registry runs, so `gc` cannot sweep under a live push.
+    /// Held while the registry runs, so the offline `gc` cannot sweep under a live push.
     pub _lock: std::fs::File,
+    /// What the collection inside the serving registry needs (see `gc`).
+    pub gc: gc::Guard,
 }
 
 /// At most this many blob downloads read from disk at once.

@@ -367,6 +367,8 @@ async fn put_manifest(
     let bytes = body.into_bytes_limit(MAX_MANIFEST).await.map_err(|_| {
         RegError::manifest_invalid("the manifest is unreadable or larger than 4 MiB")
     })?;
+    // Checked and written as one step against a collection (see `gc`).
+    let _shared = reg.gc.gate.read().await;
     crate::metrics::get()
         .registry_bytes_in
         .inc_by(bytes.len() as u64);
@@ -583,6 +585,8 @@ async fn get_blob(
         .blob_size(name, &d)
         .await
         .ok_or_else(|| RegError::blob_unknown(digest))?;
+    // A client told the blob exists may name it in a manifest next: not collected before.
+    reg.gc.used(&reg.storage, &d).await;
     let b = base()
         .content_type("application/octet-stream")
         .header("Docker-Content-Digest", d.to_string())
@@ -745,6 +749,7 @@ async fn start_upload(
         // upload session, as distribution does; pull on the source was checked with the token.
         if let Ok(d) = Digest::parse(mount) {
             if valid_name(from) && reg.storage.blob_size(from, &d).await.is_some() {
+                reg.gc.used(&reg.storage, &d).await;
                 reg.storage.link_blob(name, &d).await?;
                 return Ok(blob_created(name, &d));
             }

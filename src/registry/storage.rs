@@ -255,6 +255,23 @@ impl Storage {
             .map(|m| m.len())
     }
 
+    /// Moves the blob's time to now: it is in use (see `gc`). Failure only shortens its grace.
+    pub async fn touch_blob(&self, d: &Digest) {
+        let path = self.blob_path(d);
+        let _ = tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .append(true)
+                .open(path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        })
+        .await;
+    }
+
+    /// The manifest's link in the repository, whose time is when it was pushed.
+    pub fn revision_path(&self, repo: &str, d: &Digest) -> PathBuf {
+        self.revision_link(repo, d)
+    }
+
     pub async fn link_blob(&self, repo: &str, d: &Digest) -> std::io::Result<()> {
         touch(&self.layer_link(repo, d), b"").await
     }
@@ -397,8 +414,10 @@ impl Storage {
         tokio::fs::File::open(&data).await?.sync_all().await?;
         match tokio::fs::hard_link(&data, &dest).await {
             Ok(()) => {}
-            // Stored already (verified when it was): the first copy stays untouched.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Stored already (verified when it was): the first copy stays, used again now.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.touch_blob(expected).await;
+            }
             Err(e) => return Err(e.into()),
         }
         self.remove_upload(uuid).await;
@@ -480,6 +499,8 @@ impl Storage {
         let path = self.blob_path(&d);
         if tokio::fs::metadata(&path).await.is_err() {
             write_atomic(&path, bytes).await?;
+        } else {
+            self.touch_blob(&d).await;
         }
         write_atomic(&self.revision_link(repo, &d), media_type.as_bytes()).await?;
         Ok(d)
