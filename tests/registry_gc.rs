@@ -219,7 +219,7 @@ grace_seconds = 2
         // The race, as a client with several layers runs it: HEAD says a layer is there (one
         // that became garbage past the grace), the client uploads its other layers meanwhile,
         // and names the layer in its manifest only after a collection has run in between.
-        if i >= 60 && i % 10 == 0 {
+        if i >= 60 && i.is_multiple_of(10) {
             // The newest orphan layer past the grace (2 s) by a little: often not swept yet.
             let Some(k) = born
                 .iter()
