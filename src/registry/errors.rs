@@ -124,3 +124,23 @@ pub fn body_cut_short(e: &std::io::Error) -> RegError {
         "the request body ended before its declared length; send the chunk again",
     )
 }
+
+impl From<super::manifest::Invalid> for RegError {
+    fn from(e: super::manifest::Invalid) -> Self {
+        match e {
+            super::manifest::Invalid::Manifest(m) => Self::manifest_invalid(m),
+            super::manifest::Invalid::Digest(m) => Self::digest_invalid(m),
+        }
+    }
+}
+
+impl From<super::manifest::BadReference> for RegError {
+    fn from(e: super::manifest::BadReference) -> Self {
+        match e {
+            super::manifest::BadReference::Digest(m) => Self::digest_invalid(m),
+            super::manifest::BadReference::Tag => {
+                Self::new(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag")
+            }
+        }
+    }
+}

@@ -17,8 +17,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-
+use super::manifest::Manifest;
 use super::storage::{Digest, Storage};
 use super::Registry;
 
@@ -118,13 +117,14 @@ pub async fn collect(
     let mut report = Report::default();
     let mut referenced: BTreeSet<Digest> = BTreeSet::new();
     for repo in storage.repositories().await {
-        let mut docs = Vec::new();
+        // A manifest that cannot be read references nothing (it was checked when pushed).
+        let mut docs: Vec<(Digest, Option<Manifest>)> = Vec::new();
         for (d, _) in storage.manifests(&repo).await {
-            let doc = match storage.get_manifest(&repo, &d).await {
-                Some((_, bytes)) => serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-                None => Value::Null,
-            };
-            docs.push((d, doc));
+            let m = storage
+                .get_manifest(&repo, &d)
+                .await
+                .and_then(|(media_type, bytes)| Manifest::read(&bytes, &media_type));
+            docs.push((d, m));
         }
         let kept: BTreeSet<Digest> = if delete_untagged {
             let mut kept = BTreeSet::new();
@@ -142,10 +142,11 @@ pub async fn collect(
             // Children of kept indexes, and referrers of kept manifests, until nothing changes.
             loop {
                 let before = kept.len();
-                for (d, doc) in &docs {
+                for (d, m) in &docs {
+                    let Some(m) = m else { continue };
                     if kept.contains(d) {
-                        kept.extend(children(doc));
-                    } else if subject(doc).is_some_and(|s| kept.contains(&s)) {
+                        kept.extend(m.children().iter().map(|c| c.digest.clone()));
+                    } else if m.subject.as_ref().is_some_and(|s| kept.contains(s)) {
                         kept.insert(d.clone());
                     }
                 }
@@ -157,10 +158,10 @@ pub async fn collect(
         } else {
             docs.iter().map(|(d, _)| d.clone()).collect()
         };
-        for (d, doc) in &docs {
+        for (d, m) in &docs {
             if kept.contains(d) {
                 referenced.insert(d.clone());
-                referenced.extend(blobs_of(doc));
+                referenced.extend(m.iter().flat_map(|m| m.blobs().iter().cloned()));
             } else {
                 if !dry_run {
                     storage.delete_manifest(&repo, d).await?;
@@ -190,34 +191,4 @@ pub async fn collect(
         }
     }
     Ok(report)
-}
-
-fn digests(list: Option<&Value>) -> impl Iterator<Item = Digest> + '_ {
-    list.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|desc| {
-            desc.get("digest")?
-                .as_str()
-                .and_then(|s| Digest::parse(s).ok())
-        })
-}
-
-fn children(doc: &Value) -> Vec<Digest> {
-    digests(doc.get("manifests")).collect()
-}
-
-fn subject(doc: &Value) -> Option<Digest> {
-    Digest::parse(doc.pointer("/subject/digest")?.as_str()?).ok()
-}
-
-fn blobs_of(doc: &Value) -> Vec<Digest> {
-    let config = doc
-        .pointer("/config/digest")
-        .and_then(Value::as_str)
-        .and_then(|s| Digest::parse(s).ok());
-    config
-        .into_iter()
-        .chain(digests(doc.get("layers")))
-        .collect()
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod errors;
 pub mod gc;
+pub mod manifest;
 pub mod routes;
 pub mod sessions;
 pub mod storage;

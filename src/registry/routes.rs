@@ -9,23 +9,13 @@ use poem::{handler, Body, Request, Response};
 use serde_json::{json, Value};
 
 use super::errors::RegError;
+use super::manifest::{Manifest, Reference, DOCKER_LIST, OCI_INDEX, OCI_MANIFEST};
 use super::storage::Digest;
 use super::Registry;
 use crate::scope::Scope;
 
 /// Manifests are small JSON documents; distribution refuses anything over 4 MiB too.
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const FOREIGN_LAYERS: &[&str] = &[
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-];
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
@@ -108,15 +98,6 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// A repository name as the registry stores it: the scope grammar without a `host:port` prefix.
 fn valid_name(name: &str) -> bool {
     crate::scope::is_repository_name(name) && !name.contains(':')
-}
-
-fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn base() -> poem::ResponseBuilder {
@@ -256,21 +237,15 @@ async fn tags(reg: &Registry, name: &str, q: &[(String, String)]) -> Result<Resp
 
 // ---- manifests
 
-async fn resolve(reg: &Registry, name: &str, reference: &str) -> Result<Digest, RegError> {
-    if reference.contains(':') {
-        return Digest::parse(reference);
+async fn resolve(reg: &Registry, name: &str, reference: &Reference) -> Result<Digest, RegError> {
+    match reference {
+        Reference::Digest(d) => Ok(d.clone()),
+        Reference::Tag(t) => reg
+            .storage
+            .resolve_tag(name, t)
+            .await
+            .ok_or_else(|| RegError::manifest_unknown(t)),
     }
-    if !valid_tag(reference) {
-        return Err(RegError::new(
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
-            "invalid tag",
-        ));
-    }
-    reg.storage
-        .resolve_tag(name, reference)
-        .await
-        .ok_or_else(|| RegError::manifest_unknown(reference))
 }
 
 /// As distribution's GetManifest: OCI manifests and indexes only for clients that accept them
@@ -292,7 +267,8 @@ async fn get_manifest(
         .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
         .collect();
     let supports = |t: &str| accepts.iter().any(|a| a == t);
-    let mut d = resolve(reg, name, reference).await?;
+    let parsed = Reference::parse(reference)?;
+    let mut d = resolve(reg, name, &parsed).await?;
     let (mut media_type, mut bytes) = reg
         .storage
         .get_manifest(name, &d)
@@ -311,18 +287,11 @@ async fn get_manifest(
         e.message = what.to_string();
         return Err(e);
     }
-    if media_type == DOCKER_LIST && !reference.contains(':') && !supports(DOCKER_LIST) {
-        let list: Value = serde_json::from_slice(&bytes).map_err(RegError::internal)?;
-        let amd64 = list
-            .get("manifests")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|m| {
-                m.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
-                    && m.pointer("/platform/architecture").and_then(Value::as_str) == Some("amd64")
-            });
-        let child = amd64.map(descriptor_digest).transpose()?.ok_or_else(|| {
+    let by_tag = matches!(parsed, Reference::Tag(_));
+    if media_type == DOCKER_LIST && by_tag && !supports(DOCKER_LIST) {
+        let list = Manifest::read(&bytes, &media_type)
+            .ok_or_else(|| RegError::internal("a stored manifest list does not parse"))?;
+        let child = list.platform("linux", "amd64").cloned().ok_or_else(|| {
             RegError::manifest_unknown(reference)
                 .with_detail(json!({"reason": "no linux/amd64 manifest in the list"}))
         })?;
@@ -372,126 +341,45 @@ async fn put_manifest(
     crate::metrics::get()
         .registry_bytes_in
         .inc_by(bytes.len() as u64);
-    let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| RegError::manifest_invalid("the manifest is not JSON"))?;
-    let declared = doc.get("mediaType").and_then(Value::as_str);
     let header_type = req
         .content_type()
         .map(|c| c.split(';').next().unwrap_or("").trim().to_string());
-    let media_type = match (header_type.as_deref(), declared) {
-        (Some(h), Some(d)) if h != d && h != "application/json" => {
-            return Err(RegError::manifest_invalid(format!(
-                "Content-Type {h} but mediaType {d}"
-            )))
-        }
-        (_, Some(d)) => d.to_string(),
-        (Some(h), None) if h != "application/json" => h.to_string(),
-        // OCI manifests may omit mediaType: tell an index from an image manifest by shape.
-        _ if doc.get("manifests").is_some() => OCI_INDEX.to_string(),
-        _ => OCI_MANIFEST.to_string(),
-    };
-    if doc.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
-        return Err(RegError::manifest_invalid("schemaVersion must be 2"));
-    }
-    match media_type.as_str() {
-        OCI_MANIFEST | DOCKER_MANIFEST => {
-            let Some(config) = doc.get("config").filter(|c| c.is_object()) else {
-                return Err(RegError::manifest_invalid(
-                    "an image manifest needs a config descriptor",
-                ));
-            };
-            if config.get("urls").is_some() {
-                return Err(RegError::manifest_invalid(
-                    "the config descriptor cannot have urls",
-                ));
-            }
-            if doc.get("layers").is_some_and(|l| !l.is_array()) {
-                return Err(RegError::manifest_invalid("layers must be an array"));
-            }
-            let config = std::iter::once(config);
-            let layers = doc
-                .get("layers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten();
-            for desc in config.chain(layers) {
-                // Foreign (non-distributable) layers live elsewhere, by their `urls`; distribution
-                // allows urls on those only.
-                if desc.get("urls").is_some() {
-                    let mt = desc.get("mediaType").and_then(Value::as_str).unwrap_or("");
-                    if FOREIGN_LAYERS.contains(&mt) {
-                        continue;
-                    }
-                    return Err(RegError::manifest_invalid(format!(
-                        "urls are not allowed on a {mt} descriptor"
-                    )));
-                }
-                let d = descriptor_digest(desc)?;
-                if reg.storage.blob_size(name, &d).await.is_none() {
-                    return Err(manifest_blob_unknown(&d));
-                }
-            }
-        }
-        OCI_INDEX | DOCKER_LIST => {
-            for desc in doc
-                .get("manifests")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let d = descriptor_digest(desc)?;
-                if !reg.storage.has_manifest(name, &d).await {
-                    return Err(manifest_blob_unknown(&d));
-                }
-            }
-        }
-        other => {
-            return Err(RegError::manifest_invalid(format!(
-                "unsupported manifest media type {other}"
-            )))
+    let manifest = Manifest::parse(&bytes, header_type.as_deref())?;
+    for d in manifest.blobs() {
+        if reg.storage.blob_size(name, d).await.is_none() {
+            return Err(manifest_blob_unknown(d));
         }
     }
-    let computed = Digest::of(&bytes);
-    let tag = if reference.contains(':') {
-        if Digest::parse(reference)? != computed {
-            return Err(RegError::digest_invalid(format!(
-                "the manifest's digest is {computed}, not {reference}"
-            )));
+    for child in manifest.children() {
+        if !reg.storage.has_manifest(name, &child.digest).await {
+            return Err(manifest_blob_unknown(&child.digest));
         }
-        None
-    } else if valid_tag(reference) {
-        Some(reference)
-    } else {
-        return Err(RegError::new(
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
-            "invalid tag",
-        ));
+    }
+    let tag = match Reference::parse(reference)? {
+        Reference::Digest(d) => {
+            let computed = Digest::of(&bytes);
+            if d != computed {
+                return Err(RegError::digest_invalid(format!(
+                    "the manifest's digest is {computed}, not {reference}"
+                )));
+            }
+            None
+        }
+        Reference::Tag(t) => Some(t),
     };
-    let d = reg.storage.put_manifest(name, &media_type, &bytes).await?;
+    let media_type = manifest.media_type.as_str();
+    let d = reg.storage.put_manifest(name, media_type, &bytes).await?;
     if let Some(t) = tag {
-        reg.storage.tag(name, t, &d).await?;
+        reg.storage.tag(name, &t, &d).await?;
     }
     let mut b = base()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{name}/manifests/{d}"))
         .header("Docker-Content-Digest", d.to_string());
-    if let Some(subject) = doc
-        .get("subject")
-        .and_then(|s| s.get("digest"))
-        .and_then(Value::as_str)
-    {
-        b = b.header("OCI-Subject", subject);
+    if let Some(subject) = &manifest.subject {
+        b = b.header("OCI-Subject", subject.to_string());
     }
     Ok(b.finish())
-}
-
-fn descriptor_digest(desc: &Value) -> Result<Digest, RegError> {
-    let d = desc
-        .get("digest")
-        .and_then(Value::as_str)
-        .ok_or_else(|| RegError::manifest_invalid("a descriptor has no digest"))?;
-    Digest::parse(d)
 }
 
 fn manifest_blob_unknown(d: &Digest) -> RegError {
@@ -508,18 +396,9 @@ async fn delete_manifest(
     name: &str,
     reference: &str,
 ) -> Result<Response, RegError> {
-    let removed = if reference.contains(':') {
-        reg.storage
-            .delete_manifest(name, &Digest::parse(reference)?)
-            .await?
-    } else if valid_tag(reference) {
-        reg.storage.untag(name, reference).await
-    } else {
-        return Err(RegError::new(
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
-            "invalid tag",
-        ));
+    let removed = match Reference::parse(reference)? {
+        Reference::Digest(d) => reg.storage.delete_manifest(name, &d).await?,
+        Reference::Tag(t) => reg.storage.untag(name, &t).await,
     };
     if !removed {
         return Err(RegError::manifest_unknown(reference));
@@ -540,24 +419,18 @@ async fn referrers(
         let Some((_, bytes)) = reg.storage.get_manifest(name, &d).await else {
             continue;
         };
-        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+        let Some(m) = Manifest::read(&bytes, &media_type) else {
             continue;
         };
-        if doc.pointer("/subject/digest").and_then(Value::as_str) != Some(&subject.to_string()) {
+        if m.subject.as_ref() != Some(&subject) {
             continue;
         }
-        let artifact_type = doc
-            .get("artifactType")
-            .or_else(|| doc.pointer("/config/mediaType"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if filter.is_some_and(|f| f != artifact_type) {
+        if filter.is_some_and(|f| f != m.artifact_type) {
             continue;
         }
-        let mut desc = json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len(), "artifactType": artifact_type});
-        if let Some(a) = doc.get("annotations") {
-            desc["annotations"] = a.clone();
+        let mut desc = json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len(), "artifactType": m.artifact_type});
+        if let Some(a) = m.annotations {
+            desc["annotations"] = a;
         }
         manifests.push(desc);
     }
@@ -888,15 +761,10 @@ mod tests {
     }
 
     #[test]
-    fn names_and_tags() {
+    fn names() {
         assert!(valid_name("org/app") && valid_name("a"));
         for bad in ["Org/app", "../x", "localhost:5000/x", "", "a//b", "a/"] {
             assert!(!valid_name(bad), "{bad}");
         }
-        assert!(valid_tag("v1.2_3-x") && valid_tag("_x"));
-        for bad in ["-x", "", "a/b", ".x"] {
-            assert!(!valid_tag(bad), "{bad}");
-        }
-        assert!(!valid_tag(&"a".repeat(129)));
     }
 }
