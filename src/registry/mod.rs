@@ -1,13 +1,13 @@
-//! The built-in development registry: the OCI distribution API (`routes`) over filesystem
-//! storage (`storage`), accepting only tokens from this issuer (`auth`), plus garbage
-//! collection (`gc`). What works against it must work against distribution, so it follows
+//! The built-in development registry: the OCI distribution API (`handlers`, one file per
+//! resource) over filesystem storage (`storage`), with one manifest model (`manifest`),
+//! accepting only tokens from this issuer (`auth`), plus garbage collection (`gc`). What works against it must work against distribution, so it follows
 //! distribution's behaviour, status codes and challenge wording.
 
 pub mod auth;
 pub mod errors;
 pub mod gc;
+pub mod handlers;
 pub mod manifest;
-pub mod routes;
 pub mod sessions;
 pub mod storage;
 
@@ -35,13 +35,13 @@ pub const MAX_DOWNLOADS: usize = 128;
 
 pub fn routes(reg: Arc<Registry>) -> impl poem::Endpoint {
     Route::new()
-        .at("/v2", routes::dispatch)
-        .at("/v2/*path", routes::dispatch)
+        .at("/v2", handlers::dispatch)
+        .at("/v2/*path", handlers::dispatch)
         .data(reg)
         .around(|ep, req| async move {
             // Counted by route, method and status; bytes sent from the declared length
             // (every body the registry sends declares it).
-            let route = routes::route_label(req.uri().path());
+            let route = handlers::route_label(req.uri().path());
             let method = method_label(req.method());
             let resp = ep.call(req).await?;
             let m = crate::metrics::get();
