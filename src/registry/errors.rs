@@ -144,3 +144,27 @@ impl From<super::manifest::BadReference> for RegError {
         }
     }
 }
+
+/// Storage failures at the edge: each to its code; an I/O error is a 500 whose cause is logged
+/// (`internal`), never a "not found".
+impl From<super::storage::StorageError> for RegError {
+    fn from(e: super::storage::StorageError) -> Self {
+        use super::storage::StorageError as E;
+        match e {
+            E::InvalidDigest(m) => Self::digest_invalid(m),
+            E::UploadUnknown => Self::upload_unknown(),
+            E::UploadBusy => Self::upload_invalid("another request is working on this upload"),
+            E::OffsetMismatch(m) => {
+                Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", m)
+            }
+            E::DigestMismatch { expected, actual } => Self::digest_invalid(format!(
+                "the uploaded content has digest {actual}, not {expected}"
+            ))
+            .with_detail(json!({"expected": expected.to_string(), "actual": actual.to_string()})),
+            E::TooManyUploads(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", m)
+                .with_retry_after(super::sessions::RETRY_AFTER_SECONDS),
+            E::BodyCutShort(e) => body_cut_short(&e),
+            E::Io(e) => Self::internal(e),
+        }
+    }
+}

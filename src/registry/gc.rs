@@ -117,13 +117,20 @@ pub async fn collect(
     let mut report = Report::default();
     let mut referenced: BTreeSet<Digest> = BTreeSet::new();
     for repo in storage.repositories().await {
-        // A manifest that cannot be read references nothing (it was checked when pushed).
+        // A manifest that does not parse references nothing (it was checked when pushed); one
+        // that cannot be read stops the collection: what it needs is unknown.
         let mut docs: Vec<(Digest, Option<Manifest>)> = Vec::new();
         for (d, _) in storage.manifests(&repo).await {
-            let m = storage
-                .get_manifest(&repo, &d)
-                .await
-                .and_then(|(media_type, bytes)| Manifest::read(&bytes, &media_type));
+            let m = match storage.get_manifest(&repo, &d).await {
+                Ok(found) => {
+                    found.and_then(|(media_type, bytes)| Manifest::read(&bytes, &media_type))
+                }
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "reading manifest {d} of {repo}: {e}"
+                    )))
+                }
+            };
             docs.push((d, m));
         }
         let kept: BTreeSet<Digest> = if delete_untagged {

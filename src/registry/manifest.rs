@@ -117,7 +117,7 @@ impl Manifest {
                 Some(Ok(d)) => Ok(Some(d)),
                 _ if !strict => Ok(None),
                 None => Err(invalid("a descriptor has no digest")),
-                Some(Err(e)) => Err(Invalid::Digest(e.message)),
+                Some(Err(e)) => Err(Invalid::Digest(e.to_string())),
             }
         };
         let mut blobs = Vec::new();
@@ -216,7 +216,7 @@ impl Reference {
         if s.contains(':') {
             return Digest::parse(s)
                 .map(Self::Digest)
-                .map_err(|e| BadReference::Digest(e.message));
+                .map_err(|e| BadReference::Digest(e.to_string()));
         }
         if valid_tag(s) {
             Ok(Self::Tag(s.to_string()))

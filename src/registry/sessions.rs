@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use poem::http::StatusCode;
-
-use super::errors::RegError;
+use super::storage::StorageError;
 
 pub struct Sessions {
     /// uuid -> repository.
@@ -42,7 +40,7 @@ impl Sessions {
         }
     }
 
-    pub fn reserve(&self, uuid: &str, repo: &str) -> Result<(), RegError> {
+    pub fn reserve(&self, uuid: &str, repo: &str) -> Result<(), StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= self.max_total {
             return Err(too_many(format!(
@@ -77,7 +75,6 @@ impl Sessions {
     }
 }
 
-fn too_many(message: String) -> RegError {
-    RegError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
-        .with_retry_after(RETRY_AFTER_SECONDS)
+fn too_many(message: String) -> StorageError {
+    StorageError::TooManyUploads(message)
 }

@@ -19,7 +19,7 @@ pub(super) async fn get_blob(
     let size = reg
         .storage
         .blob_size(name, &d)
-        .await
+        .await?
         .ok_or_else(|| RegError::blob_unknown(digest))?;
     // A client told the blob exists may name it in a manifest next: not collected before.
     reg.gc.used(&reg.storage, &d).await;

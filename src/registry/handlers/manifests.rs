@@ -49,7 +49,7 @@ pub(super) async fn get_manifest(
     let (mut media_type, mut bytes) = reg
         .storage
         .get_manifest(name, &d)
-        .await
+        .await?
         .ok_or_else(|| RegError::manifest_unknown(reference))?;
     if (media_type == OCI_MANIFEST || media_type == OCI_INDEX) && !supports(&media_type) {
         // In the message, not only in `detail`: clients print the message (distribution's words).
@@ -75,7 +75,7 @@ pub(super) async fn get_manifest(
         (media_type, bytes) = reg
             .storage
             .get_manifest(name, &child)
-            .await
+            .await?
             .ok_or_else(|| RegError::manifest_unknown(reference))?;
         d = child;
     }
@@ -123,7 +123,7 @@ pub(super) async fn put_manifest(
         .map(|c| c.split(';').next().unwrap_or("").trim().to_string());
     let manifest = Manifest::parse(&bytes, header_type.as_deref())?;
     for d in manifest.blobs() {
-        if reg.storage.blob_size(name, d).await.is_none() {
+        if reg.storage.blob_size(name, d).await?.is_none() {
             return Err(manifest_blob_unknown(d));
         }
     }

@@ -19,7 +19,7 @@ pub(super) async fn referrers(
     let filter = param(q, "artifactType");
     let mut manifests = Vec::new();
     for (d, media_type) in reg.storage.manifests(name).await {
-        let Some((_, bytes)) = reg.storage.get_manifest(name, &d).await else {
+        let Some((_, bytes)) = reg.storage.get_manifest(name, &d).await? else {
             continue;
         };
         let Some(m) = Manifest::read(&bytes, &media_type) else {

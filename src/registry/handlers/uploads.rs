@@ -58,7 +58,7 @@ pub(super) async fn start_upload(
         // A mount the registry cannot do (a bad digest, a blob the source lacks) becomes a plain
         // upload session, as distribution does; pull on the source was checked with the token.
         if let Ok(d) = Digest::parse(mount) {
-            if valid_name(from) && reg.storage.blob_size(from, &d).await.is_some() {
+            if valid_name(from) && reg.storage.blob_size(from, &d).await?.is_some() {
                 reg.gc.used(&reg.storage, &d).await;
                 reg.storage.link_blob(name, &d).await?;
                 return Ok(blob_created(name, &d));
@@ -79,7 +79,7 @@ pub(super) async fn start_upload(
         if let Err(e) = stored {
             // The session existed only for this request: nothing of it may stay behind.
             reg.storage.discard(name, &id).await;
-            return Err(e);
+            return Err(e.into());
         }
         return Ok(blob_created(name, &d));
     }
