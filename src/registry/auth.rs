@@ -4,10 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use poem::http::{header, StatusCode};
+use poem::http::header;
 use poem::{Request, Response};
 use serde_json::json;
 
+use super::errors::RegError;
 use crate::scope::Scope;
 use crate::token::{Claims, TrustedKeys};
 
@@ -27,8 +28,8 @@ impl TokenAuth {
         self.trusted.store(std::sync::Arc::new(keys));
     }
 
-    /// The verified claims, or the 401 to send (boxed: a response is large, the claims small).
-    pub fn check(&self, req: &Request, needed: &[Scope]) -> Result<Claims, Box<Response>> {
+    /// The verified claims, or why not (rendered by [`TokenAuth::challenge`]).
+    pub fn check(&self, req: &Request, needed: &[Scope]) -> Result<Claims, Challenge> {
         let token = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -38,11 +39,7 @@ impl TokenAuth {
                     .or_else(|| v.strip_prefix("bearer "))
             });
         let Some(token) = token else {
-            return Err(Box::new(self.challenge(
-                needed,
-                None,
-                "authentication required",
-            )));
+            return Err(Challenge::TokenRequired);
         };
         let claims = self
             .trusted
@@ -56,24 +53,28 @@ impl TokenAuth {
             )
             .map_err(|e| {
                 tracing::debug!("registry refused a token: {e}");
-                self.challenge(
-                    needed,
-                    Some("invalid_token"),
-                    &format!("invalid token: {e}"),
-                )
+                Challenge::InvalidToken(e.to_string())
             })?;
         if let Some(missing) = needed.iter().find(|s| !grants(&claims, s)) {
             tracing::debug!(sub = %claims.sub, needed = %missing, "insufficient scope");
-            return Err(Box::new(self.challenge(
-                needed,
-                Some("insufficient_scope"),
-                "insufficient scope",
-            )));
+            return Err(Challenge::InsufficientScope);
         }
         Ok(claims)
     }
 
-    fn challenge(&self, needed: &[Scope], error: Option<&str>, message: &str) -> Response {
+    /// The 401 for `challenge`, in distribution's words: the only place a registry challenge
+    /// is written. The `scope` names what the request needs, so the client asks for exactly
+    /// that; `error` is absent when no token was sent.
+    pub fn challenge(&self, challenge: &Challenge, needed: &[Scope]) -> Response {
+        let (error, message) = match challenge {
+            Challenge::TokenRequired => (None, "authentication required".to_string()),
+            Challenge::InvalidToken(why) => {
+                (Some("invalid_token"), format!("invalid token: {why}"))
+            }
+            Challenge::InsufficientScope => {
+                (Some("insufficient_scope"), "insufficient scope".into())
+            }
+        };
         let mut value = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
             self.realm, self.service
@@ -93,15 +94,23 @@ impl TokenAuth {
                 )
             })
             .collect();
-        let body =
-            json!({"errors": [{"code": "UNAUTHORIZED", "message": message, "detail": detail}]});
-        Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .content_type("application/json")
-            .header("Docker-Distribution-API-Version", "registry/2.0")
-            .header(header::WWW_AUTHENTICATE, value)
-            .body(body.to_string())
+        let mut resp = RegError::unauthorized(message, json!(detail)).into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
     }
+}
+
+/// Why a request's token does not do, as distribution's token access controller tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// No Bearer token was sent.
+    TokenRequired,
+    /// The token does not verify: signature, issuer, audience or time (the reason).
+    InvalidToken(String),
+    /// A valid token that lacks an action the request needs.
+    InsufficientScope,
 }
 
 /// Whether the token's `access` covers every action of `needed` (`*` covers all).

@@ -14,7 +14,8 @@ pub struct RegError {
 }
 
 impl RegError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// Private: every code has its constructor below, so a code string is written once.
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -30,6 +31,43 @@ impl RegError {
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
         self
+    }
+    pub fn pagination_invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", msg)
+    }
+    /// A 416 for a `Range` outside the blob (the caller adds `Content-Range: bytes */size`).
+    pub fn range_invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID", msg)
+    }
+    /// A 416 for a chunk that does not continue the upload.
+    pub fn upload_range_invalid(msg: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            msg,
+        )
+    }
+    pub fn manifest_blob_unknown(digest: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            "blob unknown to registry",
+        )
+        .with_detail(json!({"digest": digest}))
+    }
+    pub fn tag_invalid() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag")
+    }
+    pub fn too_many_requests(msg: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
+            .with_retry_after(retry_after)
+    }
+    pub fn endpoint_unknown() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+    }
+    /// The body of a 401; the challenge header is the caller's (see `auth`).
+    pub fn unauthorized(msg: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg).with_detail(detail)
     }
     pub fn blob_unknown(digest: &str) -> Self {
         Self::new(
@@ -138,9 +176,7 @@ impl From<super::manifest::BadReference> for RegError {
     fn from(e: super::manifest::BadReference) -> Self {
         match e {
             super::manifest::BadReference::Digest(m) => Self::digest_invalid(m),
-            super::manifest::BadReference::Tag => {
-                Self::new(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag")
-            }
+            super::manifest::BadReference::Tag => Self::tag_invalid(),
         }
     }
 }
@@ -154,15 +190,14 @@ impl From<super::storage::StorageError> for RegError {
             E::InvalidDigest(m) => Self::digest_invalid(m),
             E::UploadUnknown => Self::upload_unknown(),
             E::UploadBusy => Self::upload_invalid("another request is working on this upload"),
-            E::OffsetMismatch(m) => {
-                Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", m)
-            }
+            E::OffsetMismatch(m) => Self::upload_range_invalid(m),
             E::DigestMismatch { expected, actual } => Self::digest_invalid(format!(
                 "the uploaded content has digest {actual}, not {expected}"
             ))
             .with_detail(json!({"expected": expected.to_string(), "actual": actual.to_string()})),
-            E::TooManyUploads(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", m)
-                .with_retry_after(super::sessions::RETRY_AFTER_SECONDS),
+            E::TooManyUploads(m) => {
+                Self::too_many_requests(m, super::sessions::RETRY_AFTER_SECONDS)
+            }
             E::BodyCutShort(e) => body_cut_short(&e),
             E::Io(e) => Self::internal(e),
         }

@@ -48,12 +48,8 @@ pub(super) async fn get_blob(
             .body(stream_file(path, 0, size, permit)));
     };
     let Some((start, end)) = parse_range(range, size) else {
-        let mut resp = RegError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "RANGE_INVALID",
-            format!("range {range} is not satisfiable"),
-        )
-        .into_response();
+        let mut resp =
+            RegError::range_invalid(format!("range {range} is not satisfiable")).into_response();
         if let Ok(v) = format!("bytes */{size}").parse() {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }

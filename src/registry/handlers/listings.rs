@@ -1,6 +1,6 @@
 //! `GET /v2/_catalog` and `GET /v2/<name>/tags/list`, paginated with `n`, `last` and `Link`.
 
-use poem::http::{header, StatusCode};
+use poem::http::header;
 use poem::Response;
 use serde_json::{json, Value};
 
@@ -22,13 +22,9 @@ fn paginate(
     let Some(n) = param(q, "n") else {
         return Ok((items, None));
     };
-    let n: usize = n.parse().map_err(|_| {
-        RegError::new(
-            StatusCode::BAD_REQUEST,
-            "PAGINATION_NUMBER_INVALID",
-            "n must be a number",
-        )
-    })?;
+    let n: usize = n
+        .parse()
+        .map_err(|_| RegError::pagination_invalid("n must be a number"))?;
     if items.len() <= n {
         return Ok((items, None));
     }

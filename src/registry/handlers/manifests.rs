@@ -160,12 +160,7 @@ pub(super) async fn put_manifest(
 }
 
 fn manifest_blob_unknown(d: &Digest) -> RegError {
-    RegError::new(
-        StatusCode::BAD_REQUEST,
-        "MANIFEST_BLOB_UNKNOWN",
-        "blob unknown to registry",
-    )
-    .with_detail(json!({"digest": d.to_string()}))
+    RegError::manifest_blob_unknown(&d.to_string())
 }
 
 pub(super) async fn delete_manifest(

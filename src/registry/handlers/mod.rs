@@ -12,7 +12,7 @@ mod uploads;
 
 use std::sync::Arc;
 
-use poem::http::{Method, StatusCode};
+use poem::http::Method;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
@@ -139,8 +139,7 @@ fn needed_access(r: &Route<'_>, method: &Method, q: &[(String, String)]) -> Vec<
 pub async fn dispatch(req: &Request, body: Body, Data(reg): Data<&Arc<Registry>>) -> Response {
     let path = req.uri().path().to_string();
     let Some(r) = route(&path) else {
-        return RegError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
-            .into_response();
+        return RegError::endpoint_unknown().into_response();
     };
     let name = match &r {
         Route::Tags(n)
@@ -158,8 +157,8 @@ pub async fn dispatch(req: &Request, body: Body, Data(reg): Data<&Arc<Registry>>
     let method = req.method().clone();
     let q = query(req);
     let needed = needed_access(&r, &method, &q);
-    if let Err(resp) = reg.auth.check(req, &needed) {
-        return *resp;
+    if let Err(challenge) = reg.auth.check(req, &needed) {
+        return reg.auth.challenge(&challenge, &needed);
     }
     let result = match (r, method) {
         (Route::Base, _) => Ok(base().content_type("application/json").body("{}")),
