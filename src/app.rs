@@ -338,47 +338,22 @@ fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Resul
     Ok(Policy { acl, repository })
 }
 
-/// The built-in registry for `[registry]`: it trusts this issuer's key, issuer and service.
+/// The built-in registry for `[registry]`, open and running its background work: it trusts
+/// this issuer's keys, issuer and service.
 pub fn build_registry(
     cfg: &Config,
     app: &App,
-) -> anyhow::Result<Option<crate::registry::Registry>> {
+) -> anyhow::Result<Option<Arc<crate::registry::Registry>>> {
     let Some(rc) = &cfg.registry else {
         return Ok(None);
     };
-    let storage_root = rc.storage.relative();
-    let storage = crate::registry::storage::Storage::open_with_limits(
-        &storage_root,
-        rc.max_uploads,
-        rc.max_uploads_per_repository,
-    )
-    .with_context(|| {
-        format!(
-            "{}: {}",
-            setting("registry.storage"),
-            storage_root.display()
-        )
-    })?;
-    // Longer than a stopping registry's grace period (server.rs), so a restart waits it out.
-    let lock = storage
-        .lock_waiting(Duration::from_secs(15))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", setting("registry.storage")))?;
-    Ok(Some(crate::registry::Registry {
-        storage,
-        auth: crate::registry::auth::TokenAuth {
-            trusted: arc_swap::ArcSwap::from_pointee(trusted_keys(app)),
-            issuer: app.signer.issuer.clone(),
-            service: app.signer.service.clone(),
-            realm: realm_url(cfg),
-        },
-        downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::registry::MAX_DOWNLOADS)),
-        _lock: lock,
-        gc: crate::registry::gc::Guard {
-            gate: tokio::sync::RwLock::new(()),
-            grace: Duration::from_secs(rc.gc.grace_seconds),
-            scheduled: rc.gc.every()?.is_some(),
-        },
-    }))
+    let auth = crate::registry::auth::TokenAuth {
+        trusted: arc_swap::ArcSwap::from_pointee(trusted_keys(app)),
+        issuer: app.signer.issuer.clone(),
+        service: app.signer.service.clone(),
+        realm: realm_url(cfg),
+    };
+    crate::registry::Registry::open(rc, auth).map(Some)
 }
 
 /// The keys the built-in registry accepts tokens from: the signing key and the published ones.

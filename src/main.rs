@@ -1,12 +1,12 @@
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+//! The command line: parses it and dispatches to `commands`, one file per command.
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-mod manage;
-mod rotate;
-use token_issuer::{app, app::App, config::Config, http, keys, registry, reload, server};
+mod commands;
+use commands::{manage, rotate};
+use token_issuer::{config::Config, keys, reload};
 
 #[derive(Parser)]
 #[command(
@@ -194,113 +194,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 file: config,
                 overrides,
             };
-            serve(cfg, source, None).await
+            commands::serve::serve(cfg, source, None).await
         }
         Command::Dev {
             data_dir,
             listen,
             registry_listen,
         } => {
-            let config = dev_init(&data_dir).await?;
+            let config = commands::serve::dev_init(&data_dir).await?;
             let overrides = vec![("listen", listen), ("registry.listen", registry_listen)];
             let cfg = Config::load(Some(&config), &overrides)?;
             let source = reload::Source {
                 file: Some(config),
                 overrides,
             };
-            serve(cfg, source, Some(&data_dir)).await
+            commands::serve::serve(cfg, source, Some(&data_dir)).await
         }
         Command::Gc {
             data_dir,
             config,
             dry_run,
             delete_untagged,
-        } => {
-            let root = match config {
-                Some(c) => Config::load(Some(&c), &[])?
-                    .registry
-                    .ok_or_else(|| anyhow::anyhow!("{}: no [registry] section", c.display()))?
-                    .storage
-                    .relative(),
-                None => data_dir.join("registry"),
-            };
-            if !root.join("blobs").is_dir() {
-                anyhow::bail!("{} holds no registry storage", root.display());
-            }
-            let storage = registry::storage::Storage::open(&root)?;
-            let _lock = storage.lock().map_err(|e| anyhow::anyhow!("gc: {e}"))?;
-            let report =
-                registry::gc::collect(&storage, delete_untagged, dry_run, Duration::ZERO).await?;
-            let verb = if dry_run { "would remove" } else { "removed" };
-            for (repo, d) in &report.manifests {
-                println!("{verb} manifest {repo}@{d}");
-            }
-            for d in &report.blobs {
-                println!("{verb} blob {d}");
-            }
-            println!(
-                "{verb} {} manifest(s), {} blob(s)",
-                report.manifests.len(),
-                report.blobs.len()
-            );
-            Ok(())
-        }
+        } => commands::gc::run(&data_dir, config, dry_run, delete_untagged).await,
         Command::GenTokenAuthCert {
             issuer,
             out_dir,
             days,
             key_type,
             force,
-        } => {
-            let g = keys::generate::generate_typed(&issuer, days, key_type)?;
-            let w = keys::generate::write_files(&out_dir, &issuer, &g, force)?;
-            eprintln!(
-                "wrote {}, {}, {} and {}",
-                w.cert.display(),
-                w.key.display(),
-                w.kid.display(),
-                w.jwks.display()
-            );
-            let b64 = |s: &str| data_encoding::BASE64.encode(s.as_bytes());
-            println!("REGISTRY_TOKEN_AUTH_CERT={}", b64(&g.cert_pem));
-            println!("REGISTRY_TOKEN_AUTH_CERT_KEY={}", b64(&g.key_pem));
-            println!("REGISTRY_TOKEN_AUTH_CERT_KID={}", b64(&g.kid));
-            println!("REGISTRY_TOKEN_AUTH_CERT_ISSUER={issuer}");
-            Ok(())
-        }
-        Command::Healthcheck { config, url } => {
-            let url = match url {
-                Some(u) => u,
-                None => {
-                    let cfg = Config::load(config.as_deref(), &[])?;
-                    format!(
-                        "http://{}/healthz",
-                        token_issuer::config::reachable(&cfg.listen)
-                    )
-                }
-            };
-            let resp = reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()?
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-            if !resp.status().is_success() {
-                anyhow::bail!("{url} answered {}", resp.status());
-            }
-            Ok(())
-        }
-        Command::SampleImage { dir, text } => {
-            let digest = token_issuer::sample::write_oci_layout(&dir, &format!("{text}\n"))?;
-            println!(
-                "wrote an OCI image layout to {} (tag latest, manifest {digest}); push it with\n  \
-                 skopeo copy --dest-tls-verify=false --dest-creds USER:PASSWORD oci:{}:latest docker://REGISTRY/NAME:TAG",
-                dir.display(),
-                dir.display()
-            );
-            Ok(())
-        }
+        } => commands::keys::generate(&issuer, &out_dir, days, key_type, force),
+        Command::Healthcheck { config, url } => commands::tools::healthcheck(config, url).await,
+        Command::SampleImage { dir, text } => commands::tools::sample_image(&dir, &text),
         Command::Users { store, command } => manage::users(&store, command).await,
         Command::Groups { store, command } => manage::groups(&store, command).await,
         Command::Grants { store, command } => manage::grants(&store, command).await,
@@ -314,202 +238,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     key_type,
                 },
         } => rotate::rotate(config.as_deref(), &out_dir, days, key_type),
-        Command::Htpasswd { user, cost } => {
-            let password = read_password()?;
-            println!("{}", htpasswd_line(&user, &password, cost)?);
-            Ok(())
-        }
+        Command::Htpasswd { user, cost } => commands::tools::htpasswd(&user, cost),
     }
-}
-
-pub(crate) fn read_password() -> anyhow::Result<String> {
-    let mut password = String::new();
-    std::io::stdin().read_line(&mut password)?;
-    let password = password.trim_end_matches(['\r', '\n']).to_string();
-    if password.is_empty() {
-        anyhow::bail!("no password on standard input");
-    }
-    Ok(password)
-}
-
-fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String> {
-    if user.contains(':') || user.is_empty() {
-        anyhow::bail!("user {user:?}: must be non-empty and hold no ':'");
-    }
-    let hash = bcrypt::hash(password, cost)?;
-    Ok(format!("{user}:{}", hash.replacen("$2b$", "$2y$", 1)))
-}
-
-/// Runs the issuer, and the registry when the config has one, until Ctrl-C / SIGTERM; reloads
-/// on SIGHUP and when watched files change (see `reload`).
-async fn serve(cfg: Config, source: reload::Source, dev_dir: Option<&Path>) -> anyhow::Result<()> {
-    token_issuer::metrics::set_enabled(cfg.metrics.enabled);
-    let app = App::build(&cfg).await?;
-    let limits = cfg.http.limits()?;
-    server::raise_fd_limit();
-    tracing::info!(
-        issuer = %app.signer.issuer,
-        service = %app.signer.service,
-        kid = %app.keys.kid,
-        listen = %cfg.listen,
-        ttl_seconds = app.signer.ttl.as_secs(),
-        "token-issuer starting"
-    );
-    let issuer_listener = server::bind(cfg.listen.parse()?, "token issuer").await?;
-    let metrics_listener = match (&cfg.metrics.listen, cfg.metrics.enabled) {
-        (Some(l), true) => Some(server::bind(l.parse()?, "metrics").await?),
-        _ => None,
-    };
-    let registry = app::build_registry(&cfg, &app)?;
-    let audit = app.audit.clone();
-    let with_metrics = cfg.metrics.enabled && cfg.metrics.listen.is_none();
-    let live = Arc::new(reload::Live::new(app, cfg.clone(), source));
-    // Before serving: from here on SIGHUP reloads instead of ending the process.
-    reload::spawn(live.clone(), cfg.reload.watch);
-    let mut serving = Vec::new();
-    serving.push(tokio::spawn(server::serve(
-        issuer_listener,
-        http::routes(live.clone(), with_metrics),
-        limits.clone(),
-    )));
-    if let Some(l) = metrics_listener {
-        serving.push(tokio::spawn(server::serve(
-            l,
-            http::metrics_routes(live.clone()),
-            limits.clone(),
-        )));
-    }
-    if let (Some(reg), Some(rc)) = (registry, cfg.registry.as_ref()) {
-        let registry_listener = server::bind(rc.listen.parse()?, "registry").await?;
-        let reg = Arc::new(reg);
-        live.attach_registry(reg.clone());
-        registry::spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
-        if let Some(every) = rc.gc.every()? {
-            registry::gc::spawn_schedule(reg.clone(), every, rc.gc.delete_untagged);
-            tracing::info!(every = %rc.gc.interval, delete_untagged = rc.gc.delete_untagged, grace_seconds = rc.gc.grace_seconds, "garbage collection scheduled");
-        }
-        tracing::info!(listen = %rc.listen, storage = %reg.storage.root().display(), realm = %reg.auth.realm, "registry starting");
-        if let Some(dir) = dev_dir {
-            // Both ports are bound: the hints below can be tried at once.
-            print_dev_hints(dir, &rc.listen);
-        }
-        serving.push(tokio::spawn(server::serve(
-            registry_listener,
-            registry::routes(reg),
-            limits.clone(),
-        )));
-    }
-    let mut result = Ok(());
-    for s in serving {
-        match s.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(e) => result = Err(anyhow::anyhow!("a listener failed: {e}")),
-        }
-    }
-    if let Some(a) = audit {
-        a.flush().await;
-    }
-    result
-}
-
-const DEV_ISSUER: &str = "token-issuer-dev";
-
-/// First run: a key as `gen-token-auth-cert` makes it, a SQLite store holding an `admin` user
-/// (the admin flag: everything, and the admin API) with a random password (or
-/// TOKEN_ISSUER_DEV_PASSWORD), and a config file naming them. Later runs find and reuse all of
-/// it. Returns the config file.
-async fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    let config = dir.join("token-issuer.toml");
-    let password_file = dir.join("admin-password");
-    if config.exists() {
-        if let (Ok(wanted), Ok(kept)) = (
-            std::env::var("TOKEN_ISSUER_DEV_PASSWORD"),
-            std::fs::read_to_string(&password_file),
-        ) {
-            if wanted != kept.trim_end() {
-                tracing::warn!(
-                    "TOKEN_ISSUER_DEV_PASSWORD is ignored: {} already exists (delete {} to start over)",
-                    password_file.display(),
-                    dir.display()
-                );
-            }
-        }
-        return Ok(config);
-    }
-    if !dir.join(format!("{DEV_ISSUER}.crt")).exists() {
-        let g = keys::generate::generate(DEV_ISSUER, 730)?;
-        keys::generate::write_files(dir, DEV_ISSUER, &g, true)?;
-    }
-    let password = match std::env::var("TOKEN_ISSUER_DEV_PASSWORD") {
-        Ok(p) if !p.is_empty() => p,
-        _ => uuid::Uuid::new_v4().simple().to_string(),
-    };
-    keys::generate::write_file(&password_file, password.as_bytes(), 0o600)?;
-    let store = token_issuer::store::Store::open("sqlite://token-issuer.db", dir).await?;
-    let hash = token_issuer::store::hash_password(&password)?;
-    match store.add_user("admin", &hash, true, false, None).await {
-        // Left by a first run that stopped before writing the config: take this password.
-        Err(token_issuer::store::StoreError::Conflict(_)) => {
-            let patch = token_issuer::store::UserPatch {
-                password_hash: Some(hash),
-                admin: Some(true),
-                ..Default::default()
-            };
-            store.update_user("admin", &patch).await?;
-        }
-        other => other?,
-    }
-    let toml = format!(
-        r#"# Written by `token-issuer dev` on its first run and reused by later ones. Users, groups and
-# grants live in token-issuer.db: `token-issuer users add NAME --data-dir DIR` (password on
-# stdin), `token-issuer grants add --user NAME 'NAME/**' pull,push --data-dir DIR`, or the
-# admin API at /admin/v1 as admin. [[acl]] rules added below are tried before the grants.
-[token]
-issuer = "{DEV_ISSUER}"
-service = "{DEV_ISSUER}"
-[keys]
-cert_file = "{DEV_ISSUER}.crt"
-key_file = "{DEV_ISSUER}.pem"
-kid_file = "{DEV_ISSUER}.kid"
-[store]
-url = "sqlite://token-issuer.db"
-[registry]
-storage = "registry"
-"#
-    );
-    // Written last: its presence means the first run completed.
-    std::fs::write(&config, toml)?;
-    Ok(config)
-}
-
-/// Lines that work as pasted, from the directory `dev` was started in: no image needs to exist
-/// (`sample-image` writes one; `docker import` makes one from a file).
-fn print_dev_hints(dir: &Path, registry: &str) {
-    let pw = dir.join("admin-password");
-    let host = token_issuer::config::reachable(registry);
-    // The program as it was started (target/release/token-issuer under `cargo run`).
-    let exe = std::env::args()
-        .next()
-        .unwrap_or_else(|| "token-issuer".into());
-    let exe = if exe.contains('/') || exe == "token-issuer" {
-        exe
-    } else {
-        "token-issuer".into()
-    };
-    println!(
-        "\ntoken-issuer dev: registry at {host}, user admin, password in {pw}\n\n\
-         Try, with skopeo (no Docker needed):\n  \
-         {exe} sample-image sample-image\n  \
-         skopeo copy --dest-tls-verify=false --dest-creds admin:$(cat {pw}) oci:sample-image:latest docker://{host}/library/hello:latest\n  \
-         skopeo list-tags --tls-verify=false --creds admin:$(cat {pw}) docker://{host}/library/hello\n\
-         or with docker:\n  \
-         docker login {host} -u admin --password-stdin < {pw}\n  \
-         echo hello > hello.txt && tar -c hello.txt | docker import - {host}/library/hello:docker\n  \
-         docker push {host}/library/hello:docker\n",
-        pw = pw.display()
-    );
 }
 
 #[cfg(test)]

@@ -14,20 +14,58 @@ pub mod storage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use poem::{Endpoint, EndpointExt, Route};
 
+use crate::config::{setting, RegistryConfig};
 use auth::TokenAuth;
 use storage::Storage;
 
 pub struct Registry {
-    pub storage: Storage,
-    pub auth: TokenAuth,
+    pub(crate) storage: Storage,
+    pub(crate) auth: TokenAuth,
     /// Each download holds a reader thread; this bounds them (slow clients wait, others go on).
-    pub downloads: Arc<tokio::sync::Semaphore>,
+    pub(crate) downloads: Arc<tokio::sync::Semaphore>,
     /// Held while the registry runs, so the offline `gc` cannot sweep under a live push.
-    pub _lock: std::fs::File,
+    pub(crate) _lock: std::fs::File,
     /// What the collection inside the serving registry needs (see `gc`).
-    pub gc: gc::Guard,
+    pub(crate) gc: gc::Guard,
+}
+
+impl Registry {
+    /// Opens `[registry]`'s storage (waiting out a registry that is stopping), takes its lock
+    /// for the life of the process, and starts the upload sweeper and the scheduled garbage
+    /// collection. Within a Tokio runtime.
+    pub fn open(rc: &RegistryConfig, auth: TokenAuth) -> anyhow::Result<Arc<Self>> {
+        let root = rc.storage.relative();
+        let storage =
+            Storage::open_with_limits(&root, rc.max_uploads, rc.max_uploads_per_repository)
+                .with_context(|| format!("{}: {}", setting("registry.storage"), root.display()))?;
+        // Longer than a stopping registry's grace period (server.rs), so a restart waits it out.
+        let lock = storage
+            .lock_waiting(Duration::from_secs(15))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", setting("registry.storage")))?;
+        let every = rc.gc.every()?;
+        let reg = Arc::new(Self {
+            storage,
+            auth,
+            downloads: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
+            _lock: lock,
+            gc: gc::Guard {
+                gate: tokio::sync::RwLock::new(()),
+                grace: Duration::from_secs(rc.gc.grace_seconds),
+                scheduled: every.is_some(),
+            },
+        });
+        tracing::info!(listen = %rc.listen, storage = %root.display(), realm = %reg.auth.realm, "registry starting");
+        spawn_upload_sweeper(reg.clone(), Duration::from_secs(rc.upload_ttl_seconds));
+        if let Some(every) = every {
+            gc::spawn_schedule(reg.clone(), every, rc.gc.delete_untagged);
+            tracing::info!(every = %rc.gc.interval, delete_untagged = rc.gc.delete_untagged, grace_seconds = rc.gc.grace_seconds, "garbage collection scheduled");
+        }
+        Ok(reg)
+    }
 }
 
 /// At most this many blob downloads read from disk at once.
@@ -72,7 +110,7 @@ fn method_label(m: &poem::http::Method) -> &'static str {
 }
 
 /// Removes expired upload sessions every `ttl / 4` (at most every 5 minutes).
-pub fn spawn_upload_sweeper(reg: Arc<Registry>, ttl: Duration) {
+fn spawn_upload_sweeper(reg: Arc<Registry>, ttl: Duration) {
     let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

@@ -178,7 +178,7 @@ fn expiry(s: &str) -> anyhow::Result<i64> {
 }
 
 fn hash_stdin() -> anyhow::Result<String> {
-    Ok(store::hash_password(&crate::read_password()?)?)
+    Ok(store::hash_password(&super::tools::read_password()?)?)
 }
 
 pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {

@@ -1,0 +1,71 @@
+//! Small commands: `healthcheck`, `sample-image`, `htpasswd`, and reading a password.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use token_issuer::config::Config;
+
+/// `healthcheck`: exit 0 when the issuer answers `/healthz`.
+pub(crate) async fn healthcheck(
+    config: Option<PathBuf>,
+    url: Option<String>,
+) -> anyhow::Result<()> {
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let cfg = Config::load(config.as_deref(), &[])?;
+            format!(
+                "http://{}/healthz",
+                token_issuer::config::reachable(&cfg.listen)
+            )
+        }
+    };
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        anyhow::bail!("{url} answered {}", resp.status());
+    }
+    Ok(())
+}
+
+/// `sample-image`: a one-file OCI image layout to push without Docker.
+pub(crate) fn sample_image(dir: &Path, text: &str) -> anyhow::Result<()> {
+    let digest = token_issuer::sample::write_oci_layout(dir, &format!("{text}\n"))?;
+    println!(
+                "wrote an OCI image layout to {} (tag latest, manifest {digest}); push it with\n  \
+                 skopeo copy --dest-tls-verify=false --dest-creds USER:PASSWORD oci:{}:latest docker://REGISTRY/NAME:TAG",
+                dir.display(),
+                dir.display()
+            );
+    Ok(())
+}
+
+/// `htpasswd`: a bcrypt line for the password on standard input.
+pub(crate) fn htpasswd(user: &str, cost: u32) -> anyhow::Result<()> {
+    let password = read_password()?;
+    println!("{}", htpasswd_line(user, &password, cost)?);
+    Ok(())
+}
+
+pub(crate) fn read_password() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(password)
+}
+
+fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String> {
+    if user.contains(':') || user.is_empty() {
+        anyhow::bail!("user {user:?}: must be non-empty and hold no ':'");
+    }
+    let hash = bcrypt::hash(password, cost)?;
+    Ok(format!("{user}:{}", hash.replacen("$2b$", "$2y$", 1)))
+}
