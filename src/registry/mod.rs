@@ -4,11 +4,11 @@
 //! distribution's behaviour, status codes and challenge wording.
 
 pub mod auth;
-pub mod errors;
+pub(crate) mod errors;
 pub mod gc;
-pub mod handlers;
-pub mod manifest;
-pub mod sessions;
+pub(crate) mod handlers;
+pub(crate) mod manifest;
+pub(crate) mod sessions;
 pub mod storage;
 
 use std::sync::Arc;
