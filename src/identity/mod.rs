@@ -3,6 +3,7 @@
 //! Successful verifications are cached under a salted hash of the credentials (never the
 //! credentials themselves), so the many token requests of one `docker pull` pay bcrypt once.
 
+mod caller;
 pub mod damping;
 pub mod htpasswd;
 pub mod refresh;
@@ -18,6 +19,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use moka::future::Cache;
 
+pub use caller::{Caller, UpstreamCredential};
 use damping::{Damping, Outcome};
 use htpasswd::{Htpasswd, Verdict};
 use store::StoreUsers;
@@ -91,63 +93,6 @@ pub enum AuthError {
     Unavailable(String),
     #[error("too many failed logins from this address; wait {retry_after} s")]
     TooManyAttempts { retry_after: u64 },
-}
-
-/// A request's proven caller: who it is and, for an identity the upstream API vouched for, the
-/// credential that API is asked with again (per repository, and sealed into a refresh token).
-/// Only this module builds one, so an upstream caller without its credential cannot exist, and
-/// no other caller carries a secret.
-pub enum Caller {
-    /// htpasswd and store users, and the anonymous caller.
-    Known(Arc<Identity>),
-    Upstream {
-        identity: Arc<Identity>,
-        credential: UpstreamCredential,
-    },
-}
-
-/// The credential an upstream identity logged in with, and its cache key (per-repository
-/// answers are cached under it, so one caller's answer is never another's).
-pub struct UpstreamCredential {
-    credentials: Credentials,
-    key: CacheKey,
-}
-
-impl UpstreamCredential {
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
-    }
-
-    pub fn key(&self) -> CacheKey {
-        self.key
-    }
-}
-
-impl Caller {
-    pub fn anonymous() -> Self {
-        Self::Known(Arc::new(Identity::anonymous()))
-    }
-
-    pub fn identity(&self) -> &Arc<Identity> {
-        match self {
-            Self::Known(identity) | Self::Upstream { identity, .. } => identity,
-        }
-    }
-
-    /// `identity` as proven by `creds` (whose cache key is `key`).
-    fn proven(identity: Arc<Identity>, creds: &Credentials, key: CacheKey) -> Self {
-        if identity.source == Source::Upstream {
-            Self::Upstream {
-                identity,
-                credential: UpstreamCredential {
-                    credentials: creds.clone(),
-                    key,
-                },
-            }
-        } else {
-            Self::Known(identity)
-        }
-    }
 }
 
 /// A salted SHA-256 of the credentials: what caches are keyed by, never the credentials.
