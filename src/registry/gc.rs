@@ -8,6 +8,8 @@
 //!   a push uploads its blobs first and names them in a manifest later. A blob is "used" when
 //!   a client checks or fetches it (HEAD/GET), mounts it, or uploads it again: that moves its
 //!   time forward, so the blob a client was just told exists is still there for its manifest.
+//!   A collection re-checks each blob's time just before removing it, so a use during its run
+//!   counts too (pulls never wait for a collection).
 //! - **Gate.** A manifest PUT checks its blobs and writes itself under a shared lock that a
 //!   collection takes exclusively from mark to sweep: a manifest is either seen by the mark, or
 //!   checks its blobs after the sweep (and is refused with `MANIFEST_BLOB_UNKNOWN` naming a
@@ -31,7 +33,8 @@ pub struct Guard {
 
 impl Guard {
     /// Marks `d` used now when its time is older than half the grace (one metadata call
-    /// otherwise), under the gate so a running sweep cannot take it in between.
+    /// otherwise). Never waits for a running collection (a pull must not stall behind one): its
+    /// re-check just before each removal sees the new time.
     pub async fn used(&self, storage: &Storage, d: &Digest) {
         if !self.scheduled {
             return;
@@ -43,7 +46,6 @@ impl Guard {
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age < self.grace / 2);
         if !fresh {
-            let _shared = self.gate.read().await;
             storage.touch_blob(d).await;
         }
     }
