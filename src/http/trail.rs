@@ -40,6 +40,22 @@ fn source(s: Source) -> &'static str {
     }
 }
 
+/// Client-controlled text (a `client_id`, an echoed value in a refusal) is cut to this many
+/// bytes in the audit line: a line stays small whatever a request carries.
+const MAX_TEXT: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn capped(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Writes the audit line; returns its request id (also sent as `X-Request-Id`).
 pub(super) async fn write(
     audit: &Audit,
@@ -55,7 +71,7 @@ pub(super) async fn write(
         request_id: &request_id,
         client_ip: asked.client,
         method: asked.method,
-        client_id: asked.client_id,
+        client_id: capped(asked.client_id, MAX_TEXT),
         user: id.map_or("", |i| i.name.as_str()),
         source: id.map_or("", |i| source(i.source)),
         grant: asked.grant,
@@ -63,11 +79,24 @@ pub(super) async fn write(
         granted: trail.claims.as_ref().map_or(&[], |c| c.access.as_slice()),
         decided_by: &trail.decided_by,
         outcome: outcome.as_str(),
-        reason,
+        reason: capped(reason, 2 * MAX_TEXT),
         jti: trail.claims.as_ref().map_or("", |c| c.jti.as_str()),
         exp: trail.claims.as_ref().map(|c| c.exp),
         refresh_token_issued: trail.refresh_issued,
     };
     audit.record(&record).await;
     request_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capped;
+
+    #[test]
+    fn capped_at_a_character_boundary() {
+        assert_eq!(capped("short", 10), "short");
+        assert_eq!(capped("abcdef", 3), "abc");
+        // "é" is two bytes: a cut inside it backs off to before it.
+        assert_eq!(capped("aé", 2), "a");
+    }
 }
