@@ -626,12 +626,15 @@ async fn sighup_reloads_users_and_keys_and_names_restart_only_settings() {
         token(&c, &issuer, Some(BOB), &s).await.expect("t").0 == 200
     })
     .await;
+    // The state is swapped before the reload is counted: wait for the count, then check it
+    // is exactly one (no reload happened before the SIGHUP, with watching off).
+    let ok = |all: &HashMap<String, f64>| m(all, "token_issuer_reloads_total{result=\"ok\"}");
+    within(Duration::from_secs(5), "the reload counted", || async {
+        ok(&metrics(&issuer.url()).await) > ok(&before)
+    })
+    .await;
     let after = metrics(&issuer.url()).await;
-    assert_eq!(
-        m(&after, "token_issuer_reloads_total{result=\"ok\"}")
-            - m(&before, "token_issuer_reloads_total{result=\"ok\"}"),
-        1.0
-    );
+    assert_eq!(ok(&after) - ok(&before), 1.0);
     let body = token(&c, &issuer, Some(ALICE), &s).await.expect("t").1;
     let new_kid = jwt_kid(body["token"].as_str().expect("token"));
     assert_ne!(new_kid, old_kid, "signed with the new key");
