@@ -19,23 +19,10 @@ const ISSUER: &str = "issuer.test";
 
 fn config(dir: &Path, extra: &str) -> String {
     gen_cert(dir, ISSUER);
-    format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "*"
-name = "**"
-actions = ["*"]
-{extra}
-"#
-    )
+    ConfigBuilder::new(ISSUER, SERVICE)
+        .allow("*", "**", &["*"])
+        .section(extra)
+        .build()
 }
 
 /// Reads until the server closes the connection; returns how long that took.

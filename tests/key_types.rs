@@ -15,25 +15,10 @@ const ISSUER: &str = "issuer.test";
 const SERVICE: &str = "registry.test";
 
 fn config(registry_port: u16) -> String {
-    format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "alice"
-name = "**"
-actions = ["*"]
-[registry]
-listen = "127.0.0.1:{registry_port}"
-storage = "builtin"
-"#
-    )
+    ConfigBuilder::new(ISSUER, SERVICE)
+        .allow("alice", "**", &["*"])
+        .registry(registry_port, "builtin")
+        .build()
 }
 
 fn header(token: &str) -> serde_json::Value {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::store_api::within;
-use common::{free_port, gen_cert, htpasswd_line, Issuer};
+use common::{free_port, gen_cert, htpasswd_line, ConfigBuilder, Issuer};
 use data_encoding::BASE64URL_NOPAD;
 use serde_json::Value;
 
@@ -24,20 +24,10 @@ fn config(dir: &Path, acl: &str, extra: &str) -> String {
     if !dir.join(format!("{ISSUER}.crt")).exists() {
         gen_cert(dir, ISSUER);
     }
-    format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-[identity]
-htpasswd = "users.htpasswd"
-{extra}
-{acl}
-"#
-    )
+    ConfigBuilder::new(ISSUER, SERVICE)
+        .section(extra)
+        .section(acl)
+        .build()
 }
 
 const ALL: &str = "[[acl]]\naccount = \"*\"\nname = \"**\"\nactions = [\"*\"]\n";

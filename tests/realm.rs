@@ -15,34 +15,14 @@ const ISSUER: &str = "issuer.test";
 
 fn config(dir: &Path, extra: &str) -> String {
     write_users(dir, &[("alice", "alice-pw"), ("bob", "bob-pw")]);
-    format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-ttl_seconds = 900
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-kid_file = "{ISSUER}.kid"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "alice"
-name = "org/**"
-actions = ["pull", "push"]
-[[acl]]
-account = "*"
-name = "${{account}}/*"
-actions = ["*"]
-[[acl]]
-account = "bob"
-type = "registry"
-name = "catalog"
-actions = ["*"]
-{extra}
-"#
-    )
+    ConfigBuilder::new(ISSUER, SERVICE)
+        .token("ttl_seconds = 900")
+        .keys(&format!("kid_file = \"{ISSUER}.kid\""))
+        .allow("alice", "org/**", &["pull", "push"])
+        .allow("*", "${account}/*", &["*"])
+        .rule("bob", Some("registry"), "catalog", &["*"])
+        .section(extra)
+        .build()
 }
 
 /// At debug level, so the secrecy check below sees every line a request can log.

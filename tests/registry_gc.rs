@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::store_api::within;
-use common::{free_port, gen_cert, sha256_hex, Issuer};
+use common::{free_port, gen_cert, sha256_hex, ConfigBuilder, Issuer};
 use serde_json::{json, Value};
 
 const ISSUER: &str = "gc-issuer";
@@ -125,29 +125,11 @@ async fn pushes_survive_collection_every_second() {
     gen_cert(dir, ISSUER);
     common::write_users(dir, &[("pusher", "pusher-pw")]);
     let port = free_port();
-    let config = format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "pusher"
-name = "**"
-actions = ["*"]
-[registry]
-listen = "127.0.0.1:{port}"
-storage = "storage"
-[registry.gc]
-interval = "1s"
-delete_untagged = true
-grace_seconds = 2
-"#
-    );
+    let config = ConfigBuilder::new(ISSUER, SERVICE)
+        .allow("pusher", "**", &["*"])
+        .registry(port, "storage")
+        .section("[registry.gc]\ninterval = \"1s\"\ndelete_untagged = true\ngrace_seconds = 2")
+        .build();
     let issuer = Issuer::start(dir, &config, &[]).await;
     let http = reqwest::Client::new();
     let token: Value = http

@@ -71,7 +71,7 @@ impl Registry {
 /// At most this many blob downloads read from disk at once.
 pub const MAX_DOWNLOADS: usize = 128;
 
-pub fn routes(reg: Arc<Registry>) -> impl poem::Endpoint {
+pub fn routes(reg: Arc<Registry>) -> impl poem::Endpoint<Output = poem::Response> {
     Route::new()
         .at("/v2", handlers::dispatch)
         .at("/v2/*path", handlers::dispatch)

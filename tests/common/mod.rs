@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 
+pub mod config;
+#[allow(unused_imports)]
+pub use config::ConfigBuilder;
 pub mod fake_api;
 pub mod postgres;
 pub mod store_api;

@@ -1,0 +1,93 @@
+//! The issuer's config file, built the way most tests need it: keys from
+//! `gen-token-auth-cert ISSUER` in the config's directory, users in `users.htpasswd`, ordered
+//! ACL rules, and whatever other sections a test adds.
+
+use std::fmt::Write;
+
+pub struct ConfigBuilder {
+    issuer: String,
+    service: String,
+    token: Vec<String>,
+    keys: Vec<String>,
+    sections: Vec<String>,
+    acl: Vec<String>,
+}
+
+impl ConfigBuilder {
+    /// `[token]` with `issuer` and `service`, `[keys]` naming `{issuer}.crt` and `{issuer}.pem`,
+    /// `[identity] htpasswd = "users.htpasswd"`.
+    pub fn new(issuer: &str, service: &str) -> Self {
+        Self {
+            issuer: issuer.into(),
+            service: service.into(),
+            token: Vec::new(),
+            keys: Vec::new(),
+            sections: Vec::new(),
+            acl: Vec::new(),
+        }
+    }
+
+    /// One more `key = value` line in `[token]`.
+    pub fn token(mut self, line: &str) -> Self {
+        self.token.push(line.into());
+        self
+    }
+
+    /// One more `key = value` line in `[keys]`.
+    pub fn keys(mut self, line: &str) -> Self {
+        self.keys.push(line.into());
+        self
+    }
+
+    /// A `[[acl]]` rule for repositories.
+    pub fn allow(self, account: &str, name: &str, actions: &[&str]) -> Self {
+        self.rule(account, None, name, actions)
+    }
+
+    /// A `[[acl]]` rule with its `type` (e.g. `registry` for the catalog).
+    pub fn rule(mut self, account: &str, kind: Option<&str>, name: &str, actions: &[&str]) -> Self {
+        let mut r = format!("[[acl]]\naccount = {account:?}\n");
+        if let Some(kind) = kind {
+            let _ = writeln!(r, "type = {kind:?}");
+        }
+        let _ = writeln!(r, "name = {name:?}\nactions = {actions:?}");
+        self.acl.push(r);
+        self
+    }
+
+    /// `[registry]` listening on `port`, storing under `storage` (relative to the config).
+    pub fn registry(self, port: u16, storage: &str) -> Self {
+        self.section(&format!(
+            "[registry]\nlisten = \"127.0.0.1:{port}\"\nstorage = {storage:?}"
+        ))
+    }
+
+    /// Any other TOML, written as given before the ACL.
+    pub fn section(mut self, toml: &str) -> Self {
+        self.sections.push(toml.trim().to_string());
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let i = &self.issuer;
+        let mut out = format!("[token]\nissuer = {i:?}\nservice = {:?}\n", self.service);
+        for line in &self.token {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(
+            out,
+            "[keys]\ncert_file = \"{i}.crt\"\nkey_file = \"{i}.pem\""
+        );
+        for line in &self.keys {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push_str("[identity]\nhtpasswd = \"users.htpasswd\"\n");
+        for s in &self.sections {
+            let _ = writeln!(out, "{s}");
+        }
+        for r in &self.acl {
+            out.push_str(r);
+        }
+        out
+    }
+}
