@@ -3,7 +3,9 @@
 
 pub mod admin;
 mod client;
+mod error;
 pub mod realm;
+mod request;
 mod trail;
 
 use std::sync::Arc;
@@ -31,8 +33,17 @@ pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
     if with_metrics {
         route = route.at("/metrics", get(metrics));
     }
-    // The state is looked up once per request and handed to the handler as `Data<&Arc<App>>`:
-    // a reload during the request does not change what it runs on.
+    on_current_app(route, live)
+}
+
+/// `/metrics` alone, for `metrics.listen`.
+pub fn metrics_routes(live: Arc<Live>) -> impl poem::Endpoint {
+    on_current_app(Route::new().at("/metrics", get(metrics)), live)
+}
+
+/// The state is looked up once per request and handed to the handler as `Data<&Arc<App>>`:
+/// a reload during the request does not change what it runs on.
+fn on_current_app(route: Route, live: Arc<Live>) -> impl poem::Endpoint {
     route.around(move |ep, mut req| {
         let live = live.clone();
         async move {
@@ -40,19 +51,6 @@ pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
             ep.call(req).await
         }
     })
-}
-
-/// `/metrics` alone, for `metrics.listen`.
-pub fn metrics_routes(live: Arc<Live>) -> impl poem::Endpoint {
-    Route::new()
-        .at("/metrics", get(metrics))
-        .around(move |ep, mut req| {
-            let live = live.clone();
-            async move {
-                req.extensions_mut().insert(live.current());
-                ep.call(req).await
-            }
-        })
 }
 
 /// The Prometheus text exposition. Gauges of live state are read now.

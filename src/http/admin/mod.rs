@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::client::client_address;
+use super::error::RealmError;
 use super::json_response;
-use super::realm::{basic_credentials, RealmError};
+use super::request::basic_credentials;
 use crate::app::App;
 use crate::identity::store::StoreUsers;
 use crate::identity::{Identity, Source};

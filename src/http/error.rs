@@ -1,0 +1,141 @@
+//! What the realm answers when it issues no token: one variant per status, rendered in the
+//! registry error format (`{"errors": [{code, message}]}`) with the headers clients act on.
+
+use poem::http::{header, StatusCode};
+use poem::Response;
+use serde_json::json;
+
+use super::json_response;
+use crate::identity::AuthError;
+use crate::metrics::Outcome;
+use crate::policy::PolicyError;
+
+#[derive(Debug)]
+pub enum RealmError {
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    /// A 400 too, counted apart: more scopes, checks or bytes than allowed.
+    TooLarge {
+        code: &'static str,
+        message: String,
+    },
+    Unauthorized(String),
+    Unavailable(String),
+    TooManyRequests {
+        retry_after: u64,
+    },
+    Internal,
+}
+
+impl RealmError {
+    pub(super) fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::TooLarge {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The metrics and audit outcome.
+    pub(super) fn outcome(&self) -> Outcome {
+        match self {
+            Self::BadRequest { .. } => Outcome::BadRequest,
+            Self::TooLarge { .. } => Outcome::TooLarge,
+            Self::Unauthorized(_) => Outcome::Unauthorized,
+            Self::Unavailable(_) => Outcome::Unavailable,
+            Self::TooManyRequests { .. } => Outcome::Damped,
+            Self::Internal => Outcome::Internal,
+        }
+    }
+
+    /// What the client is told, for the audit log's `reason`.
+    pub(super) fn message(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::BadRequest { message, .. }
+            | Self::TooLarge { message, .. }
+            | Self::Unauthorized(message)
+            | Self::Unavailable(message) => message.into(),
+            Self::TooManyRequests { retry_after } => {
+                format!("too many failed logins from this address; retry after {retry_after} s")
+                    .into()
+            }
+            Self::Internal => "the token could not be issued".into(),
+        }
+    }
+
+    pub(super) fn into_response(self, basic_realm: &str) -> Response {
+        let body =
+            |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
+        match self {
+            Self::BadRequest { code, message } | Self::TooLarge { code, message } => {
+                json_response(StatusCode::BAD_REQUEST, &body(code, &message))
+            }
+            Self::Unauthorized(message) => {
+                let mut r =
+                    json_response(StatusCode::UNAUTHORIZED, &body("UNAUTHORIZED", &message));
+                if let Ok(v) = format!("Basic realm=\"{}\"", basic_realm.replace('"', "")).parse() {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+            Self::Unavailable(message) => {
+                let mut r = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &body("UNAVAILABLE", &message),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                r
+            }
+            Self::TooManyRequests { retry_after } => {
+                let mut r = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &body(
+                        "TOOMANYREQUESTS",
+                        &format!("too many failed logins from this address; wait {retry_after} s and check the credentials"),
+                    ),
+                );
+                if let Ok(v) = retry_after.to_string().parse() {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+            Self::Internal => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &body("INTERNAL", "the token could not be issued"),
+            ),
+        }
+    }
+}
+
+impl From<PolicyError> for RealmError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::TooManyChecks(_) => Self::too_large("INVALID_SCOPE", e.to_string()),
+            PolicyError::Unavailable(how) => {
+                Self::Unavailable(format!("identity service unavailable: {how}"))
+            }
+        }
+    }
+}
+
+impl From<AuthError> for RealmError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::BadCredentials => Self::Unauthorized(e.to_string()),
+            AuthError::Refused(msg) => Self::Unauthorized(msg),
+            AuthError::Unavailable(msg) => {
+                Self::Unavailable(format!("identity service unavailable: {msg}"))
+            }
+            AuthError::TooManyAttempts { retry_after } => Self::TooManyRequests { retry_after },
+        }
+    }
+}
