@@ -17,10 +17,14 @@ use serde::Deserialize;
 
 pub mod limits;
 pub mod observe;
+pub mod registry;
 pub mod store;
+pub mod upstream;
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
+pub use registry::{RegistryConfig, RegistryGcConfig};
 pub use store::StoreConfig;
+pub use upstream::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
 
 /// The seed's environment names and the TOML keys they set.
 pub const SEED_ENV: &[(&str, &str)] = &[
@@ -64,80 +68,6 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
-}
-
-/// The built-in registry, served beside the issuer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
-    #[serde(default = "default_registry_listen")]
-    pub listen: String,
-    /// Storage root (relative paths are relative to the config file).
-    pub storage: RelativePathBuf,
-    /// Upload sessions untouched this long are removed.
-    #[serde(default = "default_upload_ttl")]
-    pub upload_ttl_seconds: u64,
-    /// Upload sessions open at once, in all and per repository; past them, 429.
-    #[serde(default = "default_max_uploads")]
-    pub max_uploads: usize,
-    #[serde(default = "default_max_uploads_per_repository")]
-    pub max_uploads_per_repository: usize,
-    #[serde(default)]
-    pub gc: RegistryGcConfig,
-}
-
-/// `[registry.gc]`: garbage collection inside the serving registry, on a schedule.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryGcConfig {
-    /// How often (`24h`, `30m`, `1s`); `off` runs it only by `token-issuer gc`.
-    #[serde(default = "default_gc_interval")]
-    pub interval: String,
-    /// Also remove manifests no tag reaches (and what only they reference).
-    #[serde(default)]
-    pub delete_untagged: bool,
-    /// Blobs and manifests written or used more recently than this are never collected: a push
-    /// uploads its blobs first and names them in a manifest later.
-    #[serde(default = "default_gc_grace")]
-    pub grace_seconds: u64,
-}
-
-impl Default for RegistryGcConfig {
-    fn default() -> Self {
-        Self {
-            interval: default_gc_interval(),
-            delete_untagged: false,
-            grace_seconds: default_gc_grace(),
-        }
-    }
-}
-
-fn default_gc_interval() -> String {
-    "24h".into()
-}
-
-fn default_gc_grace() -> u64 {
-    3600
-}
-
-impl RegistryGcConfig {
-    /// The schedule, or `None` when off.
-    pub fn every(&self) -> anyhow::Result<Option<std::time::Duration>> {
-        if self.interval == "off" {
-            return Ok(None);
-        }
-        let every = humantime::parse_duration(&self.interval).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {:?}: {e}; give a duration like \"24h\" or \"30m\", or \"off\"",
-                setting("registry.gc.interval"),
-                self.interval
-            )
-        })?;
-        if every < std::time::Duration::from_secs(1) {
-            bail!("{}: at least 1s", setting("registry.gc.interval"));
-        }
-        Ok(Some(every))
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,55 +166,6 @@ impl Default for IdentityConfig {
     }
 }
 
-/// An HTTP identity API that answers "who is this credential?" (Jellyfish, a balena-like API).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    pub url: String,
-    #[serde(default)]
-    pub credentials: CredentialForwarding,
-    /// JSON pointer to the identity's name in the 2xx body.
-    pub username_pointer: String,
-    /// The name must equal the Basic username (Jellyfish's rule).
-    #[serde(default = "default_true")]
-    pub match_username: bool,
-    /// JSON pointer to an array of group names.
-    pub groups_pointer: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_cache_ttl")]
-    pub cache_ttl_seconds: u64,
-    /// Calls to the API in flight at once, over all requests.
-    #[serde(default = "default_upstream_concurrent")]
-    pub max_concurrent: usize,
-    /// Repositories one token request may have the API check; more is a 400.
-    #[serde(default = "default_repository_checks")]
-    pub max_repository_checks: usize,
-    /// Larger answers are a 503 ("answered too much"), read no further.
-    #[serde(default = "default_response_bytes")]
-    pub max_response_bytes: usize,
-    pub repository: Option<UpstreamRepositoryConfig>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum CredentialForwarding {
-    /// `Authorization: Bearer <password>`: the password is a session token or API key.
-    #[default]
-    Bearer,
-    /// The caller's Basic pair, forwarded as is.
-    Basic,
-}
-
-/// Per-repository decisions: `GET url` (with `{name}` replaced) as the caller; 2xx grants `actions`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamRepositoryConfig {
-    pub url: String,
-    #[serde(default = "default_upstream_actions")]
-    pub actions: Vec<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
@@ -307,41 +188,14 @@ fn default_ttl() -> u64 {
 fn default_refresh_ttl_days() -> u64 {
     90
 }
-fn default_cache_ttl() -> u64 {
+pub(super) fn default_cache_ttl() -> u64 {
     60
 }
 fn default_cache_capacity() -> u64 {
     10_000
 }
-fn default_registry_listen() -> String {
-    "127.0.0.1:5000".into()
-}
-fn default_max_uploads() -> usize {
-    crate::registry::storage::MAX_UPLOADS
-}
-fn default_max_uploads_per_repository() -> usize {
-    crate::registry::storage::MAX_UPLOADS_PER_REPOSITORY
-}
-fn default_upload_ttl() -> u64 {
-    3600
-}
-fn default_true() -> bool {
+pub(super) fn default_true() -> bool {
     true
-}
-fn default_timeout_ms() -> u64 {
-    2000
-}
-fn default_upstream_concurrent() -> usize {
-    64
-}
-fn default_repository_checks() -> usize {
-    16
-}
-fn default_response_bytes() -> usize {
-    1024 * 1024
-}
-fn default_upstream_actions() -> Vec<String> {
-    vec!["pull".into(), "push".into()]
 }
 fn default_resource_type() -> String {
     "repository".into()

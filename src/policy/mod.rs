@@ -1,7 +1,7 @@
 //! What a caller may do: the ordered ACL (`acl`), whose rules may defer to the upstream API's
 //! per-repository answers (`upstream`). For a store user no rule matches, the store decides:
 //! an `admin` may do everything, anyone else what the union of their grants and their groups'
-//! grants allows (see [`store_grant`]).
+//! grants allows (see `store_grant`).
 //!
 //! The token carries requested ∩ allowed for each scope; a scope with nothing granted is left
 //! out. Asking for more than allowed is not an error (the token spec says so).
@@ -151,11 +151,9 @@ impl Policy {
     }
 }
 
-/// The requested actions a store user's `admin` flag or grants allow (nothing for others).
-pub fn store_grant(who: &Identity, scope: &Scope) -> Vec<String> {
-    if who.source != Source::Store {
-        return Vec::new();
-    }
+/// The requested actions a store user's `admin` flag or grants allow (`decide` calls it only
+/// for store identities; others carry no grants).
+fn store_grant(who: &Identity, scope: &Scope) -> Vec<String> {
     scope
         .actions
         .iter()
