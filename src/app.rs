@@ -116,10 +116,11 @@ impl App {
         if htpasswd.is_none()
             && cfg.store.is_none()
             && cfg.upstream.is_none()
+            && cfg.oidc.is_empty()
             && !cfg.identity.anonymous
         {
             anyhow::bail!(
-                "no identity source: set {}, store.url or upstream.url (or allow anonymous callers with identity.anonymous = true)",
+                "no identity source: set {}, store.url, upstream.url or an [[oidc]] provider (or allow anonymous callers with identity.anonymous = true)",
                 setting("identity.htpasswd")
             );
         }
@@ -183,8 +184,8 @@ fn identity_fingerprint(cfg: &Config, htpasswd: Option<&str>) -> String {
     });
     // Debug text of plain config data: equal text is equal settings.
     format!(
-        "upstream={:?};identity={:?};store={:?};damping={:?};refresh_ttl_days={};htpasswd={htpasswd}",
-        cfg.upstream, cfg.identity, cfg.store, cfg.damping, cfg.token.refresh_ttl_days
+        "upstream={:?};identity={:?};store={:?};damping={:?};oidc={:?};refresh_ttl_days={};htpasswd={htpasswd}",
+        cfg.upstream, cfg.identity, cfg.store, cfg.damping, cfg.oidc, cfg.token.refresh_ttl_days
     )
 }
 
@@ -208,6 +209,7 @@ async fn build_auth(
             .as_ref()
             .zip(client.clone())
             .map(|(u, c)| Upstream::new(u, c)),
+        crate::identity::oidc::Oidc::new(&cfg.oidc, cfg.identity.cache_capacity)?,
         CacheSettings {
             local_ttl: Duration::from_secs(cfg.identity.cache_ttl_seconds),
             upstream_ttl: Duration::from_secs(

@@ -146,6 +146,18 @@ impl Signer {
         access: Vec<Scope>,
         now: SystemTime,
     ) -> Result<Issued, SignError> {
+        self.issue_until(subject, access, now, None)
+    }
+
+    /// As [`Signer::issue`], ending at `not_after` (unix seconds) if that comes before the
+    /// token's lifetime does: a token never outlives the proof it was issued on.
+    pub fn issue_until(
+        &self,
+        subject: &str,
+        access: Vec<Scope>,
+        now: SystemTime,
+        not_after: Option<u64>,
+    ) -> Result<Issued, SignError> {
         let iat = now
             .duration_since(UNIX_EPOCH)
             .map_err(|_| SignError)?
@@ -158,7 +170,9 @@ impl Signer {
             iss: self.issuer.clone(),
             sub: subject.into(),
             aud: self.service.clone(),
-            exp: iat + self.ttl.as_secs(),
+            exp: not_after.map_or(iat + self.ttl.as_secs(), |n| {
+                n.min(iat + self.ttl.as_secs())
+            }),
             nbf: iat.saturating_sub(NBF_BACKDATE),
             iat,
             jti: uuid::Uuid::new_v4().to_string(),

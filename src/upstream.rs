@@ -171,7 +171,7 @@ pub(crate) fn unavailable(url: &str, how: &str) -> UpstreamError {
     UpstreamError::Unavailable(how.to_string())
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "no answer within the timeout".into()
     } else if e.is_connect() {

@@ -17,11 +17,13 @@ use serde::Deserialize;
 
 pub mod limits;
 pub mod observe;
+pub mod oidc;
 pub mod registry;
 pub mod store;
 pub mod upstream;
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
+pub use oidc::{ClaimRule, OidcConfig};
 pub use registry::{RegistryConfig, RegistryGcConfig};
 pub use store::StoreConfig;
 pub use upstream::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
@@ -60,6 +62,9 @@ pub struct Config {
     #[serde(default)]
     pub acl: Vec<AclRule>,
     pub upstream: Option<UpstreamConfig>,
+    /// OIDC providers whose ID tokens are passwords.
+    #[serde(default)]
+    pub oidc: Vec<OidcConfig>,
     pub registry: Option<RegistryConfig>,
     pub store: Option<StoreConfig>,
     #[serde(default)]
@@ -283,6 +288,7 @@ impl Config {
         self.http.validate()?;
         self.damping.validate()?;
         self.metrics.validate()?;
+        oidc::validate_all(&self.oidc)?;
         self.audit.validate()?;
         if let Some(s) = &self.store {
             s.validate()?;

@@ -184,7 +184,7 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
     let now = SystemTime::now();
     let issued = app
         .signer
-        .issue(&identity.name, access, now)
+        .issue_until(&identity.name, access, now, identity.expires_at)
         .map_err(|_| RealmError::Internal)?;
     // A refresh token only for a password login that asked for one. If the store cannot take
     // it, the login still succeeds without one: the client keeps the password instead.
@@ -202,7 +202,7 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
     };
     let response = token_response(TokenBody {
         token: &issued.token,
-        expires_in: app.signer.ttl.as_secs(),
+        expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
         issued_at: &humantime::format_rfc3339_seconds(now).to_string(),
         refresh_token: refresh_token.as_deref(),
         scope: scope.as_deref(),

@@ -37,6 +37,7 @@ fn source(s: Source) -> &'static str {
         Source::Local => "htpasswd",
         Source::Store => "store",
         Source::Upstream => "upstream",
+        Source::Oidc => "oidc",
     }
 }
 

@@ -6,6 +6,7 @@
 mod caller;
 pub mod damping;
 pub mod htpasswd;
+pub mod oidc;
 pub mod refresh;
 pub mod store;
 pub mod upstream;
@@ -35,6 +36,9 @@ pub struct Identity {
     pub admin: bool,
     /// A store user's grants and their groups' (empty for other sources).
     pub rights: Vec<crate::store::Rights>,
+    /// When the proof of this identity ends (an OIDC token's `exp`, unix seconds): tokens
+    /// issued to it end then too.
+    pub expires_at: Option<u64>,
 }
 
 /// Where an identity came from: only upstream identities can be asked about repositories.
@@ -44,6 +48,8 @@ pub enum Source {
     Local,
     Store,
     Upstream,
+    /// An OIDC ID token's claims, through a provider's templates.
+    Oidc,
 }
 
 impl Identity {
@@ -54,6 +60,7 @@ impl Identity {
             source: Source::Anonymous,
             admin: false,
             rights: Vec::new(),
+            expires_at: None,
         }
     }
 
@@ -64,6 +71,7 @@ impl Identity {
             source: Source::Local,
             admin: false,
             rights: Vec::new(),
+            expires_at: None,
         }
     }
 }
@@ -108,6 +116,7 @@ pub struct Authenticator {
     bcrypt: BcryptSlots,
     damping: Option<Damping>,
     upstream: Option<Upstream>,
+    oidc: Option<Arc<oidc::Oidc>>,
     local_cache: Cache<CacheKey, Arc<Identity>>,
     upstream_cache: Cache<CacheKey, Arc<Identity>>,
     failures: Cache<CacheKey, ()>,
@@ -125,6 +134,7 @@ impl Authenticator {
         local: Option<Htpasswd>,
         store: Option<StoreUsers>,
         upstream: Option<Upstream>,
+        oidc: Option<Arc<oidc::Oidc>>,
         cache: CacheSettings,
         damping: Option<Damping>,
     ) -> anyhow::Result<Self> {
@@ -147,6 +157,7 @@ impl Authenticator {
             bcrypt: BcryptSlots::new(),
             damping,
             upstream,
+            oidc,
             local_cache: build(cache.local_ttl),
             upstream_cache: build(cache.upstream_ttl),
             failures: Cache::builder()
@@ -193,6 +204,13 @@ impl Authenticator {
         // retry loop): answered from memory, not counted as another failure.
         if self.failures.contains_key(&key) {
             return Err(AuthError::BadCredentials);
+        }
+        // An ID token of a configured provider is decided by that provider alone (no damping:
+        // a signature cannot be guessed, and checking one costs less than the damping would).
+        if let Some(oidc) = &self.oidc {
+            if let Some(result) = oidc.identify(&creds.password, key).await {
+                return result;
+            }
         }
         let local_knows = self
             .local
@@ -500,7 +518,7 @@ mod tests {
             upstream_ttl: Duration::ZERO,
             capacity: 100,
         };
-        let auth = Authenticator::new(Some(file), None, None, settings, None).expect("auth");
+        let auth = Authenticator::new(Some(file), None, None, None, settings, None).expect("auth");
         let login = |u: &str, p: &str| {
             let c = creds(u, p);
             let auth = &auth;

@@ -338,7 +338,8 @@ impl Authenticator {
             return Ok(None);
         };
         let (source, binding, sealed) = match identity.source {
-            Source::Anonymous => return Ok(None),
+            // An ID token's holder asks with a fresh one; a refresh token would outlive it.
+            Source::Anonymous | Source::Oidc => return Ok(None),
             Source::Local => {
                 let hash = self.local.as_ref().and_then(|l| l.hash_of(&identity.name));
                 let Some(hash) = hash else { return Ok(None) };

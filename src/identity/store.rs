@@ -135,6 +135,7 @@ impl From<Account> for Entry {
                 source: Source::Store,
                 admin: a.user.admin,
                 rights: a.rights,
+                expires_at: None,
             }),
         }
     }

@@ -97,6 +97,7 @@ impl Upstream {
             source: Source::Upstream,
             admin: false,
             rights: Vec::new(),
+            expires_at: None,
         })
     }
 }

@@ -3,8 +3,8 @@
 
 use anyhow::bail;
 
-use super::glob::Glob;
 use crate::config::AclRule;
+use crate::glob::Glob;
 use crate::identity::Identity;
 use crate::scope::Scope;
 

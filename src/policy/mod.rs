@@ -7,7 +7,6 @@
 //! out. Asking for more than allowed is not an error (the token spec says so).
 
 pub mod acl;
-pub mod glob;
 pub mod upstream;
 
 use futures::future::try_join_all;

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 
 use super::{get, Result, StoreError};
-use crate::policy::glob::Glob;
+use crate::glob::Glob;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

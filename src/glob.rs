@@ -1,5 +1,5 @@
-//! Repository-name globs: `*` within one path segment, `**` across segments, and `${account}`
-//! standing for the caller's name. Compiled once; matching is a small backtracking walk over
+//! Name globs (repositories, users, groups, OIDC claims): `*` within one path segment, `**`
+//! across segments, and `${account}` standing for the caller's name. Compiled once; matching is a small backtracking walk over
 //! tokens (no regex, so a user name can never inject pattern syntax).
 
 #[derive(Debug, Clone, PartialEq, Eq)]

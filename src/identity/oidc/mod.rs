@@ -1,0 +1,256 @@
+//! OIDC ID tokens as passwords (GitHub Actions, GitLab CI, Kubernetes service accounts): a
+//! Basic password that is a JWT naming a configured issuer is verified against that issuer's
+//! keys and rules, and becomes an identity named by the provider's `username` template.
+//!
+//! Checked in this order, so that every refusal after the signature speaks of a genuine token:
+//! the header (`alg` RS256, ES256 or ES384; never `none` or HMAC), the `kid` in the provider's
+//! key set, the signature (the key decides the algorithm), `aud`, `exp` (no leeway: the access
+//! token may not outlive it), `nbf` (60 s leeway), then `require` and the templates.
+//! A verified token is remembered by its salted hash until it expires.
+
+mod claims;
+mod jwks;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::UnparsedPublicKey;
+use data_encoding::BASE64URL_NOPAD;
+use moka::future::Cache;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{AuthError, CacheKey, Identity, Source};
+use crate::config::OidcConfig;
+use claims::{Rule, Template};
+use jwks::{KeyError, KeySet};
+
+/// Clock skew allowed on `nbf`.
+const LEEWAY: u64 = 60;
+/// ID tokens are a few KiB; a password longer than this is not one.
+const MAX_TOKEN: usize = 16 * 1024;
+/// Verified tokens are remembered at most this long (and never past their `exp`).
+const CACHE_TTL: Duration = Duration::from_secs(3600);
+
+struct Provider {
+    issuer: String,
+    audiences: Vec<String>,
+    username: Template,
+    groups: Vec<Template>,
+    require: Vec<(String, Rule)>,
+    keys: KeySet,
+}
+
+pub struct Oidc {
+    providers: Vec<Provider>,
+    verified: Cache<CacheKey, Arc<Identity>>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
+impl Oidc {
+    pub fn new(cfgs: &[OidcConfig], capacity: u64) -> anyhow::Result<Option<Arc<Self>>> {
+        if cfgs.is_empty() {
+            return Ok(None);
+        }
+        let mut providers = Vec::new();
+        for (i, c) in cfgs.iter().enumerate() {
+            let key = |k: &str| crate::config::setting(&format!("oidc[{i}].{k}"));
+            let username = Template::compile(&c.username)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key("username")))?;
+            let groups = c
+                .groups
+                .iter()
+                .map(|g| Template::compile(g))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key("groups")))?;
+            let require = c
+                .require
+                .iter()
+                .map(|(claim, r)| Ok((claim.clone(), Rule::compile(r)?)))
+                .collect::<Result<_, String>>()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key("require")))?;
+            providers.push(Provider {
+                issuer: c.issuer.clone(),
+                audiences: c.audiences.clone(),
+                username,
+                groups,
+                require,
+                keys: KeySet::new(
+                    &c.issuer,
+                    c.jwks_url.as_deref(),
+                    Duration::from_secs(c.jwks_refetch_seconds),
+                )?,
+            });
+        }
+        let oidc = Arc::new(Self {
+            providers,
+            verified: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        });
+        // Keys fetched now, not by the first token; a provider away at start-up is retried
+        // when a token names it.
+        let prefetch = oidc.clone();
+        tokio::spawn(async move {
+            for p in &prefetch.providers {
+                p.keys.prefetch().await;
+            }
+        });
+        Ok(Some(oidc))
+    }
+
+    /// Whether `password` is a JWT naming a configured issuer (then it is decided here).
+    pub fn claims_issuer(&self, password: &str) -> bool {
+        self.provider(password).is_some()
+    }
+
+    fn provider(&self, password: &str) -> Option<(&Provider, Map<String, Value>)> {
+        if password.len() > MAX_TOKEN || !password.starts_with("eyJ") {
+            return None;
+        }
+        let mut parts = password.split('.');
+        let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next())
+        else {
+            return None;
+        };
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&BASE64URL_NOPAD.decode(payload.as_bytes()).ok()?).ok()?;
+        let iss = claims.get("iss")?.as_str()?;
+        let p = self.providers.iter().find(|p| p.issuer == iss)?;
+        Some((p, claims))
+    }
+
+    /// The identity `token` proves (`key` is its salted hash), or why not.
+    pub(super) async fn identify(
+        &self,
+        token: &str,
+        key: CacheKey,
+    ) -> Option<Result<Arc<Identity>, AuthError>> {
+        if !token.starts_with("eyJ") {
+            return None;
+        }
+        let now = unix_now();
+        if let Some(id) = self.verified.get(&key).await {
+            if id.expires_at.is_some_and(|exp| exp > now) {
+                crate::metrics::get().cache_hits.inc();
+                return Some(Ok(id));
+            }
+            self.verified.invalidate(&key).await;
+        }
+        let (provider, claims) = self.provider(token)?;
+        crate::metrics::get().cache_misses.inc();
+        let result = provider.verify(token, claims, now).await;
+        match &result {
+            Ok(id) => self.verified.insert(key, id.clone()).await,
+            Err(AuthError::Refused(why)) => tracing::info!(issuer = %provider.issuer, "{why}"),
+            Err(e) => tracing::warn!(issuer = %provider.issuer, "OIDC token not verified: {e}"),
+        }
+        Some(result)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn refused(why: impl std::fmt::Display) -> AuthError {
+    AuthError::Refused(format!("the OIDC token was refused: {why}"))
+}
+
+impl Provider {
+    async fn verify(
+        &self,
+        token: &str,
+        claims: Map<String, Value>,
+        now: u64,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let (signed, sig) = token.rsplit_once('.').ok_or_else(|| refused("not a JWT"))?;
+        let (head, _) = signed.split_once('.').ok_or_else(|| refused("not a JWT"))?;
+        let head: Header = BASE64URL_NOPAD
+            .decode(head.as_bytes())
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .ok_or_else(|| refused("its header is not JSON"))?;
+        if !matches!(head.alg.as_str(), "RS256" | "ES256" | "ES384") {
+            return Err(refused(format_args!(
+                "alg {:?} is not accepted (RS256, ES256 or ES384)",
+                head.alg.chars().take(16).collect::<String>()
+            )));
+        }
+        let kid = head.kid.unwrap_or_default();
+        let key = match self.keys.key(&kid).await {
+            Ok(k) => k,
+            Err(KeyError::Unknown) => {
+                return Err(refused("its kid is not in the provider's key set"))
+            }
+            Err(KeyError::Unavailable(why)) => {
+                return Err(AuthError::Unavailable(format!(
+                    "the keys of OIDC issuer {} are not available: {why}",
+                    self.issuer
+                )))
+            }
+        };
+        // The key decides the algorithm, never the token.
+        if key.alg.name() != head.alg {
+            return Err(refused("alg does not match the key's"));
+        }
+        let sig = BASE64URL_NOPAD
+            .decode(sig.as_bytes())
+            .map_err(|_| refused("the signature is not base64url"))?;
+        UnparsedPublicKey::new(key.alg.verification(), key.raw())
+            .verify(signed.as_bytes(), &sig)
+            .map_err(|_| refused("the signature does not verify"))?;
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => self.audiences.contains(a),
+            Some(Value::Array(list)) => list.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+            }),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(refused(
+                "its audience (aud) is not one this registry accepts",
+            ));
+        }
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| refused("it has no exp"))?;
+        if exp <= now {
+            return Err(refused("it has expired"));
+        }
+        if claims
+            .get("nbf")
+            .and_then(Value::as_u64)
+            .is_some_and(|nbf| nbf > now + LEEWAY)
+        {
+            return Err(refused("it is not valid yet (nbf)"));
+        }
+        claims::check(&self.require, &claims)
+            .map_err(|claim| refused(format_args!("claim {claim:?} does not meet its rule")))?;
+        let name = self.username.render(&claims).map_err(refused)?;
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| g.render(&claims))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?;
+        Ok(Arc::new(Identity {
+            name,
+            groups,
+            source: Source::Oidc,
+            admin: false,
+            rights: Vec::new(),
+            expires_at: Some(exp),
+        }))
+    }
+}
