@@ -475,3 +475,49 @@ async fn config_errors_name_the_setting() {
         assert!(err.contains(says), "{oidc}: {err}");
     }
 }
+
+/// With a store, the grants of the store's group named like the identity's group apply where
+/// no ACL rule matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oidc_identitys_groups_get_their_store_grants() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let idp = Idp::start().await;
+    let cfg = config(dir, &idp.issuer(), "") + "[store]\nurl = \"sqlite://store.db\"\n";
+    let path = dir.join("issuer.toml");
+    std::fs::write(&path, &cfg).expect("write");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&["groups", "add", "my-org"]);
+    cli(&["grants", "add", "--group", "my-org", "shared/*", "pull"]);
+    cli(&["groups", "add", "evil"]);
+    cli(&["grants", "add", "--group", "evil", "**", "*"]);
+    let issuer = Issuer::start(dir, &cfg, &[]).await;
+    let token = idp.sign("rsa-1", &github_claims(&idp.issuer()));
+    let a = ask(
+        &issuer,
+        &token,
+        &[
+            "repository:shared/base:pull,push",
+            "repository:secret/x:pull",
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let access = claims_of(a.body["token"].as_str().expect("token"));
+    assert_eq!(
+        access["access"],
+        serde_json::json!([{"type": "repository", "name": "shared/base", "actions": ["pull"]}])
+    );
+}

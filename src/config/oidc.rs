@@ -25,6 +25,9 @@ pub struct OidcConfig {
     /// Every listed claim must match: a glob for strings, equality for booleans and numbers.
     #[serde(default)]
     pub require: BTreeMap<String, ClaimRule>,
+    /// PEM certificates to trust for the provider's HTTPS (a cluster's own CA), besides the
+    /// public roots.
+    pub ca_file: Option<figment::value::magic::RelativePathBuf>,
     /// An unknown `kid` fetches the JWKS again at most this often (the provider rotated).
     #[serde(default = "default_refetch")]
     pub jwks_refetch_seconds: u64,

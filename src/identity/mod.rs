@@ -209,7 +209,21 @@ impl Authenticator {
         // a signature cannot be guessed, and checking one costs less than the damping would).
         if let Some(oidc) = &self.oidc {
             if let Some(result) = oidc.identify(&creds.password, key).await {
-                return result;
+                return match (result, &self.store) {
+                    // Its groups' grants in the store, as fresh as a store user's.
+                    (Ok(id), Some(users)) if !id.groups.is_empty() => {
+                        let rights = users.group_rights(&id.groups).await?;
+                        Ok(if rights.is_empty() {
+                            id
+                        } else {
+                            Arc::new(Identity {
+                                rights,
+                                ..(*id).clone()
+                            })
+                        })
+                    }
+                    (result, _) => result,
+                };
             }
         }
         let local_knows = self

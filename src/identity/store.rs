@@ -26,6 +26,9 @@ pub struct StoreUsers {
     /// a user created (or a password set) just after a refused attempt works within it.
     pub(super) ttl: Duration,
     accounts: Cache<String, Option<Arc<Entry>>>,
+    /// Group name → its grants, for identities whose groups come from OIDC claims; the same
+    /// TTL as `accounts`.
+    group_rights: Cache<String, Arc<Vec<store::Rights>>>,
     pub(super) verified: Cache<CacheKey, Arc<str>>,
     /// Checked against for names the store does not know (when nothing else will check
     /// them), so that unknown names cost the same bcrypt work as wrong passwords.
@@ -63,6 +66,10 @@ impl StoreUsers {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            group_rights: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
             verified: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(verified_ttl.max(Duration::from_millis(1)))
@@ -92,12 +99,36 @@ impl StoreUsers {
             .map_err(|e| AuthError::Unavailable(format!("user database: {e}")))
     }
 
+    /// The grants of `groups` (names a store may hold; others have none), cached per group.
+    pub(super) async fn group_rights(
+        &self,
+        groups: &[String],
+    ) -> Result<Vec<store::Rights>, AuthError> {
+        let mut rights = Vec::new();
+        for g in groups.iter().filter(|g| store::valid_name(g)) {
+            let store = &self.store;
+            let these = self
+                .group_rights
+                .try_get_with(g.clone(), async move {
+                    let grants = store.group_grants(g).await?;
+                    Ok::<_, store::StoreError>(Arc::new(store::Rights::of(grants)))
+                })
+                .await
+                .map_err(|e| AuthError::Unavailable(format!("user database: {e}")))?;
+            rights.extend(these.iter().cloned());
+        }
+        Ok(rights)
+    }
+
     /// Forget what is cached about `name` (or everyone): the admin API's changes take effect
     /// on this issuer at once.
     pub async fn invalidate(&self, name: Option<&str>) {
         match name {
             Some(n) => self.accounts.invalidate(n).await,
-            None => self.accounts.invalidate_all(),
+            None => {
+                self.accounts.invalidate_all();
+                self.group_rights.invalidate_all();
+            }
         }
     }
 }

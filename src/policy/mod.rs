@@ -1,7 +1,8 @@
 //! What a caller may do: the ordered ACL (`acl`), whose rules may defer to the upstream API's
 //! per-repository answers (`upstream`). For a store user no rule matches, the store decides:
 //! an `admin` may do everything, anyone else what the union of their grants and their groups'
-//! grants allows (see `store_grant`).
+//! grants allows (see `store_grant`); for an OIDC identity, the grants of the store's groups
+//! named like its groups.
 //!
 //! The token carries requested ∩ allowed for each scope; a scope with nothing granted is left
 //! out. Asking for more than allowed is not an error (the token spec says so).
@@ -123,6 +124,10 @@ impl Policy {
                 (store_grant(who, scope), DecidedBy::StoreAdmin)
             }
             None if who.source == Source::Store => {
+                (store_grant(who, scope), DecidedBy::StoreGrants)
+            }
+            // An OIDC identity's groups may have grants in the store.
+            None if who.source == Source::Oidc && !who.rights.is_empty() => {
                 (store_grant(who, scope), DecidedBy::StoreGrants)
             }
             None => (Vec::new(), DecidedBy::NoRule),

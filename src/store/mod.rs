@@ -409,6 +409,21 @@ impl Store {
         rows.iter().map(Grant::from_row).collect()
     }
 
+    /// The grants of `group` (for identities whose groups come from elsewhere: OIDC claims).
+    pub async fn group_grants(&self, group: &str) -> Result<Vec<Grant>> {
+        let rows = self
+            .timed(
+                sqlx::query(
+                    "SELECT id, user_name, group_name, resource_type, name, actions FROM grants \
+                     WHERE group_name = $1 ORDER BY id",
+                )
+                .bind(group)
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.iter().map(Grant::from_row).collect()
+    }
+
     pub async fn add_grant(&self, g: &NewGrant) -> Result<Grant> {
         g.check()?;
         let id = uuid::Uuid::new_v4().to_string();

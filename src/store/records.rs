@@ -194,6 +194,21 @@ pub struct Rights {
 }
 
 impl Rights {
+    /// The grants as the policy matches them. Grants were checked on the way in; one that no
+    /// longer compiles grants nothing.
+    pub fn of(grants: Vec<Grant>) -> Vec<Self> {
+        grants
+            .into_iter()
+            .filter_map(|g| {
+                Some(Rights {
+                    name: Glob::compile(&g.name).ok()?,
+                    resource_type: g.resource_type,
+                    actions: g.actions,
+                })
+            })
+            .collect()
+    }
+
     /// The actions of `wanted` this grant gives `account` on `resource_type`/`name`.
     pub fn allows(&self, account: &str, resource_type: &str, name: &str, action: &str) -> bool {
         self.resource_type == resource_type
@@ -213,21 +228,10 @@ pub struct Account {
 
 impl Account {
     pub(super) fn new(user: User, groups: Vec<String>, grants: Vec<Grant>) -> Self {
-        let rights = grants
-            .into_iter()
-            // Grants were checked on the way in; one that no longer compiles grants nothing.
-            .filter_map(|g| {
-                Some(Rights {
-                    name: Glob::compile(&g.name).ok()?,
-                    resource_type: g.resource_type,
-                    actions: g.actions,
-                })
-            })
-            .collect();
         Self {
             user,
             groups,
-            rights,
+            rights: Rights::of(grants),
         }
     }
 }

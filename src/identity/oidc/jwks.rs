@@ -69,13 +69,19 @@ impl KeySet {
     pub(super) fn new(
         issuer: &str,
         jwks_url: Option<&str>,
+        ca_pem: Option<&[u8]>,
         refetch: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()?;
+            .redirect(reqwest::redirect::Policy::limited(3));
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Self {
             issuer: issuer.trim_end_matches('/').to_string(),
             jwks_url: jwks_url.map(str::to_string),

@@ -74,6 +74,15 @@ impl Oidc {
                 .map(|(claim, r)| Ok((claim.clone(), Rule::compile(r)?)))
                 .collect::<Result<_, String>>()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", key("require")))?;
+            let ca = c
+                .ca_file
+                .as_ref()
+                .map(|f| {
+                    std::fs::read(f.relative()).map_err(|e| {
+                        anyhow::anyhow!("{}: {}: {e}", key("ca_file"), f.relative().display())
+                    })
+                })
+                .transpose()?;
             providers.push(Provider {
                 issuer: c.issuer.clone(),
                 audiences: c.audiences.clone(),
@@ -83,8 +92,10 @@ impl Oidc {
                 keys: KeySet::new(
                     &c.issuer,
                     c.jwks_url.as_deref(),
+                    ca.as_deref(),
                     Duration::from_secs(c.jwks_refetch_seconds),
-                )?,
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key("ca_file")))?,
             });
         }
         let oidc = Arc::new(Self {
