@@ -2,7 +2,9 @@
 //! data root and socket, no containers run), podman and buildah (storage and auth file in the
 //! test's directory), each against the built-in registry, distribution 2.8 and distribution 3.1.1.
 //! Login, push, rmi, pull (the same image back), logout; and the exact text a user sees for each
-//! refusal: no credentials, a wrong password, a pull-only user's push.
+//! refusal: no credentials, a wrong password, a pull-only user's push. Then a CI job's OIDC ID
+//! token as the password (a provider from tests/common/idp.rs): login, push where its rule
+//! allows, refused elsewhere.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::idp::Idp;
 use common::targets::*;
 use common::*;
 
@@ -221,7 +224,7 @@ impl Docker {
 }
 
 /// The whole flow against one registry at `host`; `label` names it in failures.
-fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
+fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str, id_token: &str) {
     let image = format!("{host}/org/app:latest");
     let content = dir.join("rootfs");
     std::fs::create_dir_all(&content).expect("rootfs");
@@ -313,7 +316,20 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str) {
     // The client's own words for an insufficient_scope refusal, whatever the registry says.
     assert!(err.contains(docker.words.denied), "{label}: {err}");
     docker.ok(&["logout", host], None);
-    docker.ok(&["rmi", &image, &other], None);
+
+    // A CI job's OIDC ID token as the password: its rule lets it push org/ci.
+    let ci = format!("{host}/org/ci:latest");
+    docker.ok(&["tag", &image, &ci], None);
+    let out = docker.ok(
+        &["login", "-u", "oidc", "--password-stdin", host],
+        Some(id_token),
+    );
+    assert!(out.contains(docker.words.login_ok), "{label}: {out}");
+    docker.ok(&["push", &ci], None);
+    let err = docker.refused(&["push", &other], None);
+    assert!(err.contains(docker.words.denied), "{label}: {err}");
+    docker.ok(&["logout", host], None);
+    docker.ok(&["rmi", &image, &other, &ci], None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -338,7 +354,22 @@ async fn buildah_against_every_registry() {
 }
 
 async fn against_every_registry(docker: &Docker, tmp: &Path) {
-    for target in every_registry(tmp).await {
-        docker_flow(docker, &target.dir, &target.host, target.label);
+    // A CI system's OIDC provider, trusted by every target's issuer.
+    let idp = Idp::start().await;
+    let extra = format!(
+        "[[oidc]]\nissuer = \"{}\"\naudiences = [\"{SERVICE}\"]\nusername = \"{{sub}}\"\n\
+         [[acl]]\naccount = \"ci-bot\"\nname = \"org/ci\"\nactions = [\"pull\", \"push\"]\n",
+        idp.issuer()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let id_token = idp.sign(
+        "ec-1",
+        &serde_json::json!({"iss": idp.issuer(), "aud": SERVICE, "sub": "ci-bot", "iat": now, "exp": now + 900}),
+    );
+    for target in every_registry_with(tmp, &extra).await {
+        docker_flow(docker, &target.dir, &target.host, target.label, &id_token);
     }
 }

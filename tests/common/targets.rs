@@ -29,7 +29,7 @@ impl Target {
     }
 }
 
-fn config(dir: &Path, registry: Option<u16>) -> String {
+fn config(dir: &Path, registry: Option<u16>, extra: &str) -> String {
     write_users(dir, &[ADMIN, READER]);
     let mut c = format!(
         r#"
@@ -60,19 +60,25 @@ actions = ["pull"]
             "[registry]\nlisten = \"127.0.0.1:{port}\"\nstorage = \"registry\"\n"
         ));
     }
+    c.push_str(extra);
     c
 }
 
 /// Starts all three (3.1.1 only when its binary is there; it must be under `CI`), each in a
 /// folder of its own under `tmp`.
 pub async fn every_registry(tmp: &Path) -> Vec<Target> {
+    every_registry_with(tmp, "").await
+}
+
+/// As [`every_registry`], each issuer's config ending with `extra`.
+pub async fn every_registry_with(tmp: &Path, extra: &str) -> Vec<Target> {
     let mut targets = Vec::new();
 
     let dir = tmp.join("builtin");
     std::fs::create_dir_all(&dir).expect("dir");
     gen_cert(&dir, ISSUER);
     let reg_port = free_port();
-    let mut issuer = Issuer::spawn(&dir, &config(&dir, Some(reg_port)), &[]);
+    let mut issuer = Issuer::spawn(&dir, &config(&dir, Some(reg_port), extra), &[]);
     issuer
         .proc
         .wait_http(&format!("http://127.0.0.1:{reg_port}/v2/"), 401)
@@ -90,7 +96,7 @@ pub async fn every_registry(tmp: &Path) -> Vec<Target> {
         std::fs::create_dir_all(&dir).expect("dir");
         let (cert, _) = gen_cert(&dir, ISSUER);
         let jwks = dir.join(format!("{ISSUER}.jwks.json"));
-        let issuer = Issuer::start(&dir, &config(&dir, None), &[]).await;
+        let issuer = Issuer::start(&dir, &config(&dir, None, extra), &[]).await;
         let trust = Trust {
             bundle: Some(&cert),
             jwks: (version != Distribution::V2_8).then_some(jwks.as_path()),
