@@ -521,3 +521,39 @@ async fn an_oidc_identitys_groups_get_their_store_grants() {
         serde_json::json!([{"type": "repository", "name": "shared/base", "actions": ["pull"]}])
     );
 }
+
+/// Rules match names whatever their source: a name built from claims that is an htpasswd
+/// user's is refused, so a template like `{actor}` never hands a CI job a person's rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_built_from_claims_cannot_be_a_local_users() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let idp = Idp::start().await;
+    gen_cert(dir, ISSUER);
+    write_users(dir, &[("alice", "alice-pw")]);
+    let cfg = ConfigBuilder::new(ISSUER, SERVICE)
+        .section(&format!(
+            "[[oidc]]\nissuer = \"{}\"\naudiences = [\"{SERVICE}\"]\nusername = \"{{actor}}\"\n",
+            idp.issuer()
+        ))
+        .allow("alice", "**", &["*"])
+        .allow("bot", "bot/*", &["pull"])
+        .build();
+    let issuer = Issuer::start(dir, &cfg, &[]).await;
+    let token = |actor: &str| {
+        idp.sign(
+            "ec-1",
+            &serde_json::json!({"iss": idp.issuer(), "aud": SERVICE, "actor": actor, "exp": now() + 300}),
+        )
+    };
+    let a = ask(&issuer, &token("alice"), &["repository:org/app:pull"]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let message = a.body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("is another user's"), "{message}");
+    let a = ask(&issuer, &token("bot"), &["repository:bot/x:pull"]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        claims_of(a.body["token"].as_str().expect("token"))["access"][0]["actions"],
+        serde_json::json!(["pull"])
+    );
+}

@@ -209,21 +209,7 @@ impl Authenticator {
         // a signature cannot be guessed, and checking one costs less than the damping would).
         if let Some(oidc) = &self.oidc {
             if let Some(result) = oidc.identify(&creds.password, key).await {
-                return match (result, &self.store) {
-                    // Its groups' grants in the store, as fresh as a store user's.
-                    (Ok(id), Some(users)) if !id.groups.is_empty() => {
-                        let rights = users.group_rights(&id.groups).await?;
-                        Ok(if rights.is_empty() {
-                            id
-                        } else {
-                            Arc::new(Identity {
-                                rights,
-                                ..(*id).clone()
-                            })
-                        })
-                    }
-                    (result, _) => result,
-                };
+                return self.oidc_identity(result?).await;
             }
         }
         let local_knows = self
@@ -263,6 +249,37 @@ impl Authenticator {
             self.failures.insert(key, ()).await;
         }
         result
+    }
+
+    /// An OIDC identity as the rules will see it. Rules match names whatever their source, so
+    /// a name built from claims that is also an htpasswd or store user's is refused: a
+    /// template like `{actor}` must not hand a CI job a person's rules. With a store, its
+    /// groups' grants come along, as fresh as a store user's.
+    async fn oidc_identity(&self, id: Arc<Identity>) -> Result<Arc<Identity>, AuthError> {
+        let taken = self.local.as_ref().is_some_and(|l| l.knows(&id.name))
+            || match &self.store {
+                Some(users) => users.entry(&id.name).await?.is_some(),
+                None => false,
+            };
+        if taken {
+            tracing::warn!(user = %id.name, "OIDC token refused: its name is a local or store user's");
+            return Err(AuthError::Refused(format!(
+                "the OIDC token was refused: the name built from its claims, {:?}, is another user's; change the provider's username template",
+                id.name
+            )));
+        }
+        let Some(users) = self.store.as_ref().filter(|_| !id.groups.is_empty()) else {
+            return Ok(id);
+        };
+        let rights = users.group_rights(&id.groups).await?;
+        Ok(if rights.is_empty() {
+            id
+        } else {
+            Arc::new(Identity {
+                rights,
+                ..(*id).clone()
+            })
+        })
     }
 
     /// Runs a verification under a damping plan (see [`damping`]), settling the plan with
