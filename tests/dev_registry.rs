@@ -271,10 +271,6 @@ impl Env {
     }
 }
 
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(bytes))
-}
-
 /// `token-issuer gc --config DIR/issuer.toml ARGS`.
 fn run_gc(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
@@ -330,20 +326,6 @@ async fn put_manifest(
     .send()
     .await
     .expect("put manifest")
-}
-
-fn image_manifest(
-    config: &str,
-    config_len: usize,
-    layer: &str,
-    layer_len: usize,
-) -> serde_json::Value {
-    serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}]
-    })
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

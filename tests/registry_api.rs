@@ -2,6 +2,8 @@
 //! storage directory of its own, with tokens minted by the issuer's `Signer`. One behaviour per
 //! test; the end-to-end tests (skopeo, docker, distribution) stay the compatibility layer.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,6 +19,8 @@ use token_issuer::registry::auth::TokenAuth;
 use token_issuer::registry::{self, Registry};
 use token_issuer::scope::Scope;
 use token_issuer::token::{Signer, TrustedKeys};
+
+use common::{digest, image_manifest};
 
 const SERVICE: &str = "registry.test";
 const ISSUER: &str = "issuer.test";
@@ -237,14 +241,6 @@ fn layer_bytes() -> Vec<u8> {
     (0..100_000u32).map(|i| (i % 251) as u8).collect()
 }
 
-fn digest(bytes: &[u8]) -> String {
-    use aws_lc_rs::digest::{digest, SHA256};
-    format!(
-        "sha256:{}",
-        data_encoding::HEXLOWER.encode(digest(&SHA256, bytes).as_ref())
-    )
-}
-
 fn walk(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|it| {
@@ -259,20 +255,6 @@ fn walk(dir: &Path) -> usize {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-fn image_manifest(
-    config: &str,
-    config_len: usize,
-    layer: &str,
-    layer_len: usize,
-) -> serde_json::Value {
-    serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}]
-    })
 }
 
 fn challenge(scope: &str, error: &str) -> String {

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use poem::http::StatusCode;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
 use poem::{get, handler, EndpointExt, Request, Response, Route};
 
@@ -86,17 +85,7 @@ impl FakeApi {
             .at("/api/v2/slug/*", get(repository))
             .at("/login", get(login))
             .data(state.clone());
-        let acceptor = TcpListener::bind(format!("127.0.0.1:{port}"))
-            .into_acceptor()
-            .await
-            .expect("bind fake API");
-        let port = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .expect("tcp")
-            .port();
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (port, task) = super::serve_loopback(port, app).await;
         Self { port, state, task }
     }
 

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::SystemRandom;
 use data_encoding::BASE64URL_NOPAD;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
 use poem::{get, handler, EndpointExt, Response, Route};
 use token_issuer::keys::generate::{generate_typed, KeyType};
@@ -43,18 +42,8 @@ impl Idp {
             .at("/.well-known/openid-configuration", get(discovery))
             .at("/keys", get(jwks))
             .data(state.clone());
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .expect("bind IdP");
-        let port = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .expect("tcp")
-            .port();
+        let (port, task) = super::serve_loopback(0, app).await;
         *state.issuer.lock().expect("lock") = format!("http://127.0.0.1:{port}");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
         let idp = Self { port, state, task };
         idp.add_key("rsa-1", KeyType::Rsa, true);
         idp.add_key("ec-1", KeyType::P256, true);

@@ -21,6 +21,47 @@ pub mod targets;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-issuer");
 
+/// Serves `app` on 127.0.0.1:`port` (0: any free port); returns the port and the server task
+/// (abort it to stop serving).
+pub async fn serve_loopback(
+    port: u16,
+    app: impl poem::Endpoint + 'static,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use poem::listener::{Acceptor, Listener};
+    let acceptor = poem::listener::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .into_acceptor()
+        .await
+        .expect("bind a loopback port");
+    let port = acceptor.local_addr()[0]
+        .as_socket_addr()
+        .expect("tcp")
+        .port();
+    let task = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+    (port, task)
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// An OCI image manifest naming one config and one layer.
+pub fn image_manifest(
+    config: &str,
+    config_len: usize,
+    layer: &str,
+    layer_len: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}]
+    })
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

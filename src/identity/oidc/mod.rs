@@ -116,11 +116,6 @@ impl Oidc {
         Ok(Some(oidc))
     }
 
-    /// Whether `password` is a JWT naming a configured issuer (then it is decided here).
-    pub fn claims_issuer(&self, password: &str) -> bool {
-        self.provider(password).is_some()
-    }
-
     fn provider(&self, password: &str) -> Option<(&Provider, Map<String, Value>)> {
         if password.len() > MAX_TOKEN || !password.starts_with("eyJ") {
             return None;
