@@ -70,10 +70,13 @@ async fn dev_mode_with_skopeo_and_a_restart() {
     );
     // The skopeo lines work as pasted, in the directory dev was started in: sample-image
     // writes an image, skopeo pushes it and lists its tag.
+    // stdout and the log share the file, and the listeners log from their own tasks, so a
+    // log line (it starts with its timestamp) can land between the hint lines.
     let hints: Vec<&str> = log
         .lines()
         .skip_while(|l| !l.starts_with("Try, with skopeo"))
         .skip(1)
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
         .take_while(|l| l.starts_with("  "))
         .map(str::trim)
         .collect();
