@@ -1,0 +1,240 @@
+//! One audit line: a [`Record`] written as a JSON object into a byte buffer.
+//!
+//! Written field by field rather than through serde's derive: most fields are known-safe
+//! (constants, digits, an IP address, hex ids) and go in with one copy, and a string that needs
+//! no escaping (nearly every user and scope) is copied whole after one scan. Through the derive,
+//! each scope and the time went through `collect_str`, which escapes fragment by fragment; that
+//! was most of the audit's cost per token. Text that does need escaping goes through serde_json.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One decision. Borrowed from the request: built only when the audit log is on.
+pub struct Record<'a> {
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+    pub method: &'a str,
+    pub client_id: &'a str,
+    /// `""` for the anonymous caller or when the caller was not identified.
+    pub user: &'a str,
+    /// `htpasswd`, `store`, `upstream`, `oidc`, `anonymous`, or `""` when not identified.
+    pub source: &'a str,
+    /// `password`, `refresh_token` or `anonymous`.
+    pub grant: &'a str,
+    pub requested: &'a [crate::scope::Scope],
+    pub granted: &'a [crate::scope::Scope],
+    /// For each requested scope, in order: `acl[N]`, `acl[N]+upstream:allowed|refused`,
+    /// `store:admin`, `store:grants` or `no-rule`.
+    pub decided_by: &'a [crate::policy::DecidedBy],
+    /// The metrics outcome: `issued`, `unauthorized`, `bad_request`, ...
+    pub outcome: &'a str,
+    /// Why it was refused (the message the client was given); `""` when issued.
+    pub reason: &'a str,
+    pub jti: &'a str,
+    pub exp: Option<u64>,
+    /// Whether a refresh token was handed out with this access token.
+    pub refresh_token_issued: bool,
+}
+
+impl Record<'_> {
+    /// Appends the line (without its newline) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"time":""#);
+        rfc3339_millis(self.time, out);
+        out.extend_from_slice(br#"","request_id":"#);
+        string(out, self.request_id);
+        // An address's text is digits, hex, dots and colons: nothing to escape.
+        let _ = write!(out, r#","client_ip":"{}","method":"#, self.client_ip);
+        string(out, self.method);
+        out.extend_from_slice(br#","client_id":"#);
+        string(out, self.client_id);
+        out.extend_from_slice(br#","user":"#);
+        string(out, self.user);
+        out.extend_from_slice(br#","source":"#);
+        string(out, self.source);
+        out.extend_from_slice(br#","grant":"#);
+        string(out, self.grant);
+        out.extend_from_slice(br#","requested":"#);
+        strings(out, self.requested);
+        out.extend_from_slice(br#","granted":"#);
+        strings(out, self.granted);
+        out.extend_from_slice(br#","decided_by":"#);
+        strings(out, self.decided_by);
+        out.extend_from_slice(br#","outcome":"#);
+        string(out, self.outcome);
+        out.extend_from_slice(br#","reason":"#);
+        string(out, self.reason);
+        out.extend_from_slice(br#","jti":"#);
+        string(out, self.jti);
+        match self.exp {
+            Some(exp) => {
+                let _ = write!(out, r#","exp":{exp}"#);
+            }
+            None => out.extend_from_slice(br#","exp":null"#),
+        }
+        out.extend_from_slice(if self.refresh_token_issued {
+            br#","refresh_token_issued":true}"#
+        } else {
+            br#","refresh_token_issued":false}"#
+        });
+    }
+}
+
+/// Bytes that may stand in a JSON string as they are. Bytes of multi-byte UTF-8 characters are
+/// all ≥ 0x80, so a `str` is copied whole when it has no quote, backslash or control character.
+fn plain(b: u8) -> bool {
+    b >= 0x20 && b != b'"' && b != b'\\'
+}
+
+/// `s` as a JSON string.
+fn string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(plain) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail, and a `str` always serializes.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// A JSON array of the items' text, each rendered straight into `out` and escaped only when
+/// it holds something to escape (a scope's name may hold anything but whitespace).
+fn strings<T: Display>(out: &mut Vec<u8>, items: &[T]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        out.push(b'"');
+        let _ = write!(out, "{item}");
+        if out[start + 1..].iter().copied().all(plain) {
+            out.push(b'"');
+        } else {
+            let text = String::from_utf8_lossy(&out[start + 1..]).into_owned();
+            out.truncate(start);
+            string(out, &text);
+        }
+    }
+    out.push(b']');
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. The part to the second is formatted once per second per
+/// thread; every line within that second copies it and adds the milliseconds.
+fn rfc3339_millis(t: SystemTime, out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != secs {
+        let full =
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .to_string();
+        // "YYYY-MM-DDTHH:MM:SSZ": the 19 bytes before the Z.
+        text.copy_from_slice(&full.as_bytes()[..19]);
+        SECOND.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    let _ = write!(out, ".{:03}Z", since.subsec_millis());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::DecidedBy;
+    use crate::scope::Scope;
+
+    fn parsed(r: &Record) -> serde_json::Value {
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        serde_json::from_slice(&out).expect("the line is JSON")
+    }
+
+    #[test]
+    fn every_field_with_hostile_text_escaped() {
+        // A name outside the repository grammar may hold quotes and backslashes; a reason
+        // echoes client text; a client id may hold a newline.
+        let odd = Scope::new("registry", "cat\"a\\log\u{1}é", &["*"]);
+        let requested = [Scope::new("repository", "org/app", &["pull", "push"]), odd];
+        let granted = [Scope::new("repository", "org/app", &["pull"])];
+        let r = Record {
+            time: UNIX_EPOCH + std::time::Duration::from_millis(1_764_615_737_042),
+            request_id: "abc-1f",
+            client_ip: "::1".parse().expect("ip"),
+            method: "POST",
+            client_id: "doc\nker",
+            user: "al\"ice",
+            source: "htpasswd",
+            grant: "password",
+            requested: &requested,
+            granted: &granted,
+            decided_by: &[DecidedBy::Rule(2), DecidedBy::NoRule],
+            outcome: "issued",
+            reason: "tab\there \u{7f} ünï",
+            jti: "j",
+            exp: Some(1_764_616_037),
+            refresh_token_issued: true,
+        };
+        let v = parsed(&r);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time": "2025-12-01T19:02:17.042Z",
+                "request_id": "abc-1f",
+                "client_ip": "::1",
+                "method": "POST",
+                "client_id": "doc\nker",
+                "user": "al\"ice",
+                "source": "htpasswd",
+                "grant": "password",
+                "requested": ["repository:org/app:pull,push", "registry:cat\"a\\log\u{1}é:*"],
+                "granted": ["repository:org/app:pull"],
+                "decided_by": ["acl[2]", "no-rule"],
+                "outcome": "issued",
+                "reason": "tab\there \u{7f} ünï",
+                "jti": "j",
+                "exp": 1_764_616_037u64,
+                "refresh_token_issued": true,
+            })
+        );
+    }
+
+    #[test]
+    fn empty_lists_no_exp_and_the_cached_second() {
+        let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let mut r = Record {
+            time: at(1_000_000_999),
+            request_id: "",
+            client_ip: IpAddr::from([10, 0, 0, 1]),
+            method: "GET",
+            client_id: "",
+            user: "",
+            source: "",
+            grant: "",
+            requested: &[],
+            granted: &[],
+            decided_by: &[],
+            outcome: "bad_request",
+            reason: "",
+            jti: "",
+            exp: None,
+            refresh_token_issued: false,
+        };
+        let v = parsed(&r);
+        assert_eq!(v["time"], "1970-01-12T13:46:40.999Z");
+        assert_eq!(v["requested"], serde_json::json!([]));
+        assert_eq!(v["exp"], serde_json::Value::Null);
+        assert_eq!(v["refresh_token_issued"], false);
+        // The next second, then back to the first: the cached text follows the time.
+        r.time = at(1_000_001_000);
+        assert_eq!(parsed(&r)["time"], "1970-01-12T13:46:41.000Z");
+        r.time = at(1_000_000_001);
+        assert_eq!(parsed(&r)["time"], "1970-01-12T13:46:40.001Z");
+    }
+}
