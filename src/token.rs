@@ -175,7 +175,7 @@ impl Signer {
             }),
             nbf: iat.saturating_sub(NBF_BACKDATE),
             iat,
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: self.jti()?,
             access,
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
@@ -190,6 +190,18 @@ impl Signer {
         token.push('.');
         BASE64URL_NOPAD.encode_append(sig.as_ref(), &mut token);
         Ok(Issued { token, claims })
+    }
+
+    /// A random (v4) UUID from aws-lc's per-thread generator, which the signature's nonce comes
+    /// from too: `Uuid::new_v4` asks the kernel (`getrandom`) for every token.
+    fn jti(&self) -> Result<String, SignError> {
+        use aws_lc_rs::rand::SecureRandom;
+        let mut bytes = [0u8; 16];
+        self.rng.fill(&mut bytes).map_err(|_| SignError)?;
+        Ok(uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .to_string())
     }
 }
 

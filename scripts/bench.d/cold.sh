@@ -1,0 +1,131 @@
+# Sourced by scripts/bench. The cold roll-out: $cold_n credentials the issuer has never seen
+# (a fleet's devices or a CI fleet's robots, each with its own secret), each asking for a token
+# once, $cold_conns at a time, against a freshly started issuer. Each needs one bcrypt
+# verification or one upstream call, so the wall time has a floor the issuer cannot beat:
+#   htpasswd:  n x (one bcrypt verify, measured now) / cores
+#   upstream:  delay x ceil(calls / upstream.max_concurrent)
+# and the rows report the wall time as a ratio of that floor (1.0 = bound by bcrypt or the
+# upstream alone). Meanwhile other, warm users keep asking at a modest rate: their p99 says
+# whether a roll-out starves everyone else.
+cold_n=${BENCH_COLD_N:-1000}
+cold_conns=256
+cold_upstream_concurrent=64   # the default of upstream.max_concurrent, written out
+cores=$(nproc)
+
+# One bcrypt (cost 10) hash for every cold user: each user:password pair is still a
+# credential the issuer has never seen (its cache is keyed by the pair) and costs one full
+# verification; a distinct hash each would only make this setup take a minute.
+hash=$(echo cold-pw | "$bin" htpasswd --cost 10 x); hash=${hash#x:}
+{ cat "$tmp/users.htpasswd"; for i in $(seq 1 $((cold_n + 8))); do echo "cold$i:$hash"; done; } > "$tmp/cold.htpasswd"
+cold_port=$(free_port)
+cat > "$tmp/cold.toml" <<TOML
+[token]
+issuer = "bench.test"
+service = "bench"
+x5c = "never"
+[keys]
+cert_file = "bench.test.crt"
+key_file = "bench.test.pem"
+[identity]
+htpasswd = "cold.htpasswd"
+[upstream]
+url = "http://127.0.0.1:$up_port/whoami"
+username_pointer = "/username"
+max_concurrent = $cold_upstream_concurrent
+[upstream.repository]
+url = "http://127.0.0.1:$up_port/repository/{name}"
+[[acl]]
+account = "local*"
+name = "**"
+actions = ["pull", "push"]
+[[acl]]
+account = "cold*"
+name = "**"
+actions = ["pull", "push"]
+[[acl]]
+account = "up*"
+name = "**"
+actions = ["upstream"]
+TOML
+TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/cold.toml" --listen "127.0.0.1:$cold_port" & pids+=($!)
+wait_up "http://127.0.0.1:$cold_port/healthz"
+cold_url="http://127.0.0.1:$cold_port/v1/registry?service=bench&scope=repository:org/app:pull,push"
+
+# One curl config of $cold_n transfers, each with its own credentials: "$1 user password" per line.
+cold_config() { # $1 = output file; stdin: "user:password" lines
+  local first=1
+  while read -r pair; do
+    [ $first = 1 ] || echo next
+    first=0
+    printf 'url = "%s"\nuser = "%s"\noutput = "/dev/null"\nsilent\nwrite-out = "%%{http_code}\\n"\n' "$cold_url" "$pair"
+  done > "$1"
+}
+# Runs a config with $cold_conns transfers at once; prints "seconds ok_count".
+cold_run() {
+  local t0 t1 codes
+  t0=$(date +%s.%N)
+  codes=$(curl -Z --parallel-max "$cold_conns" -K "$1" 2>/dev/null) || true
+  t1=$(date +%s.%N)
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b-a}') $(grep -c '^200$' <<<"$codes")"
+}
+# Warm users at a modest, steady rate (4 connections, 10 ms apart each) while a cold run goes.
+{
+  echo "local headers = {"
+  for i in $(seq 1 $users); do echo "  \"Basic $(printf %s "local$i:pw-$i" | base64 -w0)\","; done
+  echo "}"
+  echo 'local i = 0'
+  echo 'request = function() i = i + 1; return wrk.format("GET", nil, {["Authorization"] = headers[(i % #headers) + 1]}) end'
+  echo 'delay = function() return 10 end'
+} > "$tmp/warm.lua"
+for i in $(seq 1 $users); do curl -fs -u "local$i:pw-$i" "$cold_url" >/dev/null; done
+
+# One verification, measured now through the issuer itself: 8 more never-seen users, one at a
+# time; the median request time (a request without bcrypt takes ~0.1 ms of it).
+bcrypt_s=$(for i in $(seq $((cold_n + 1)) $((cold_n + 8))); do
+  curl -fs -o /dev/null -w '%{time_total}\n' -u "cold$i:cold-pw" "$cold_url"
+done | sort -g | sed -n 4p)
+bcrypt_floor=$(awk -v n="$cold_n" -v t="$bcrypt_s" -v c="$cores" 'BEGIN {printf "%.3f", n*t/c}')
+for i in $(seq 1 "$cold_n"); do echo "cold$i:cold-pw"; done | cold_config "$tmp/cold-local.curl"
+warm_secs=$(awk -v f="$bcrypt_floor" 'BEGIN {s=int(f*0.8); print (s<1)?1:s}')
+wrk -t1 -c4 -d"${warm_secs}s" --latency -s "$tmp/warm.lua" "$cold_url" > "$tmp/warm.out" 2>&1 &
+warm_pid=$!
+read -r cold_local_s cold_local_ok < <(cold_run "$tmp/cold-local.curl")
+wait "$warm_pid" || true
+warm_p99=$(awk '$1=="99%" {print $2}' "$tmp/warm.out")
+warm_rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/warm.out")
+grep -q 'Non-2xx' "$tmp/warm.out" && { cat "$tmp/warm.out" >&2; echo "bench: warm users were refused during the roll-out" >&2; exit 1; }
+[ "$cold_local_ok" = "$cold_n" ] || { echo "bench: only $cold_local_ok of $cold_n cold htpasswd logins got a token" >&2; exit 1; }
+
+# Upstream API keys: user upc<i> with key key-c<i> (the stand-in answers "upc<i>").
+up_delay_ms=20
+before=$(curl -fs "http://127.0.0.1:$up_port/count")
+for i in $(seq 1 "$cold_n"); do echo "upc$i:key-c$i"; done | cold_config "$tmp/cold-up.curl"
+read -r cold_up_s cold_up_ok < <(cold_run "$tmp/cold-up.curl")
+after=$(curl -fs "http://127.0.0.1:$up_port/count")
+read -r cold_whoami cold_repo < <(python3 -c '
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(b["whoami"] - a["whoami"], b["repository"] - a["repository"])' "$before" "$after")
+[ "$cold_up_ok" = "$cold_n" ] || { echo "bench: only $cold_up_ok of $cold_n cold upstream logins got a token" >&2; exit 1; }
+# Each request makes its identity call, then its repository call: two rounds of the semaphore.
+up_floor=$(awk -v d="$up_delay_ms" -v w="$cold_whoami" -v r="$cold_repo" -v c="$cold_upstream_concurrent" \
+  'function ceil(x) {return (x == int(x)) ? x : int(x) + 1} BEGIN {printf "%.3f", d/1000*(ceil(w/c) + ceil(r/c))}')
+
+echo "cold roll-out: $cold_n never-seen credentials, each asked once, $cold_conns connections; ratio = wall time / floor (target <= 1.2 bcrypt, <= 1.5 upstream)"
+printf '  %-44s %s s   (one verify %s s x %s / %s cores = %s s floor)\n' "htpasswd, bcrypt cost 10" "$cold_local_s" "$bcrypt_s" "$cold_n" "$cores" "$bcrypt_floor"
+printf '  %-44s %s\n' "  ratio to the bcrypt floor" "$(ratio "$cold_local_s" "$bcrypt_floor")"
+printf '  %-44s %s tokens/s, p99 %s   (target p99 < 50ms)\n' "  warm users meanwhile (4 conns, 10ms apart)" "$warm_rps" "$warm_p99"
+printf '  %-44s %s s   (%s ms answers, max_concurrent %s: floor %s s)\n' "upstream API keys" "$cold_up_s" "$up_delay_ms" "$cold_upstream_concurrent" "$up_floor"
+printf '  %-44s %s\n' "  ratio to the upstream floor" "$(ratio "$cold_up_s" "$up_floor")"
+printf '  %-44s %s identity + %s repository   (exactly %s each expected)\n' "  upstream calls made" "$cold_whoami" "$cold_repo" "$cold_n"
+fig cold.htpasswd.seconds "$cold_local_s"
+fig cold.htpasswd.bcrypt_verify_seconds "$bcrypt_s"
+fig cold.htpasswd.floor_seconds "$bcrypt_floor"
+fig cold.htpasswd.ratio "$(ratio "$cold_local_s" "$bcrypt_floor")"
+fig cold.htpasswd.warm_p99 "$warm_p99"
+fig cold.htpasswd.warm_rps "$warm_rps"
+fig cold.upstream.seconds "$cold_up_s"
+fig cold.upstream.floor_seconds "$up_floor"
+fig cold.upstream.ratio "$(ratio "$cold_up_s" "$up_floor")"
+fig cold.upstream.identity_calls "$cold_whoami"
+fig cold.upstream.repository_calls "$cold_repo"
