@@ -138,8 +138,8 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
     }
     let client_id = tr.client_id.as_deref().unwrap_or("");
     let caller = if let Some(rt) = tr.refresh_token.as_deref() {
-        app.auth
-            .refresh(rt, tr.client_id.as_deref(), tr.client)
+        // Boxed, as the identity module's slow paths are: see `Authenticator::identify`.
+        Box::pin(app.auth.refresh(rt, tr.client_id.as_deref(), tr.client))
             .await
             .map_err(|e| {
                 tracing::info!(
@@ -190,9 +190,7 @@ async fn issue(app: &App, tr: &TokenRequest, trail: &mut Trail) -> Result<Respon
     // it, the login still succeeds without one: the client keeps the password instead.
     let password_login = tr.credentials.is_some() && tr.refresh_token.is_none();
     let refresh_token = match password_login && tr.offline {
-        true => app
-            .auth
-            .mint_refresh(&caller, client_id)
+        true => Box::pin(app.auth.mint_refresh(&caller, client_id))
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(user = ?identity.name, "no refresh token issued: {e}");

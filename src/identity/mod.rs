@@ -208,8 +208,8 @@ impl Authenticator {
         // An ID token of a configured provider is decided by that provider alone (no damping:
         // a signature cannot be guessed, and checking one costs less than the damping would).
         if let Some(oidc) = &self.oidc {
-            if let Some(result) = oidc.identify(&creds.password, key).await {
-                return self.oidc_identity(result?).await;
+            if let Some(result) = Box::pin(oidc.identify(&creds.password, key)).await {
+                return Box::pin(self.oidc_identity(result?)).await;
             }
         }
         let local_knows = self
@@ -219,10 +219,8 @@ impl Authenticator {
         // Sources in order: htpasswd, store, upstream. A name the store must decide while the
         // database is away is a 503, not a guess.
         if let (false, Some(users)) = (local_knows, &self.store) {
-            if let Some(entry) = users.entry(&creds.username).await? {
-                return self
-                    .authenticate_stored(users, entry, creds, key, client)
-                    .await;
+            if let Some(entry) = Box::pin(users.entry(&creds.username)).await? {
+                return Box::pin(self.authenticate_stored(users, entry, creds, key, client)).await;
             }
         }
         let via_upstream = self.upstream.is_some() && !local_knows;
@@ -236,13 +234,15 @@ impl Authenticator {
             return Ok(id);
         }
         crate::metrics::get().cache_misses.inc();
+        // The futures of the paths past the cache (bcrypt, the store, the upstream API, OIDC
+        // keys) are boxed: they are kilobytes, and unboxed they would make every request's
+        // future that large, copied whole at each layer of the server on the warm path too.
         // Concurrent requests with the same credentials (a `docker compose pull` of many
         // images) share one damping plan and one verification.
         let verify = self.damped(creds, client, |plan| async move {
             self.check(creds, via_upstream, plan.as_ref()).await
         });
-        let result = cache
-            .try_get_with(key, verify)
+        let result = Box::pin(cache.try_get_with(key, verify))
             .await
             .map_err(|e: Arc<AuthError>| (*e).clone());
         if result == Err(AuthError::BadCredentials) {
