@@ -5,6 +5,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod commands;
+
+/// mimalloc rather than glibc's malloc: a token request makes a few dozen small allocations
+/// (the request's strings, the claims, the token, the response), and glibc's malloc and free
+/// took about 6% of the issuer's CPU under load (`perf`, warm token path). Measured against
+/// glibc in adjacent pairs: CPU per token 0.96–0.98. Built without transparent huge pages
+/// (`no_thp`): with them it saved a little more CPU but held freed memory in 2 MiB pages, and
+/// the peak RSS during 16 concurrent 256 MiB uploads went from 44 to 79 MiB (51 without).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use commands::{manage, rotate};
 use token_issuer::{config::Config, keys, reload};
 
