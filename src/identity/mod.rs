@@ -8,11 +8,11 @@ pub mod damping;
 pub mod htpasswd;
 pub mod oidc;
 pub mod refresh;
+mod slots;
 pub mod store;
 pub mod upstream;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use moka::future::Cache;
 pub use caller::{Caller, UpstreamCredential};
 use damping::{Damping, Outcome};
 use htpasswd::{Htpasswd, Verdict};
+use slots::BcryptSlots;
 use store::StoreUsers;
 use upstream::Upstream;
 
@@ -467,67 +468,6 @@ impl Authenticator {
         }
     }
 }
-
-/// bcrypt runs at most one per core, so a flood of bad logins queues instead of taking every
-/// blocking thread and starving token signing. Checks of credentials from a pair or address
-/// that failed recently ("suspect") must first pass a lane of half the slots, so they never
-/// fill the queue ahead of first attempts: a user's cold login waits for at most that many
-/// checks, however many guesses are queued. The suspect queue is bounded; past it, a fast 503
-/// for the suspect side only.
-struct BcryptSlots {
-    slots: Arc<tokio::sync::Semaphore>,
-    suspect_lane: Arc<tokio::sync::Semaphore>,
-    suspect_waiting: AtomicUsize,
-}
-
-/// Suspect checks allowed to wait for the lane at once.
-const MAX_SUSPECT_WAITING: usize = 64;
-
-impl BcryptSlots {
-    fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(cores)),
-            suspect_lane: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
-            suspect_waiting: AtomicUsize::new(0),
-        }
-    }
-
-    async fn acquire(&self, suspect: bool) -> Result<Slot, AuthError> {
-        let closed = |_| AuthError::Unavailable("password verification is shutting down".into());
-        let lane = if suspect {
-            if self.suspect_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_SUSPECT_WAITING {
-                self.suspect_waiting.fetch_sub(1, Ordering::AcqRel);
-                return Err(AuthError::Unavailable(
-                    "too many password checks after failed logins are waiting; try again shortly"
-                        .into(),
-                ));
-            }
-            let waiting = Waiting(&self.suspect_waiting);
-            let lane = self.suspect_lane.clone().acquire_owned().await;
-            drop(waiting);
-            Some(lane.map_err(closed)?)
-        } else {
-            None
-        };
-        let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
-        Ok(Slot(slot, lane))
-    }
-}
-
-/// Counts a waiter until dropped, also when the waiting request is abandoned.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-struct Slot(
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-    #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>,
-);
 
 #[cfg(test)]
 mod tests {
