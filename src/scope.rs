@@ -157,13 +157,15 @@ impl Scope {
 
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}",
-            self.resource_type,
-            self.name,
-            self.actions.join(",")
-        )
+        // Piece by piece: no joined string for the actions (the audit writes every scope).
+        write!(f, "{}:{}:", self.resource_type, self.name)?;
+        for (i, a) in self.actions.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(a)?;
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::scope::Scope;
+
 /// One decision. Borrowed from the request: built only when the audit log is on.
 pub struct Record<'a> {
     pub time: SystemTime,
@@ -24,8 +26,8 @@ pub struct Record<'a> {
     pub source: &'a str,
     /// `password`, `refresh_token` or `anonymous`.
     pub grant: &'a str,
-    pub requested: &'a [crate::scope::Scope],
-    pub granted: &'a [crate::scope::Scope],
+    pub requested: &'a [Scope],
+    pub granted: &'a [Scope],
     /// For each requested scope, in order: `acl[N]`, `acl[N]+upstream:allowed|refused`,
     /// `store:admin`, `store:grants` or `no-rule`.
     pub decided_by: &'a [crate::policy::DecidedBy],
@@ -58,9 +60,9 @@ impl Record<'_> {
         out.extend_from_slice(br#","grant":"#);
         string(out, self.grant);
         out.extend_from_slice(br#","requested":"#);
-        strings(out, self.requested);
+        scopes(out, self.requested);
         out.extend_from_slice(br#","granted":"#);
-        strings(out, self.granted);
+        scopes(out, self.granted);
         out.extend_from_slice(br#","decided_by":"#);
         strings(out, self.decided_by);
         out.extend_from_slice(br#","outcome":"#);
@@ -102,7 +104,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// A JSON array of the items' text, each rendered straight into `out` and escaped only when
-/// it holds something to escape (a scope's name may hold anything but whitespace).
+/// it holds something to escape.
 fn strings<T: Display>(out: &mut Vec<u8>, items: &[T]) {
     out.push(b'[');
     for (i, item) in items.iter().enumerate() {
@@ -112,15 +114,46 @@ fn strings<T: Display>(out: &mut Vec<u8>, items: &[T]) {
         let start = out.len();
         out.push(b'"');
         let _ = write!(out, "{item}");
-        if out[start + 1..].iter().copied().all(plain) {
-            out.push(b'"');
-        } else {
-            let text = String::from_utf8_lossy(&out[start + 1..]).into_owned();
-            out.truncate(start);
-            string(out, &text);
-        }
+        close_or_escape(out, start);
     }
     out.push(b']');
+}
+
+/// Scopes as a JSON array of their `type:name:actions` text, the bytes copied straight in (no
+/// formatting machinery: two lists per line); escaped only when a name needs it.
+fn scopes(out: &mut Vec<u8>, items: &[Scope]) {
+    out.push(b'[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        out.push(b'"');
+        out.extend_from_slice(s.resource_type.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(s.name.as_bytes());
+        out.push(b':');
+        for (j, a) in s.actions.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(a.as_bytes());
+        }
+        close_or_escape(out, start);
+    }
+    out.push(b']');
+}
+
+/// Ends the string opened at `start` (its quote) if its text needs no escaping; else writes
+/// it again, escaped.
+fn close_or_escape(out: &mut Vec<u8>, start: usize) {
+    if out[start + 1..].iter().copied().all(plain) {
+        out.push(b'"');
+    } else {
+        let text = String::from_utf8_lossy(&out[start + 1..]).into_owned();
+        out.truncate(start);
+        string(out, &text);
+    }
 }
 
 /// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. The part to the second is formatted once per second per
@@ -148,7 +181,6 @@ fn rfc3339_millis(t: SystemTime, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::policy::DecidedBy;
-    use crate::scope::Scope;
 
     fn parsed(r: &Record) -> serde_json::Value {
         let mut out = Vec::new();

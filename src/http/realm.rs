@@ -92,7 +92,7 @@ async fn answer(
             reason.as_deref().unwrap_or(""),
         )
         .await;
-        if let Ok(v) = header::HeaderValue::from_str(&request_id) {
+        if let Ok(v) = header::HeaderValue::try_from(request_id) {
             response.headers_mut().insert("x-request-id", v);
         }
     }
