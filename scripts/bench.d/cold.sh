@@ -51,7 +51,7 @@ TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/cold.toml" --listen "127.0.0.1
 wait_up "http://127.0.0.1:$cold_port/healthz"
 cold_url="http://127.0.0.1:$cold_port/v1/registry?service=bench&scope=repository:org/app:pull,push"
 
-# One curl config of $cold_n transfers, each with its own credentials: "$1 user password" per line.
+# One curl config of transfers, one per "user:password" line on stdin, each with its own credentials.
 cold_config() { # $1 = output file; stdin: "user:password" lines
   local first=1
   while read -r pair; do
@@ -68,15 +68,10 @@ cold_run() {
   t1=$(date +%s.%N)
   echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b-a}') $(grep -c '^200$' <<<"$codes")"
 }
-# Warm users at a modest, steady rate (4 connections, 10 ms apart each) while a cold run goes.
-{
-  echo "local headers = {"
-  for i in $(seq 1 $users); do echo "  \"Basic $(printf %s "local$i:pw-$i" | base64 -w0)\","; done
-  echo "}"
-  echo 'local i = 0'
-  echo 'request = function() i = i + 1; return wrk.format("GET", nil, {["Authorization"] = headers[(i % #headers) + 1]}) end'
-  echo 'delay = function() return 10 end'
-} > "$tmp/warm.lua"
+# Warm users at a modest, steady rate (4 connections, 10 ms apart each) while a cold run goes:
+# the local users' script with a delay.
+lua local
+{ cat "$tmp/local.lua"; echo 'delay = function() return 10 end'; } > "$tmp/warm.lua"
 for i in $(seq 1 $users); do curl -fs -u "local$i:pw-$i" "$cold_url" >/dev/null; done
 
 # One verification, measured now through the issuer itself: 8 more never-seen users, one at a

@@ -53,23 +53,33 @@ printf '  %-12s %10s %10s %8s\n' "push" "$ours_push" "$dist_push" "$(ratio "$dis
 printf '  %-12s %10s %10s %8s\n' "pull" "$ours_pull" "$dist_pull" "$(ratio "$dist_pull" "$ours_pull")"
 printf '  %-44s %s MiB   (issuer + registry process; target < 100 MiB)\n' "peak RSS (VmHWM) after push and pull" "$rss"
 
+bearer() { # $1 = scope... -> a token for pusher
+  local q="" s
+  for s in "$@"; do q="$q&scope=$s"; done
+  curl -fs -u pusher:pusher-pw "http://127.0.0.1:$port/v1/registry?service=bench$q" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}
+# $1 = port, $2 = repository, $3 = file, $4 = digest, $5 = token -> seconds of the PUT.
+# POST, then PUT with the body: distribution 2.8 does not take a monolithic POST.
+put_blob() {
+  local loc sep out
+  loc=$(curl -fsS -o /dev/null -D - -X POST -H "Authorization: Bearer $5" "http://127.0.0.1:$1/v2/$2/blobs/uploads/" \
+    | awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
+  case $loc in http*) ;; *) loc="http://127.0.0.1:$1$loc" ;; esac
+  case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+  out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -X PUT -H "Authorization: Bearer $5" \
+    -H 'Content-Type: application/octet-stream' -T "$3" "$loc${sep}digest=$4")
+  [ "${out%% *}" = 201 ] || { echo "bench: PUT of $2 to port $1 answered ${out%% *}" >&2; exit 1; }
+  printf '%.2f\n' "${out#* }"
+}
 # ---- small blobs on one kept-alive connection: 1,000 GETs of a 1 KiB blob, as a client pulling
 # many small layers or configs does. Nagle's algorithm would add ~40 ms to each without
 # TCP_NODELAY (the body waits for the ACK of the header).
 small_gets=1000
 head -c 1024 /dev/urandom > "$tmp/small.bin"
 small_digest="sha256:$(sha256sum "$tmp/small.bin" | cut -d' ' -f1)"
-token_for() { curl -fs -u pusher:pusher-pw "http://127.0.0.1:$port/v1/registry?service=bench&scope=repository:bench/small:pull,push" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'; }
-tok=$(token_for)
+tok=$(bearer repository:bench/small:pull,push)
 for p in "$reg_port" "$dist_port"; do
-  # POST then PUT with the body: distribution 2.8 does not take a monolithic POST.
-  loc=$(curl -fsS -o /dev/null -D - -X POST -H "Authorization: Bearer $tok" "http://127.0.0.1:$p/v2/bench/small/blobs/uploads/" \
-    | awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
-  case $loc in http*) ;; *) loc="http://127.0.0.1:$p$loc" ;; esac
-  case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $tok" -H 'Content-Type: application/octet-stream' \
-    --data-binary @"$tmp/small.bin" "$loc${sep}digest=$small_digest")
-  [ "$code" = 201 ] || { echo "bench: small blob upload to port $p answered $code" >&2; exit 1; }
+  put_blob "$p" bench/small "$tmp/small.bin" "$small_digest" "$tok" >/dev/null
   { echo "header = \"Authorization: Bearer $tok\""; for _ in $(seq 1 $small_gets); do echo "url = \"http://127.0.0.1:$p/v2/bench/small/blobs/$small_digest\""; echo 'output = "/dev/null"'; done; } > "$tmp/small-$p.curl"
 done
 small_get() { curl -fsS --config "$tmp/small-$1.curl" || { echo "bench: small GETs from port $1 failed" >&2; exit 1; }; }
@@ -92,23 +102,6 @@ fig registry.small_gets.dist_s "$dist_small"
 raw_mb=${BENCH_RAW_MB:-512}
 head -c "$((raw_mb << 20))" /dev/urandom > "$tmp/raw.bin"
 raw_digest="sha256:$(sha256sum "$tmp/raw.bin" | cut -d' ' -f1)"
-bearer() { # $1 = scope... -> a token for pusher
-  local q="" s
-  for s in "$@"; do q="$q&scope=$s"; done
-  curl -fs -u pusher:pusher-pw "http://127.0.0.1:$port/v1/registry?service=bench$q" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
-}
-# $1 = port, $2 = repository, $3 = file, $4 = digest, $5 = token -> seconds of the PUT
-put_blob() {
-  local loc sep out
-  loc=$(curl -fsS -o /dev/null -D - -X POST -H "Authorization: Bearer $5" "http://127.0.0.1:$1/v2/$2/blobs/uploads/" \
-    | awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
-  case $loc in http*) ;; *) loc="http://127.0.0.1:$1$loc" ;; esac
-  case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
-  out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -X PUT -H "Authorization: Bearer $5" \
-    -H 'Content-Type: application/octet-stream' -T "$3" "$loc${sep}digest=$4")
-  [ "${out%% *}" = 201 ] || { echo "bench: PUT of $2 to port $1 answered ${out%% *}" >&2; exit 1; }
-  printf '%.2f\n' "${out#* }"
-}
 get_blob() { # $1 = port, $2 = repository, $3 = digest, $4 = token -> seconds
   local out
   # Timed into /dev/null (a file or a pipe would measure the disk or the hashing); then the
