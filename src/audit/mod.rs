@@ -151,7 +151,21 @@ pub fn request_id() -> String {
     static PREFIX: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{}-{:x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+    id_text(&PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `{prefix}-{n:x}`, the hex digits written by hand: `format!` was visible in the profile.
+fn id_text(prefix: &str, n: u64) -> String {
+    let mut id = String::with_capacity(prefix.len() + 1 + 16);
+    id.push_str(prefix);
+    id.push('-');
+    let digits = (64 - (n | 1).leading_zeros()).div_ceil(4);
+    for i in (0..digits).rev() {
+        id.push(char::from(
+            b"0123456789abcdef"[(n >> (4 * i)) as usize & 0xf],
+        ));
+    }
+    id
 }
 
 enum Sink {
@@ -339,6 +353,27 @@ mod tests {
             exp: None,
             refresh_token_issued: false,
         }
+    }
+
+    #[test]
+    fn request_ids_are_the_prefix_and_the_counter_in_hex() {
+        for n in [
+            0,
+            1,
+            9,
+            0xa,
+            0xf,
+            0x10,
+            0xff,
+            0x1234_abcd,
+            u64::MAX >> 4,
+            u64::MAX,
+        ] {
+            assert_eq!(id_text("p", n), format!("p-{n:x}"));
+        }
+        let (a, b) = (request_id(), request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.split_once('-').map(|x| x.0.len()), Some(12));
     }
 
     #[tokio::test]

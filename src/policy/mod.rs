@@ -16,6 +16,7 @@ use crate::identity::{Caller, Identity, Source};
 use crate::scope::Scope;
 use crate::upstream::UpstreamError;
 pub use acl::Acl;
+use acl::Grant;
 use upstream::RepositoryCheck;
 
 pub struct Policy {
@@ -38,19 +39,34 @@ pub enum DecidedBy {
     NoRule,
 }
 
+impl DecidedBy {
+    /// The text in two parts: the rule number, if any, written as `acl[N]`, then a fixed
+    /// suffix. The audit line writes these bytes straight in; `Display` renders the same.
+    pub fn parts(&self) -> (Option<usize>, &'static str) {
+        match self {
+            Self::Rule(n) => (Some(*n), ""),
+            Self::Upstream {
+                rule,
+                allowed: true,
+            } => (Some(*rule), "+upstream:allowed"),
+            Self::Upstream {
+                rule,
+                allowed: false,
+            } => (Some(*rule), "+upstream:refused"),
+            Self::StoreAdmin => (None, "store:admin"),
+            Self::StoreGrants => (None, "store:grants"),
+            Self::NoRule => (None, "no-rule"),
+        }
+    }
+}
+
 impl std::fmt::Display for DecidedBy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Rule(n) => write!(f, "acl[{n}]"),
-            Self::Upstream { rule, allowed } => write!(
-                f,
-                "acl[{rule}]+upstream:{}",
-                if *allowed { "allowed" } else { "refused" }
-            ),
-            Self::StoreAdmin => f.write_str("store:admin"),
-            Self::StoreGrants => f.write_str("store:grants"),
-            Self::NoRule => f.write_str("no-rule"),
+        let (rule, rest) = self.parts();
+        if let Some(n) = rule {
+            write!(f, "acl[{n}]")?;
         }
+        f.write_str(rest)
     }
 }
 
@@ -79,16 +95,35 @@ impl Policy {
         caller: &Caller,
         scopes: &[Scope],
     ) -> Result<Authorization, PolicyError> {
+        // Each scope's rule is found once, here; `decide` and the check below reuse it.
+        let mut grants: Vec<Grant> = scopes
+            .iter()
+            .map(|s| self.acl.grant(caller.identity(), s))
+            .collect();
         if let Some(repo) = &self.repository {
             let asks = scopes
                 .iter()
-                .filter(|s| self.asks_upstream(caller, s))
+                .zip(&grants)
+                .filter(|(s, g)| asks_upstream(caller, s, g))
                 .count();
             if asks > repo.max_per_request {
                 return Err(PolicyError::TooManyChecks(repo.max_per_request));
             }
         }
-        let decided = try_join_all(scopes.iter().map(|s| self.decide(caller, s))).await?;
+        // One scope (docker's usual request) is decided in place: no futures to collect.
+        let decided = match (scopes, grants.pop()) {
+            ([scope], Some(grant)) => vec![self.decide(caller, scope, grant).await?],
+            (_, last) => {
+                grants.extend(last);
+                try_join_all(
+                    scopes
+                        .iter()
+                        .zip(grants)
+                        .map(|(s, g)| self.decide(caller, s, g)),
+                )
+                .await?
+            }
+        };
         let mut out = Authorization {
             granted: Vec::with_capacity(decided.len()),
             decided_by: Vec::with_capacity(decided.len()),
@@ -100,24 +135,16 @@ impl Policy {
         Ok(out)
     }
 
-    /// Whether deciding `scope` takes a call to the API (unless its answer is cached).
-    fn asks_upstream(&self, caller: &Caller, scope: &Scope) -> bool {
-        let grant = self.acl.grant(caller.identity(), scope);
-        let wants_more = scope.actions.iter().any(|a| !grant.actions.contains(a));
-        // Only upstream identities carry a credential the API understands.
-        grant.ask_upstream
-            && wants_more
-            && scope.resource_type == "repository"
-            && matches!(caller, Caller::Upstream { .. })
-    }
-
+    /// `scope`'s grant: its rule's (`grant`), else the store's, then the API's for what the rule
+    /// defers to it.
     async fn decide(
         &self,
         caller: &Caller,
         scope: &Scope,
+        grant: Grant,
     ) -> Result<(Option<Scope>, DecidedBy), PolicyError> {
         let who: &Identity = caller.identity();
-        let grant = self.acl.grant(who, scope);
+        let ask = asks_upstream(caller, scope, &grant);
         let (mut actions, mut by) = match grant.rule {
             Some(n) => (grant.actions, DecidedBy::Rule(n)),
             None if who.source == Source::Store && who.admin => {
@@ -132,7 +159,7 @@ impl Policy {
             }
             None => (Vec::new(), DecidedBy::NoRule),
         };
-        if self.asks_upstream(caller, scope) {
+        if ask {
             if let (Some(repo), Caller::Upstream { credential, .. }) = (&self.repository, caller) {
                 let allowed = repo.allowed(credential, &scope.name).await?;
                 by = DecidedBy::Upstream {
@@ -148,11 +175,23 @@ impl Policy {
             }
         }
         let granted = (!actions.is_empty()).then(|| Scope {
+            resource_type: scope.resource_type.clone(),
+            name: scope.name.clone(),
             actions,
-            ..scope.clone()
         });
         Ok((granted, by))
     }
+}
+
+/// Whether deciding `scope` takes a call to the API (unless its answer is cached), given the
+/// rule's `grant`.
+fn asks_upstream(caller: &Caller, scope: &Scope, grant: &Grant) -> bool {
+    let wants_more = scope.actions.iter().any(|a| !grant.actions.contains(a));
+    // Only upstream identities carry a credential the API understands.
+    grant.ask_upstream
+        && wants_more
+        && scope.resource_type == "repository"
+        && matches!(caller, Caller::Upstream { .. })
 }
 
 /// The requested actions a store user's `admin` flag or grants allow (`decide` calls it only
