@@ -93,11 +93,14 @@ async fn answer(
         )
         .await;
         if let Ok(v) = header::HeaderValue::try_from(request_id) {
-            response.headers_mut().insert("x-request-id", v);
+            response.headers_mut().insert(X_REQUEST_ID, v);
         }
     }
     response
 }
+
+/// Built once: a name given as text is parsed again on every insert.
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// Client ids are short names (`docker`, `containerd-client`); a refresh token stores one.
 const MAX_CLIENT_ID_BYTES: usize = 200;
