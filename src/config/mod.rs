@@ -6,21 +6,25 @@
 //! Unknown keys are errors in both the file and the `TOKEN_ISSUER_` namespace: a typo must not
 //! silently drop a rule.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::magic::RelativePathBuf;
 use figment::Figment;
-use figment::Provider;
 use serde::Deserialize;
 
+use layers::{describe, seed_env, warn_overridden};
+
+mod key_sources;
+mod layers;
 pub mod limits;
 pub mod observe;
 pub mod oidc;
 pub mod registry;
 pub mod store;
 pub mod upstream;
+mod validate;
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
 pub use oidc::{ClaimRule, OidcConfig};
@@ -266,217 +270,12 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            bail!(
-                "{}: {:?} is not an address like 127.0.0.1:8080",
-                setting("listen"),
-                self.listen
-            );
-        }
-        if let Some(a) = &self.token.algorithm {
-            if crate::keys::Alg::from_name(a).is_none() {
-                bail!(
-                    "{}: {a:?} is not supported; use ES256 (EC P-256 key), ES384 (P-384) or RS256 (RSA), or leave it out: the key's type decides",
-                    setting("token.algorithm"),
-                );
-            }
-        }
-        if let Some(realm) = &self.token.realm {
-            check_http_url(realm, "token.realm")?;
-        }
-        self.http.validate()?;
-        self.damping.validate()?;
-        self.metrics.validate()?;
-        oidc::validate_all(&self.oidc)?;
-        self.audit.validate()?;
-        if let Some(s) = &self.store {
-            s.validate()?;
-        }
-        if !(60..=86_400).contains(&self.token.ttl_seconds) {
-            bail!(
-                "{}: {} is out of range; clients treat anything under 60 s as 60, and 86400 is the most allowed",
-                setting("token.ttl_seconds"),
-                self.token.ttl_seconds
-            );
-        }
-        if !(1..=3650).contains(&self.token.refresh_ttl_days) {
-            bail!(
-                "{}: {} is out of range; give 1 to 3650 days",
-                setting("token.refresh_ttl_days"),
-                self.token.refresh_ttl_days
-            );
-        }
-        if self.identity.cache_ttl_seconds > 3600 {
-            bail!("{}: at most 3600", setting("identity.cache_ttl_seconds"));
-        }
-        if let Some(r) = &self.registry {
-            if r.listen.parse::<std::net::SocketAddr>().is_err() {
-                bail!(
-                    "{}: {:?} is not an address like 127.0.0.1:5000",
-                    setting("registry.listen"),
-                    r.listen
-                );
-            }
-            r.gc.every()?;
-            if r.gc.grace_seconds == 0 {
-                bail!(
-                    "{}: at least 1 (a push's blobs wait this long for their manifest)",
-                    setting("registry.gc.grace_seconds")
-                );
-            }
-            if r.upload_ttl_seconds < 60 {
-                bail!("{}: at least 60", setting("registry.upload_ttl_seconds"));
-            }
-            if !(1..=1_000_000).contains(&r.max_uploads) {
-                bail!("{}: between 1 and 1000000", setting("registry.max_uploads"));
-            }
-            if !(1..=r.max_uploads).contains(&r.max_uploads_per_repository) {
-                bail!(
-                    "{}: between 1 and registry.max_uploads ({})",
-                    setting("registry.max_uploads_per_repository"),
-                    r.max_uploads
-                );
-            }
-        }
-        if let Some(u) = &self.upstream {
-            check_http_url(&u.url, "upstream.url")?;
-            for (key, pointer) in [
-                ("upstream.username_pointer", Some(&u.username_pointer)),
-                ("upstream.groups_pointer", u.groups_pointer.as_ref()),
-            ] {
-                if let Some(p) = pointer {
-                    if !p.starts_with('/') {
-                        bail!(
-                            "{}: {p:?} is not a JSON pointer (like \"/slug\" or \"/data/slug\")",
-                            setting(key)
-                        );
-                    }
-                }
-            }
-            if !(1..=60_000).contains(&u.timeout_ms) {
-                bail!("{}: between 1 and 60000", setting("upstream.timeout_ms"));
-            }
-            for (key, value, max) in [
-                ("upstream.max_concurrent", u.max_concurrent, 10_000),
-                (
-                    "upstream.max_repository_checks",
-                    u.max_repository_checks,
-                    10_000,
-                ),
-                (
-                    "upstream.max_response_bytes",
-                    u.max_response_bytes,
-                    64 << 20,
-                ),
-            ] {
-                if !(1..=max).contains(&value) {
-                    bail!("{}: between 1 and {max}", setting(key));
-                }
-            }
-            if u.cache_ttl_seconds > 3600 {
-                bail!("{}: at most 3600", setting("upstream.cache_ttl_seconds"));
-            }
-            if let Some(r) = &u.repository {
-                check_http_url(&r.url, "upstream.repository.url")?;
-                if !r.url.contains("{name}") {
-                    bail!(
-                        "{}: must contain {{name}}, the repository",
-                        setting("upstream.repository.url")
-                    );
-                }
-                if r.actions.is_empty()
-                    || r.actions
-                        .iter()
-                        .any(|a| !["pull", "push", "delete", "*"].contains(&a.as_str()))
-                {
-                    bail!(
-                        "{}: {:?}: use pull, push, delete or *",
-                        setting("upstream.repository.actions"),
-                        r.actions
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
     pub fn issuer(&self) -> anyhow::Result<&str> {
         required(self.token.issuer.as_deref(), "token.issuer")
     }
 
     pub fn service(&self) -> anyhow::Result<&str> {
         required(self.token.service.as_deref(), "token.service")
-    }
-
-    /// The PEM certificate, the PEM key and the kid, if given.
-    pub fn key_sources(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>, Option<String>)> {
-        let k = &self.keys;
-        let cert = inline_or_file(
-            k.cert.as_deref(),
-            k.cert_file.as_ref(),
-            "keys.cert",
-            "keys.cert_file",
-        )?
-        .with_context(|| {
-            format!(
-                "no signing certificate: set {} or keys.cert_file",
-                setting("keys.cert")
-            )
-        })?;
-        let key = inline_or_file(
-            k.key.as_deref(),
-            k.key_file.as_ref(),
-            "keys.key",
-            "keys.key_file",
-        )?
-        .with_context(|| {
-            format!(
-                "no signing key: set {} or keys.key_file",
-                setting("keys.key")
-            )
-        })?;
-        let kid = inline_or_file(
-            k.kid.as_deref(),
-            k.kid_file.as_ref(),
-            "keys.kid",
-            "keys.kid_file",
-        )?
-        .map(|b| String::from_utf8(b).context("the kid is not text"))
-        .transpose()?;
-        Ok((cert, key, kid))
-    }
-}
-
-impl Config {
-    /// The certificates of `keys.published` and `keys.published_files`, each with the setting
-    /// it came from (for error messages).
-    pub fn published_sources(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let k = &self.keys;
-        let mut out = Vec::new();
-        for (i, b64) in k.published.iter().enumerate() {
-            let what = format!("{} entry {}", setting("keys.published"), i + 1);
-            out.push((what.clone(), decode_base64(b64).with_context(|| what)?));
-        }
-        for path in &k.published_files {
-            let path: PathBuf = path.relative();
-            let what = format!("keys.published_files: {}", path.display());
-            let bytes = std::fs::read(&path).with_context(|| format!("{what}: reading it"))?;
-            out.push((what, bytes));
-        }
-        Ok(out)
-    }
-}
-
-fn check_http_url(url: &str, key: &str) -> anyhow::Result<()> {
-    // `{name}` is not valid in a URL until it is filled in; check the rest.
-    let probe = url.replace("{name}", "x");
-    match reqwest::Url::parse(&probe) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => bail!(
-            "{}: {url:?} is not an absolute http(s) URL (like https://host/path)",
-            setting(key)
-        ),
     }
 }
 
@@ -487,159 +286,11 @@ fn required<'a>(v: Option<&'a str>, key: &str) -> anyhow::Result<&'a str> {
     }
 }
 
-/// Says which keys of the file the environment or a flag replaced with another value (the
-/// container image's `TOKEN_ISSUER_LISTEN`, a stray variable): a config that says one thing
-/// while the process does another must not be silent. Values are not shown (some are secret).
-fn warn_overridden(fig: &Figment, file: &Path) {
-    let from_file = Figment::from(Toml::file(file));
-    let Ok(data) = from_file.data() else { return };
-    let mut keys = Vec::new();
-    for dict in data.values() {
-        leaves("", dict, &mut keys);
-    }
-    for key in keys {
-        let (Ok(mine), Ok(theirs)) = (from_file.find_value(&key), fig.find_value(&key)) else {
-            continue;
-        };
-        if mine == theirs {
-            continue;
-        }
-        let by = match fig.find_metadata(&key) {
-            Some(m) if m.name.contains("environment") => env_var_for(&key),
-            _ => "a command-line flag".to_string(),
-        };
-        tracing::warn!(
-            "{key} in {}: overridden by {by}, which sets another value",
-            file.display()
-        );
-    }
-}
-
-/// The variable that set `key` from the environment: a seed name when that is set, else the
-/// `TOKEN_ISSUER_` name.
-fn env_var_for(key: &str) -> String {
-    match SEED_ENV
-        .iter()
-        .find(|(env, k)| *k == key && std::env::var_os(env).is_some())
-    {
-        Some((env, _)) => format!("{env} ({key})"),
-        None => format!("TOKEN_ISSUER_{}", key.to_uppercase().replace('.', "__")),
-    }
-}
-
-fn leaves(prefix: &str, dict: &figment::value::Dict, out: &mut Vec<String>) {
-    for (k, v) in dict {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            figment::value::Value::Dict(_, d) => leaves(&key, d, out),
-            _ => out.push(key),
-        }
-    }
-}
-
-/// One figment error in the user's terms: the variable they set (not figment's upper-cased
-/// TOML path), or the key and the file it is in.
-fn describe(e: figment::Error) -> String {
-    let key = e.path.join(".").to_lowercase();
-    let from_env = e
-        .metadata
-        .as_ref()
-        .is_some_and(|m| m.name.contains("environment"));
-    let file = e.metadata.as_ref().and_then(|m| match &m.source {
-        Some(figment::Source::File(p)) => Some(p.display().to_string()),
-        _ => None,
-    });
-    let what = if from_env {
-        match SEED_ENV
-            .iter()
-            .find(|(env, k)| *k == key && std::env::var_os(env).is_some())
-        {
-            Some((env, _)) => format!("{env} ({key})"),
-            None => format!("TOKEN_ISSUER_{}", key.to_uppercase().replace('.', "__")),
-        }
-    } else if let Some(file) = file {
-        format!("{key} in {file}")
-    } else {
-        key
-    };
-    // serde quotes its list of expected fields inside another pair of backticks.
-    let kind = e
-        .kind
-        .to_string()
-        .replace("expected `one of ", "expected one of ")
-        .replace("``", "`");
-    format!("{what}: {kind}")
-}
-
-fn seed_env() -> Env {
-    let names: Vec<&str> = SEED_ENV.iter().map(|(e, _)| *e).collect();
-    Env::raw().only(&names).map(|name| {
-        SEED_ENV
-            .iter()
-            .find(|(e, _)| name == *e)
-            .map(|(_, key)| (*key).into())
-            .unwrap_or_else(|| name.into())
-    })
-}
-
-fn inline_or_file(
-    inline: Option<&str>,
-    file: Option<&RelativePathBuf>,
-    inline_key: &str,
-    file_key: &str,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    match (inline, file) {
-        (Some(_), Some(_)) => bail!(
-            "{} and {file_key} are both set; keep one",
-            setting(inline_key)
-        ),
-        (Some(b64), None) => decode_base64(b64)
-            .map(Some)
-            .with_context(|| setting(inline_key)),
-        (None, Some(path)) => {
-            let path: PathBuf = path.relative();
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("{file_key}: reading {}", path.display()))?;
-            Ok(Some(trim_end(bytes)))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
-/// Base64 as open-balena's tooling writes it: line breaks allowed, and the decoded file's
-/// trailing newline trimmed.
-pub fn decode_base64(value: &str) -> anyhow::Result<Vec<u8>> {
-    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = data_encoding::BASE64
-        .decode(compact.as_bytes())
-        .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.as_bytes()))
-        .map_err(|_| anyhow::anyhow!("is not valid base64 (expected `base64 -w0 < file`)"))?;
-    Ok(trim_end(bytes))
-}
-
-fn trim_end(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        bytes.pop();
-    }
-    bytes
-}
-
 #[cfg(test)]
 // figment::Jail's closures return figment's (large) error type; that is its API, not ours.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_is_trimmed_after_decoding() {
-        // "kid\n" with a line break inside the base64.
-        assert_eq!(decode_base64("a2lk\nCg==\n").expect("b64"), b"kid");
-        assert!(decode_base64("not base64!").is_err());
-    }
 
     #[test]
     fn settings_name_their_env_var() {

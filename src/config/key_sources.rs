@@ -1,0 +1,121 @@
+//! Where the signing key, its certificate and the published certificates come from: inline
+//! base64 (the seed's `REGISTRY_TOKEN_AUTH_CERT*` variables) or files.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use figment::value::magic::RelativePathBuf;
+
+use super::{setting, Config};
+
+impl Config {
+    /// The PEM certificate, the PEM key and the kid, if given.
+    pub fn key_sources(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>, Option<String>)> {
+        let k = &self.keys;
+        let cert = inline_or_file(
+            k.cert.as_deref(),
+            k.cert_file.as_ref(),
+            "keys.cert",
+            "keys.cert_file",
+        )?
+        .with_context(|| {
+            format!(
+                "no signing certificate: set {} or keys.cert_file",
+                setting("keys.cert")
+            )
+        })?;
+        let key = inline_or_file(
+            k.key.as_deref(),
+            k.key_file.as_ref(),
+            "keys.key",
+            "keys.key_file",
+        )?
+        .with_context(|| {
+            format!(
+                "no signing key: set {} or keys.key_file",
+                setting("keys.key")
+            )
+        })?;
+        let kid = inline_or_file(
+            k.kid.as_deref(),
+            k.kid_file.as_ref(),
+            "keys.kid",
+            "keys.kid_file",
+        )?
+        .map(|b| String::from_utf8(b).context("the kid is not text"))
+        .transpose()?;
+        Ok((cert, key, kid))
+    }
+
+    /// The certificates of `keys.published` and `keys.published_files`, each with the setting
+    /// it came from (for error messages).
+    pub fn published_sources(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let k = &self.keys;
+        let mut out = Vec::new();
+        for (i, b64) in k.published.iter().enumerate() {
+            let what = format!("{} entry {}", setting("keys.published"), i + 1);
+            out.push((what.clone(), decode_base64(b64).with_context(|| what)?));
+        }
+        for path in &k.published_files {
+            let path: PathBuf = path.relative();
+            let what = format!("keys.published_files: {}", path.display());
+            let bytes = std::fs::read(&path).with_context(|| format!("{what}: reading it"))?;
+            out.push((what, bytes));
+        }
+        Ok(out)
+    }
+}
+
+fn inline_or_file(
+    inline: Option<&str>,
+    file: Option<&RelativePathBuf>,
+    inline_key: &str,
+    file_key: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!(
+            "{} and {file_key} are both set; keep one",
+            setting(inline_key)
+        ),
+        (Some(b64), None) => decode_base64(b64)
+            .map(Some)
+            .with_context(|| setting(inline_key)),
+        (None, Some(path)) => {
+            let path: PathBuf = path.relative();
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("{file_key}: reading {}", path.display()))?;
+            Ok(Some(trim_end(bytes)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Base64 as open-balena's tooling writes it: line breaks allowed, and the decoded file's
+/// trailing newline trimmed.
+fn decode_base64(value: &str) -> anyhow::Result<Vec<u8>> {
+    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = data_encoding::BASE64
+        .decode(compact.as_bytes())
+        .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.as_bytes()))
+        .map_err(|_| anyhow::anyhow!("is not valid base64 (expected `base64 -w0 < file`)"))?;
+    Ok(trim_end(bytes))
+}
+
+fn trim_end(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_trimmed_after_decoding() {
+        // "kid\n" with a line break inside the base64.
+        assert_eq!(decode_base64("a2lk\nCg==\n").expect("b64"), b"kid");
+        assert!(decode_base64("not base64!").is_err());
+    }
+}
