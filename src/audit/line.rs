@@ -162,8 +162,8 @@ fn decided(out: &mut Vec<u8>, items: &[crate::policy::DecidedBy]) {
     out.push(b']');
 }
 
-/// Scopes as a JSON array of their `type:name:actions` text, the bytes copied straight in (no
-/// formatting machinery: two lists per line); escaped only when a name needs it.
+/// Scopes as a JSON array of their `type:name:actions` text, `Scope::for_each_piece` copied straight in
+/// (no formatting machinery: two lists per line); escaped only when a name needs it.
 fn scopes(out: &mut Vec<u8>, items: &[Scope]) {
     out.push(b'[');
     for (i, s) in items.iter().enumerate() {
@@ -172,16 +172,7 @@ fn scopes(out: &mut Vec<u8>, items: &[Scope]) {
         }
         let start = out.len();
         out.push(b'"');
-        out.extend_from_slice(s.resource_type.as_bytes());
-        out.push(b':');
-        out.extend_from_slice(s.name.as_bytes());
-        out.push(b':');
-        for (j, a) in s.actions.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(a.as_bytes());
-        }
+        s.for_each_piece(|piece| out.extend_from_slice(piece.as_bytes()));
         close_or_escape(out, start);
     }
     out.push(b']');
