@@ -12,30 +12,13 @@ impl Config {
     /// The PEM certificate, the PEM key and the kid, if given.
     pub fn key_sources(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>, Option<String>)> {
         let k = &self.keys;
-        let cert = inline_or_file(
+        let cert = required_source(
             k.cert.as_deref(),
             k.cert_file.as_ref(),
             "keys.cert",
-            "keys.cert_file",
-        )?
-        .with_context(|| {
-            format!(
-                "no signing certificate: set {} or keys.cert_file",
-                setting("keys.cert")
-            )
-        })?;
-        let key = inline_or_file(
-            k.key.as_deref(),
-            k.key_file.as_ref(),
-            "keys.key",
-            "keys.key_file",
-        )?
-        .with_context(|| {
-            format!(
-                "no signing key: set {} or keys.key_file",
-                setting("keys.key")
-            )
-        })?;
+            "certificate",
+        )?;
+        let key = required_source(k.key.as_deref(), k.key_file.as_ref(), "keys.key", "key")?;
         let kid = inline_or_file(
             k.kid.as_deref(),
             k.kid_file.as_ref(),
@@ -64,6 +47,18 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// `inline_or_file` for a source the issuer cannot start without: its absence names both
+/// settings.
+fn required_source(
+    inline: Option<&str>,
+    file: Option<&RelativePathBuf>,
+    key: &str,
+    what: &str,
+) -> anyhow::Result<Vec<u8>> {
+    inline_or_file(inline, file, key, &format!("{key}_file"))?
+        .with_context(|| format!("no signing {what}: set {} or {key}_file", setting(key)))
 }
 
 fn inline_or_file(
