@@ -18,7 +18,7 @@ cg_count() {
     2>"$tmp/cg.$name.err" & local pid=$!
   pids+=("$pid")
   # Valgrind starts the binary slowly: up to 60 s.
-  for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_up "http://127.0.0.1:$port/healthz" 1200
   local u="http://127.0.0.1:$port/v1/registry?service=bench&scope=repository:org/app:pull,push"
   for i in $(seq 1 $users); do
     curl -fs -u "$(cred local "$i")" "$u" >/dev/null || { echo "bench: warm-up under valgrind failed" >&2; exit 1; }
