@@ -35,7 +35,7 @@ cg_count() {
 }
 
 lua local
-sed 's/^path = "audit.log"$/path = "audit-cg.log"/' "$tmp/issuer-obs-on.toml" > "$tmp/issuer-cg-on.toml"
+sed 's#^path = "audit/audit.log"$#path = "audit/audit-cg.log"#' "$tmp/issuer-obs-on.toml" > "$tmp/issuer-cg-on.toml"
 read -r cg_off_ir cg_off_n < <(cg_count off "$tmp/issuer-obs-off.toml")
 read -r cg_on_ir cg_on_n < <(cg_count on "$tmp/issuer-cg-on.toml")
 read -r cg_off cg_on cg_audit < <(awk -v a="$cg_off_ir" -v n="$cg_off_n" -v b="$cg_on_ir" -v m="$cg_on_n" \
