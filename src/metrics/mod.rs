@@ -15,6 +15,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+mod latency;
+pub use latency::Latency;
+
 /// How a token request ended: the `outcome` label of `token_issuer_token_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -89,7 +92,7 @@ struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     token_requests: [Counter; 7],
-    pub token_latency: Histogram,
+    pub token_latency: Latency,
     pub scopes_requested: Counter,
     pub scopes_granted: Counter,
     pub cache_hits: Counter,
@@ -118,8 +121,9 @@ pub struct Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-/// `metrics.enabled`: when off, the latency histograms (a lock each) are not kept; counters
-/// are single atomic adds and are kept either way.
+/// `metrics.enabled`: when off, the latency histograms are not kept (the upstream one takes a
+/// lock; the token one is sharded, see `latency`); counters are single atomic adds and are kept
+/// either way.
 static HISTOGRAMS: AtomicBool = AtomicBool::new(true);
 
 pub fn set_enabled(on: bool) {
@@ -160,7 +164,7 @@ impl Metrics {
         };
         let m = Self {
             token_requests,
-            token_latency: latency_histogram(),
+            token_latency: Latency::default(),
             scopes_requested: Counter::default(),
             scopes_granted: Counter::default(),
             cache_hits: result(&cache, "hit"),
@@ -312,7 +316,7 @@ impl Metrics {
     pub fn token_request(&self, outcome: Outcome, took: Duration) {
         self.token_requests[outcome as usize].inc();
         if HISTOGRAMS.load(Ordering::Relaxed) {
-            self.token_latency.observe(took.as_secs_f64());
+            self.token_latency.observe(took);
         }
     }
 
