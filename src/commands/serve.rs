@@ -32,6 +32,13 @@ pub(crate) async fn serve(
         _ => None,
     };
     let registry = app::build_registry(&cfg, &app)?;
+    // Every listener is bound before any serves: a client that finds the issuer answering finds
+    // the registry listening too, and a registry port in use stops start-up before anything
+    // is served.
+    let registry_listener = match (&registry, cfg.registry.as_ref()) {
+        (Some(_), Some(rc)) => Some(server::bind(rc.listen.parse()?, "registry").await?),
+        _ => None,
+    };
     let audit = app.audit.clone();
     let with_metrics = cfg.metrics.enabled && cfg.metrics.listen.is_none();
     let live = Arc::new(reload::Live::new(app, cfg.clone(), source));
@@ -50,8 +57,9 @@ pub(crate) async fn serve(
             limits.clone(),
         )));
     }
-    if let (Some(reg), Some(rc)) = (registry, cfg.registry.as_ref()) {
-        let registry_listener = server::bind(rc.listen.parse()?, "registry").await?;
+    if let (Some(reg), Some(rc), Some(registry_listener)) =
+        (registry, cfg.registry.as_ref(), registry_listener)
+    {
         live.attach_registry(reg.clone());
         if let Some(dir) = dev_dir {
             // Both ports are bound: the hints below can be tried at once.
