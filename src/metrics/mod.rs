@@ -11,7 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -135,10 +135,9 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
+/// The upstream latency histogram: the token one's bounds (see `latency`).
 fn latency_histogram() -> Histogram {
-    // 0.25 ms to ~8 s: a warm token is well under a millisecond, bcrypt tens of ms, a slow
-    // upstream seconds.
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+    Histogram::new(latency::bounds())
 }
 
 impl Metrics {
