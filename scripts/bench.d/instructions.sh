@@ -9,7 +9,8 @@ cg_secs=10
 command -v valgrind >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq valgrind >/dev/null; } ||
   { echo "bench: valgrind missing" >&2; exit 1; }
 
-# Instructions per token of one configuration: "<instructions> <requests>".
+# Instructions and requests of one configuration, into cg_total and cg_requests. Run in this
+# shell, not a subshell, so that the exit trap stops valgrind if this fails half-way.
 cg_count() {
   local name=$1 config=$2
   local port; port=$(free_port)
@@ -27,17 +28,19 @@ cg_count() {
   local out; out=$(wrk -t1 -c2 -d"${cg_secs}s" -s "$tmp/local.lua" "$u")
   callgrind_control --instr=off "$pid" >/dev/null 2>&1
   callgrind_control --dump "$pid" >/dev/null 2>&1
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop_issuers "$pid"
   if grep -q 'Non-2xx' <<<"$out"; then echo "$out" >&2; echo "bench: errors under valgrind" >&2; exit 1; fi
-  local total; total=$(awk '/^totals:/ {print $2}' "$tmp/cg.$name.1" 2>/dev/null)
-  if [ -z "$total" ] || [ "$total" = 0 ]; then tail -5 "$tmp/cg.$name.err" >&2; echo "bench: callgrind counted nothing" >&2; exit 1; fi
-  echo "$total $(awk '/requests in/ {print $1}' <<<"$out")"
+  cg_total=$(awk '/^totals:/ {print $2}' "$tmp/cg.$name.1" 2>/dev/null)
+  if [ -z "$cg_total" ] || [ "$cg_total" = 0 ]; then tail -5 "$tmp/cg.$name.err" >&2; echo "bench: callgrind counted nothing" >&2; exit 1; fi
+  cg_requests=$(awk '/requests in/ {print $1}' <<<"$out")
 }
 
 lua local
 sed 's#^path = "audit/audit.log"$#path = "audit/audit-cg.log"#' "$tmp/issuer-obs-on.toml" > "$tmp/issuer-cg-on.toml"
-read -r cg_off_ir cg_off_n < <(cg_count off "$tmp/issuer-obs-off.toml")
-read -r cg_on_ir cg_on_n < <(cg_count on "$tmp/issuer-cg-on.toml")
+cg_count off "$tmp/issuer-obs-off.toml"
+cg_off_ir=$cg_total cg_off_n=$cg_requests
+cg_count on "$tmp/issuer-cg-on.toml"
+cg_on_ir=$cg_total cg_on_n=$cg_requests
 read -r cg_off cg_on cg_audit < <(awk -v a="$cg_off_ir" -v n="$cg_off_n" -v b="$cg_on_ir" -v m="$cg_on_n" \
   'BEGIN {x = a / n; y = b / m; printf "%.0f %.0f %.4f\n", x, y, (y - x) / y}')
 echo "instructions per token (callgrind, user space, one worker; $cg_off_n and $cg_on_n tokens)"
