@@ -22,6 +22,14 @@ use crate::registry::Registry;
 
 /// Changes closer together than this are one reload (an editor's write, rename and chmod).
 const SETTLE: Duration = Duration::from_millis(100);
+/// A changed file is applied once two reads this far apart agree: a config written in place
+/// slowly can be valid TOML half-way (cut at a rule's boundary, dropping a trailing deny rule),
+/// and applying that half would grant what the whole forbids.
+const STILL: Duration = Duration::from_millis(500);
+/// How long a file may keep changing before the reload waits for the next change instead.
+const STILL_TRIES: usize = 20;
+/// Symbolic links followed from a watched path to the file it names (stow, Nix, Ansible).
+const MAX_LINKS: usize = 8;
 
 /// Where the configuration comes from, to read it again.
 pub struct Source {
@@ -90,11 +98,24 @@ impl Live {
         let cfg = Config::load(self.source.file.as_deref(), &overrides)?;
         let old = self.current();
         let app = App::rebuild(&cfg, &old).await?;
+        if !Arc::ptr_eq(&app.auth, &old.auth) {
+            old.auth.revoke_changed_local(&app.auth).await;
+        }
         {
             let mut running = self
                 .config
                 .lock()
                 .map_err(|_| anyhow::anyhow!("reload state poisoned"))?;
+            // Said also with a store, whose grants then decide alone: a file cut short while
+            // it was written is the usual way to lose every rule.
+            if !running.acl.is_empty() && cfg.acl.is_empty() {
+                tracing::warn!(
+                    "this reload removed every [[acl]] rule (there were {}); if that was not \
+                     meant, the config file may have been read while it was written: write it \
+                     whole and rename it into place",
+                    running.acl.len()
+                );
+            }
             for what in restart_only_changes(&running, &cfg) {
                 tracing::warn!("{what} changed; it takes effect at the next restart");
             }
@@ -119,26 +140,31 @@ impl Live {
     }
 
     /// The files whose change triggers a reload: the config file, the htpasswd file and the
-    /// key files in force.
+    /// key files in force, each as configured and as every link on the way to it resolves (a
+    /// change to the target of a link into another directory is a change to the file).
     fn watched(&self) -> HashSet<PathBuf> {
-        let mut out = HashSet::new();
+        let mut configured = Vec::new();
         if let Some(f) = &self.source.file {
-            out.insert(absolute(f));
+            configured.push(absolute(f));
         }
         if let Ok(cfg) = self.config.lock() {
             if let Some(h) = &cfg.identity.htpasswd {
-                out.insert(absolute(&h.relative()));
+                configured.push(absolute(&h.relative()));
             }
             let k = &cfg.keys;
             for f in [&k.cert_file, &k.key_file, &k.kid_file]
                 .into_iter()
                 .flatten()
             {
-                out.insert(absolute(&f.relative()));
+                configured.push(absolute(&f.relative()));
             }
             for f in &k.published_files {
-                out.insert(absolute(&f.relative()));
+                configured.push(absolute(&f.relative()));
             }
+        }
+        let mut out = HashSet::new();
+        for f in configured {
+            resolve_links(&f, &mut out);
         }
         out
     }
@@ -155,6 +181,52 @@ fn set_loaded_metrics(app: &App) {
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `path`, each link it passes through on the way to the file, and the file itself.
+fn resolve_links(path: &Path, out: &mut HashSet<PathBuf>) {
+    let mut at = path.to_path_buf();
+    out.insert(at.clone());
+    for _ in 0..MAX_LINKS {
+        let Ok(target) = std::fs::read_link(&at) else {
+            break;
+        };
+        let next = match at.parent() {
+            Some(dir) => absolute(&dir.join(target)),
+            None => absolute(&target),
+        };
+        at = next;
+        out.insert(at.clone());
+    }
+    // A link in a directory on the way (a linked config directory) resolves here.
+    if let Ok(real) = std::fs::canonicalize(path) {
+        out.insert(real);
+    }
+}
+
+/// What the watched files hold now (a missing file reads as `None`).
+fn contents(files: &HashSet<PathBuf>) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut out: Vec<_> = files
+        .iter()
+        .map(|f| (f.clone(), std::fs::read(f).ok()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Waits until the watched files read the same twice, [`STILL`] apart; false if they kept
+/// changing for [`STILL_TRIES`] rounds (the next change event tries again).
+async fn still(files: &HashSet<PathBuf>) -> bool {
+    let mut before = contents(files);
+    for _ in 0..STILL_TRIES {
+        tokio::time::sleep(STILL).await;
+        let now = contents(files);
+        if now == before {
+            return true;
+        }
+        before = now;
+    }
+    false
 }
 
 /// Restart-only settings that differ between the running config and the new one.
@@ -185,6 +257,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
+const FILE_CHANGED: &str = "file changed";
+
 /// Reloads on SIGHUP (reopening the audit file too) and, with `reload.watch`, when a watched
 /// file changes. Runs until the process ends.
 pub fn spawn(live: Arc<Live>, watch: bool) {
@@ -207,8 +281,10 @@ pub fn spawn(live: Arc<Live>, watch: bool) {
             }
         });
     }
+    // The files the running watcher covers.
+    let mut covered = live.watched();
     let mut watcher = if watch {
-        start_watcher(&live.watched(), tx.clone())
+        start_watcher(&covered, tx.clone())
     } else {
         None
     };
@@ -222,11 +298,23 @@ pub fn spawn(live: Arc<Live>, watch: bool) {
                     Err(_) => break,
                 }
             }
-            let before = live.watched();
-            if live.reload(why).await.is_ok() && watch {
-                let after = live.watched();
-                if after != before {
-                    watcher = start_watcher(&after, tx.clone());
+            if why == FILE_CHANGED && !still(&live.watched()).await {
+                tracing::warn!(
+                    "a watched file is still changing after {} s; waiting for its next change \
+                     (write files whole and rename them into place)",
+                    (STILL * STILL_TRIES as u32).as_secs()
+                );
+                continue;
+            }
+            // What queued while the files settled is in what this reload reads.
+            while rx.try_recv().is_ok() {}
+            let _ = live.reload(why).await;
+            if watch {
+                // Links are resolved again: a link pointed elsewhere moves the watch with it.
+                let now = live.watched();
+                if now != covered {
+                    watcher = start_watcher(&now, tx.clone());
+                    covered = now;
                 }
             }
         }
@@ -254,7 +342,7 @@ fn start_watcher(
                     .is_some_and(|n| n.starts_with(".."))
         });
         if relevant {
-            let _ = tx.try_send("file changed");
+            let _ = tx.try_send(FILE_CHANGED);
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {

@@ -176,6 +176,13 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
         "no answer within the timeout".into()
     } else if e.is_connect() {
         "connection failed (refused or unreachable)".into()
+    } else if e.is_redirect() {
+        // The redirect policy's own words (which hop was refused and why); never credentials,
+        // which travel in headers, not in the URLs it names.
+        match std::error::Error::source(e) {
+            Some(why) => format!("a redirect was not followed: {why}"),
+            None => "a redirect was not followed".into(),
+        }
     } else {
         "the request failed".into()
     }

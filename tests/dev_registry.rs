@@ -105,6 +105,16 @@ async fn dev_mode_with_skopeo_and_a_restart() {
             & 0o777,
         0o600
     );
+    // The directory (key, password, store) and the store itself: this user's alone, whatever
+    // the umask.
+    let mode = |p: &str| {
+        std::fs::metadata(dir.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!((mode("data"), mode("data/token-issuer.db")), (0o700, 0o600));
     assert_eq!(std::fs::read_to_string(&pw_file).expect("pw"), "first-pw");
 
     let host = format!("127.0.0.1:{}", dev.registry);

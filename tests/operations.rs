@@ -543,9 +543,10 @@ async fn reload_under_load_never_mixes_or_drops() {
         }
         (ok, failed) = (want_ok, want_failed);
     }
+    // A change is applied 0.1 s after the last event and once two reads 0.5 s apart agree.
     assert!(
-        slowest < Duration::from_secs(1),
-        "every valid write was in force within a second; the slowest took {slowest:?}"
+        slowest < Duration::from_secs(2),
+        "every valid write was in force within 2 s; the slowest took {slowest:?}"
     );
     // The last write was broken: the last valid rules are the ones in force.
     let c = reqwest::Client::new();

@@ -158,3 +158,54 @@ async fn postgres_replicas_see_changes_within_the_bound_and_survive_an_outage() 
     assert_eq!(api(&a, "GET", "/users", boss, None).await.0, 200);
     assert!(!b.proc.log_text().contains("carol-pw"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_of_different_fields_all_land_on_postgres() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let pg = Postgres::start(dir).await;
+    let (env, _) = keys(dir);
+    let issuer = start(&dir.join("a"), &pg.url(), 1, &env).await;
+    ok(&cli(
+        &[
+            "users",
+            "add",
+            "boss",
+            "--admin",
+            "--config",
+            dir.join("a/issuer.toml").to_str().expect("utf8"),
+        ],
+        "boss-pw\n",
+    ));
+    concurrent_patches_lose_nothing(&issuer).await;
+    // Two admins stepping down at once: the table lock lets one through, never both.
+    let (s, _) = api(
+        &issuer,
+        "POST",
+        "/users",
+        Some(BOSS),
+        Some(json!({"name": "deputy", "password": "deputy-pw", "admin": true})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let demote = json!({"admin": false});
+    let (a, b) = tokio::join!(
+        api(
+            &issuer,
+            "PATCH",
+            "/users/boss",
+            Some(BOSS),
+            Some(demote.clone())
+        ),
+        api(
+            &issuer,
+            "PATCH",
+            "/users/deputy",
+            Some(("deputy", "deputy-pw")),
+            Some(demote)
+        ),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+}

@@ -201,10 +201,14 @@ enum Sink {
     },
 }
 
+/// A new audit file is readable by this user alone, whatever the umask: it names every caller
+/// and what they were granted. An existing file keeps its mode (log shippers may need a group).
 fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
 }
 

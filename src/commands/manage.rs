@@ -23,7 +23,9 @@ pub struct StoreArgs {
 pub enum Users {
     /// Add a user, reading the password from standard input.
     Add {
-        /// The user name (letters, digits, '.', '_', '-', '@').
+        /// The user name: 1-128 bytes, no ':', '/', control or format (zero-width, bidi)
+        /// characters, no surrounding spaces, and not the same as an existing name ignoring
+        /// case and look-alike compatibility forms (kept in Unicode NFC).
         name: String,
         /// May do everything, catalog and admin API included.
         #[arg(long)]
@@ -194,10 +196,10 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
                 anyhow::bail!("user {name:?} is in the htpasswd file; a name lives in one source");
             }
             let expires_at = expires.as_deref().map(expiry).transpose()?;
-            store
+            let name = store
                 .add_user(&name, &hash_stdin()?, admin, false, expires_at)
                 .await?;
-            eprintln!("added user {name} to {}", store.shown);
+            eprintln!("added user {} to {}", store::shown(&name), store.shown);
         }
         Users::List => {
             let mut after = String::new();
@@ -214,7 +216,7 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
                     if let Some(t) = u.expires_at {
                         flags.push(format!("expires {}", store::rfc3339(t)));
                     }
-                    println!("{}\t{}", u.name, flags.join(", "));
+                    println!("{}\t{}", store::shown(&u.name), flags.join(", "));
                 }
                 match page.last() {
                     Some(u) if page.len() as i64 == store::MAX_PAGE => after = u.name.clone(),
@@ -247,7 +249,7 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
             let (mut added, mut kept) = (0, 0);
             for (name, hash) in h.entries() {
                 match store.add_user(name, hash, false, false, None).await {
-                    Ok(()) => added += 1,
+                    Ok(_) => added += 1,
                     Err(store::StoreError::Conflict(_)) => {
                         eprintln!("kept user {name}: already in the store");
                         kept += 1;
@@ -277,15 +279,15 @@ pub async fn groups(args: &StoreArgs, cmd: Groups) -> anyhow::Result<()> {
     let (store, _) = open(args).await?;
     match cmd {
         Groups::Add { name } => {
-            store.add_group(&name).await?;
-            eprintln!("added group {name}");
+            let name = store.add_group(&name).await?;
+            eprintln!("added group {}", store::shown(&name));
         }
         Groups::List => {
             let mut after = String::new();
             loop {
                 let page = store.groups(&after, store::MAX_PAGE).await?;
                 for g in &page {
-                    println!("{}", g.name);
+                    println!("{}", store::shown(&g.name));
                 }
                 match page.last() {
                     Some(g) if page.len() as i64 == store::MAX_PAGE => after = g.name.clone(),
@@ -308,7 +310,7 @@ pub async fn groups(args: &StoreArgs, cmd: Groups) -> anyhow::Result<()> {
             loop {
                 let page = store.members(&group, &after, store::MAX_PAGE).await?;
                 for u in &page {
-                    println!("{u}");
+                    println!("{}", store::shown(u));
                 }
                 match page.last() {
                     Some(u) if page.len() as i64 == store::MAX_PAGE => after = u.clone(),
@@ -347,15 +349,15 @@ pub async fn grants(args: &StoreArgs, cmd: Grants) -> anyhow::Result<()> {
                 let page = store.grants(&after, store::MAX_PAGE).await?;
                 for g in &page {
                     let who = match (&g.user, &g.group) {
-                        (Some(u), _) => format!("user {u}"),
-                        (_, Some(gr)) => format!("group {gr}"),
+                        (Some(u), _) => format!("user {}", store::shown(u)),
+                        (_, Some(gr)) => format!("group {}", store::shown(gr)),
                         _ => String::new(),
                     };
                     println!(
                         "{}\t{who}\t{} {}\t{}",
                         g.id,
                         g.resource_type,
-                        g.name,
+                        store::shown(&g.name),
                         g.actions.join(",")
                     );
                 }

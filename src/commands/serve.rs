@@ -92,7 +92,16 @@ const DEV_ISSUER: &str = "token-issuer-dev";
 /// TOKEN_ISSUER_DEV_PASSWORD), and a config file naming them. Later runs find and reuse all of
 /// it. Returns the config file.
 pub(crate) async fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    // The directory holds the signing key, the admin password and the store: this user's alone,
+    // whatever the umask.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    }
     let config = dir.join("token-issuer.toml");
     let password_file = dir.join("admin-password");
     if config.exists() {
@@ -131,7 +140,9 @@ pub(crate) async fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
             };
             store.update_user("admin", &patch).await?;
         }
-        other => other?,
+        other => {
+            other?;
+        }
     }
     let toml = format!(
         r#"# Written by `token-issuer dev` on its first run and reused by later ones. Users, groups and

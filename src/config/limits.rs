@@ -136,9 +136,16 @@ pub struct DampingConfig {
     /// the usual answer: one client sending many attempts in parallel).
     #[serde(default = "default_max_waiting")]
     pub max_waiting: u32,
-    /// Entries kept (pairs and addresses each); the least used go first.
+    /// Entries kept (pairs, addresses and accounts each); the least used go first.
     #[serde(default = "default_table_capacity")]
     pub table_capacity: u64,
+    /// Failures of one account over all addresses within a minute before its new logins are
+    /// slowed (a guesser rotating addresses; a verified credential still passes from cache).
+    #[serde(default = "default_account_failures")]
+    pub account_failures_per_minute: u32,
+    /// IPv6 clients are counted by this network prefix: one host can hold a whole /64.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
 }
 
 impl Default for DampingConfig {
@@ -150,18 +157,27 @@ impl Default for DampingConfig {
             max_delay_seconds: default_max_delay(),
             max_waiting: default_max_waiting(),
             table_capacity: default_table_capacity(),
+            account_failures_per_minute: default_account_failures(),
+            ipv6_prefix: default_ipv6_prefix(),
         }
     }
 }
 
 impl DampingConfig {
     pub(super) fn validate(&self) -> anyhow::Result<()> {
-        if self.failures_per_minute == 0 || self.ip_failures_per_minute == 0 {
+        if self.failures_per_minute == 0
+            || self.ip_failures_per_minute == 0
+            || self.account_failures_per_minute == 0
+        {
             bail!(
-                "{} and {}: at least 1 (set damping.enabled = false to turn damping off)",
+                "{}, {} and {}: at least 1 (set damping.enabled = false to turn damping off)",
                 setting("damping.failures_per_minute"),
-                setting("damping.ip_failures_per_minute")
+                setting("damping.ip_failures_per_minute"),
+                setting("damping.account_failures_per_minute")
             );
+        }
+        if !(32..=128).contains(&self.ipv6_prefix) {
+            bail!("{}: between 32 and 128", setting("damping.ipv6_prefix"));
         }
         if !(1..=300).contains(&self.max_delay_seconds) {
             bail!(
@@ -211,6 +227,12 @@ fn default_max_delay() -> u64 {
 }
 fn default_max_waiting() -> u32 {
     16
+}
+fn default_account_failures() -> u32 {
+    20
+}
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 fn default_table_capacity() -> u64 {
     100_000

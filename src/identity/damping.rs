@@ -1,9 +1,15 @@
-//! Brute-force damping: failed logins are counted per (account, client address) and per client
-//! address, in leaky buckets that drain at the configured rate per minute. Past the threshold,
+//! Brute-force damping: failed logins are counted per (account, client address), per client
+//! address and per account over every address, in leaky buckets that drain at the configured rate per minute. Past the threshold,
 //! attempts of that pair (or from that address) take turns, one at a time, each after a delay
 //! that doubles with every failure over the threshold, up to `max_delay_seconds`. The answer
 //! stays a 401: no client retries a 429, and a delayed 401 costs a guesser time without telling
 //! a user anything new. A success clears the pair.
+//!
+//! An IPv6 client is counted by its network (`damping.ipv6_prefix`, a /64 by default): one
+//! host holds a whole /64 and can rotate through it. The per-account bucket slows a guesser
+//! who rotates addresses faster than that; the account's real user is not locked out: a
+//! credential already verified is answered from the identity cache before any damping, and a
+//! new login waits at most `max_delay_seconds`.
 //!
 //! The delay is spent before any password check, holding nothing other users need: not a
 //! bcrypt slot, not an upstream call. Entries live in bounded caches keyed by a keyed hash of
@@ -35,9 +41,12 @@ pub struct Damping {
     ip_threshold: f64,
     max_delay: Duration,
     max_waiting: u32,
+    account_threshold: f64,
+    ipv6_prefix: u8,
     hasher: RandomState,
     pairs: Cache<u64, Arc<Entry>>,
     ips: Cache<IpAddr, Arc<Entry>>,
+    accounts: Cache<u64, Arc<Entry>>,
 }
 
 struct Entry {
@@ -98,6 +107,7 @@ pub struct Plan {
     wait: Option<(Arc<Entry>, Duration)>,
     pair: Arc<Entry>,
     addr: Arc<Entry>,
+    account: Arc<Entry>,
 }
 
 /// Held while a damped attempt is checked; the next one waits for it.
@@ -127,14 +137,37 @@ impl Damping {
             ip_threshold: f64::from(cfg.ip_failures_per_minute),
             max_delay: Duration::from_secs(cfg.max_delay_seconds),
             max_waiting: cfg.max_waiting,
+            account_threshold: f64::from(cfg.account_failures_per_minute),
+            ipv6_prefix: cfg.ipv6_prefix,
             hasher: RandomState::new(),
             pairs: build(cfg.table_capacity),
             ips: build(cfg.table_capacity),
+            accounts: build(cfg.table_capacity),
         }
     }
 
     fn pair_key(&self, account: &str, ip: IpAddr) -> u64 {
-        self.hasher.hash_one((account, ip))
+        self.hasher.hash_one((account, self.network(ip)))
+    }
+
+    fn account_key(&self, account: &str) -> u64 {
+        self.hasher.hash_one(account)
+    }
+
+    /// The address as counted: an IPv6 address by its network, an IPv4-mapped one as IPv4.
+    fn network(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let bits = u128::from(v6);
+                    let keep = u32::from(self.ipv6_prefix.min(128));
+                    let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                    IpAddr::V6((bits & mask).into())
+                }
+            },
+        }
     }
 
     fn delay(&self, excess: f64) -> Duration {
@@ -153,15 +186,21 @@ impl Damping {
     /// only for failures, so many users behind one NAT logging in at once are not slowed.
     /// Records held (pairs and addresses), for the metrics: moka's estimate.
     pub fn entries(&self) -> u64 {
-        self.pairs.entry_count() + self.ips.entry_count()
+        self.pairs.entry_count() + self.ips.entry_count() + self.accounts.entry_count()
     }
 
     pub fn plan(&self, account: &str, ip: IpAddr) -> Plan {
         let (pair_threshold, ip_threshold) = (self.pair_threshold, self.ip_threshold);
+        let account_threshold = self.account_threshold;
         let pair = self.pairs.get_with(self.pair_key(account, ip), || {
             Arc::new(Entry::new(pair_threshold))
         });
-        let addr = self.ips.get_with(ip, || Arc::new(Entry::new(ip_threshold)));
+        let addr = self
+            .ips
+            .get_with(self.network(ip), || Arc::new(Entry::new(ip_threshold)));
+        let whole = self.accounts.get_with(self.account_key(account), || {
+            Arc::new(Entry::new(account_threshold))
+        });
         let (pair_before, pair_level) = pair.fill(pair_threshold + OVERFILL);
         let ip_level = addr.level();
         let ip_before = ip_level;
@@ -175,10 +214,16 @@ impl Damping {
         let suspect = pair_before >= 0.5 || ip_before >= 0.5;
         let pair_delay = self.delay(pair_level - pair_threshold);
         let ip_delay = self.delay(ip_level - ip_threshold);
+        let account_delay = self.delay(whole.level() - account_threshold);
+        // The widest entry that is slowed holds the turn: the address over the account over
+        // the pair (its attempts are the others' too); the delay is the longest of them.
+        let delay = ip_delay.max(pair_delay).max(account_delay);
         let wait = if !ip_delay.is_zero() {
-            Some((addr.clone(), ip_delay.max(pair_delay)))
+            Some((addr.clone(), delay))
+        } else if !account_delay.is_zero() {
+            Some((whole.clone(), delay))
         } else if !pair_delay.is_zero() {
-            Some((pair.clone(), pair_delay))
+            Some((pair.clone(), delay))
         } else {
             None
         };
@@ -187,6 +232,7 @@ impl Damping {
             wait,
             pair,
             addr,
+            account: whole,
         }
     }
 
@@ -220,6 +266,14 @@ impl Damping {
                     tracing::warn!(
                         peer = %ip,
                         "slowing every login from this address: more than {threshold} failures a minute"
+                    );
+                }
+                let threshold = self.account_threshold;
+                let (before, level) = plan.account.fill(threshold + OVERFILL);
+                if level > threshold && before <= threshold {
+                    tracing::warn!(
+                        user = ?account,
+                        "slowing new logins of this user from every address: more than {threshold} failures a minute"
                     );
                 }
             }
@@ -300,6 +354,45 @@ mod tests {
         assert!(
             !p.suspect && p.wait.is_none(),
             "successes counted as failures"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_address() {
+        let d = damping();
+        let host = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n));
+        // Six failures from six addresses of one /64 pass the address threshold (5).
+        for n in 1..=6 {
+            fail(&d, &format!("user{n}"), host(n));
+        }
+        assert!(d.plan("someone", host(999)).wait.is_some(), "same /64");
+        let next_net = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1));
+        assert!(d.plan("someone", next_net).wait.is_none(), "another /64");
+    }
+
+    #[test]
+    fn an_account_guessed_from_many_addresses_is_slowed() {
+        let d = Damping::new(&DampingConfig {
+            account_failures_per_minute: 4,
+            ..DampingConfig::default()
+        });
+        for n in 1..=5u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, n));
+            let p = d.plan("admin", ip);
+            assert!(
+                p.wait.is_none(),
+                "guess {n}: neither its pair nor its address is slowed"
+            );
+            d.settle(&p, "admin", ip, Outcome::Refused);
+        }
+        let fresh = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+        assert!(
+            d.plan("admin", fresh).wait.is_some(),
+            "a sixth address finds the account slowed"
+        );
+        assert!(
+            d.plan("other", fresh).wait.is_none(),
+            "other accounts are not"
         );
     }
 

@@ -204,6 +204,35 @@ impl RefreshTokens {
 }
 
 impl Authenticator {
+    /// After a reload that replaced the htpasswd file: revokes the refresh tokens of the users
+    /// `self` (the running side) had and `new` removed or gave another hash. Returns how many.
+    pub async fn revoke_changed_local(&self, new: &Authenticator) -> u64 {
+        let (Some(old), Some(users)) = (&self.local, &new.store) else {
+            return 0;
+        };
+        let mut revoked = 0;
+        for (name, hash) in old.entries() {
+            if new.local.as_ref().and_then(|l| l.hash_of(name)) == Some(hash) {
+                continue;
+            }
+            match users.store.revoke_local_refresh_tokens(name).await {
+                Ok(n) => revoked += n,
+                Err(e) => tracing::warn!(
+                    user = ?name,
+                    "the refresh tokens of a changed htpasswd user were not revoked: {e}"
+                ),
+            }
+        }
+        if revoked > 0 {
+            users.refresh.invalidate_all();
+            tracing::info!(
+                revoked,
+                "refresh tokens of htpasswd users removed or given a new password revoked"
+            );
+        }
+        revoked
+    }
+
     /// The identity behind a refresh token, checked again as it is now. `client_id` is the
     /// request's (a GET from containerd's fallback sends none, and is not held to it).
     pub async fn refresh(
@@ -288,13 +317,18 @@ impl Authenticator {
                 Ok(Caller::Known(entry.identity.clone()))
             }
             "local" => {
-                let hash = self
-                    .local
-                    .as_ref()
-                    .and_then(|l| l.hash_of(&record.user))
-                    .ok_or_else(gone)?;
-                if binding(hash) != record.binding {
-                    return Err(changed());
+                let hash = self.local.as_ref().and_then(|l| l.hash_of(&record.user));
+                let refusal = match hash {
+                    None => Some(gone()),
+                    Some(h) if binding(h) != record.binding => Some(changed()),
+                    Some(_) => None,
+                };
+                if let Some(refusal) = refusal {
+                    // Dead for good: the same hash restored later does not bring it back.
+                    if users.store.revoke_refresh_token(&record.id).await.is_ok() {
+                        refresh.invalidate_all();
+                    }
+                    return Err(refusal);
                 }
                 Ok(Caller::Known(Arc::new(Identity::local(&record.user))))
             }

@@ -6,6 +6,7 @@
 //! Plain data types in and out; what the request path needs is read through caches in
 //! `identity` and `policy`, never directly per token request.
 
+mod names;
 mod records;
 mod refresh;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use names::{fold, shown, valid_name, RULE as NAME_RULE};
 pub use records::{
     hash_password, parse_time, rfc3339, Account, Grant, Group, NewGrant, Rights, User, UserPatch,
 };
@@ -39,6 +41,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A change the store's invariants forbid (the last enabled admin), said in full.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -65,6 +70,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL rather than SQLite: where a check and a write need a lock to be one step.
+    postgres: bool,
     /// What the log and errors call it: the URL without its password.
     pub shown: String,
 }
@@ -75,28 +82,13 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A user or group name: 1–128 bytes, no control characters, no ':' (Basic credentials split
-/// there) and no '/' (the admin API's paths), no surrounding spaces. Anything else is stored
-/// literally: queries are parameterised, and logs escape what they show.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.trim() == name
-        && !name.chars().any(|c| c.is_control() || c == ':' || c == '/')
-}
-
-fn name_error(what: &str, name: &str) -> StoreError {
-    StoreError::Invalid(format!(
-        "{what} name {name:?}: 1-128 bytes without ':', '/', control characters or surrounding spaces"
-    ))
-}
-
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates. `base` resolves a relative
     /// SQLite path (the config file's directory).
     pub async fn open(url: &str, base: &Path) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let (url, shown) = resolve(url, base)?;
+        let postgres = url.starts_with("postgres");
         let pool = AnyPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -107,7 +99,82 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("store {shown}: cannot apply the schema: {e}"))?;
-        Ok(Self { pool, shown })
+        let store = Self {
+            pool,
+            postgres,
+            shown,
+        };
+        store.fill_folds("users").await?;
+        store.fill_folds("user_groups").await?;
+        Ok(store)
+    }
+
+    /// Computes `fold` for rows written before it existed (once, at the first start after the
+    /// upgrade), a page at a time. Two old names that fold alike both stay; the second keeps
+    /// no fold and is named in a warning, so an operator can rename it.
+    async fn fill_folds(&self, table: &'static str) -> anyhow::Result<()> {
+        let mut after = String::new();
+        loop {
+            let rows = self
+                .timed(
+                    sqlx::query(&format!(
+                        "SELECT name FROM {table} WHERE fold IS NULL AND name > $1 \
+                         ORDER BY name LIMIT 1000"
+                    ))
+                    .bind(&after)
+                    .fetch_all(&self.pool),
+                )
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            let last: String = get(last, 0)?;
+            for r in &rows {
+                let name: String = get(r, 0)?;
+                let set = self
+                    .timed(
+                        sqlx::query(&format!("UPDATE {table} SET fold = $1 WHERE name = $2"))
+                            .bind(fold(&name))
+                            .bind(&name)
+                            .execute(&self.pool),
+                    )
+                    .await;
+                match set {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict(_)) => tracing::warn!(
+                        table,
+                        name = %shown(&name),
+                        "this name differs from another only in case or look-alike forms; \
+                         rename one of them"
+                    ),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            after = last;
+        }
+    }
+
+    /// After a unique violation on insert: the existing row whose name folds like `name`,
+    /// if it is another name (`Alice` for `alice`), as a refusal naming it.
+    async fn look_alike(&self, table: &'static str, what: &str, name: &str) -> Result<()> {
+        let other = self
+            .timed(
+                sqlx::query(&format!("SELECT name FROM {table} WHERE fold = $1"))
+                    .bind(fold(name))
+                    .fetch_optional(&self.pool),
+            )
+            .await?
+            .map(|r| get::<String>(&r, 0))
+            .transpose()?;
+        match other {
+            Some(other) if other != name => Err(StoreError::Refused(format!(
+                "{what} {} is too like the existing {what} {}: names may not differ only in \
+                 case or look-alike characters",
+                shown(name),
+                shown(&other)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     async fn timed<T>(
@@ -161,6 +228,7 @@ impl Store {
         rows.iter().map(User::from_row).collect()
     }
 
+    /// Adds a user; returns the name as stored (NFC: see `names`).
     pub async fn add_user(
         &self,
         name: &str,
@@ -168,15 +236,14 @@ impl Store {
         admin: bool,
         disabled: bool,
         expires_at: Option<i64>,
-    ) -> Result<()> {
-        if !valid_name(name) {
-            return Err(name_error("user", name));
-        }
+    ) -> Result<String> {
+        let name = &names::checked("user", name)?;
         let t = now();
-        self.timed(
+        let added = self
+            .timed(
             sqlx::query(
-                "INSERT INTO users (name, password_hash, admin, disabled, expires_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO users (name, password_hash, admin, disabled, expires_at, created_at, updated_at, fold) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(name)
             .bind(password_hash)
@@ -185,43 +252,90 @@ impl Store {
             .bind(expires_at)
             .bind(t)
             .bind(t)
+            .bind(fold(name))
             .execute(&self.pool),
         )
-        .await
-        .map_err(|e| conflict(e, &format!("user {name}")))?;
-        Ok(())
+        .await;
+        if let Err(StoreError::Conflict(_)) = &added {
+            self.look_alike("users", "user", name).await?;
+        }
+        added.map_err(|e| conflict(e, &format!("user {}", shown(name))))?;
+        Ok(name.clone())
     }
 
+    /// Changes the given fields and no others, in one statement: two concurrent PATCHes of
+    /// different fields both land (a read, patch and write-back of the whole row lost one of
+    /// them). A change that would leave no enabled admin is refused ([`StoreError::Refused`]);
+    /// the check is in the same statement (SQLite runs one writer at a time) or, on
+    /// PostgreSQL, under a table lock, so two admins demoting themselves at once cannot both
+    /// pass it.
     pub async fn update_user(&self, name: &str, patch: &UserPatch) -> Result<()> {
-        let Some(mut user) = self.user(name).await? else {
-            return Err(StoreError::NotFound(format!("user {name}")));
+        let guard = patch.admin == Some(false) || patch.disabled == Some(true);
+        let t = now();
+        let mut sql = String::from("UPDATE users SET updated_at = $1");
+        let mut n = 1;
+        let mut set = |column: &str| {
+            n += 1;
+            sql.push_str(&format!(", {column} = ${n}"));
         };
+        if patch.password_hash.is_some() {
+            set("password_hash");
+        }
+        if patch.admin.is_some() {
+            set("admin");
+        }
+        if patch.disabled.is_some() {
+            set("disabled");
+        }
+        if patch.expires_at.is_some() {
+            set("expires_at");
+        }
+        sql.push_str(&format!(" WHERE name = ${}", n + 1));
+        if guard {
+            sql.push_str(&format!(
+                " AND (admin = 0 OR disabled = 1 OR EXISTS (SELECT 1 FROM users o WHERE \
+                 o.name <> ${name} AND o.admin = 1 AND o.disabled = 0 AND \
+                 (o.expires_at IS NULL OR o.expires_at > $1)))",
+                name = n + 1
+            ));
+        }
+        let mut q = sqlx::query(&sql).bind(t);
         if let Some(h) = &patch.password_hash {
-            user.password_hash = h.clone();
+            q = q.bind(h.as_str());
         }
         if let Some(a) = patch.admin {
-            user.admin = a;
+            q = q.bind(i64::from(a));
         }
         if let Some(d) = patch.disabled {
-            user.disabled = d;
+            q = q.bind(i64::from(d));
         }
         if let Some(e) = patch.expires_at {
-            user.expires_at = e;
+            q = q.bind(e);
         }
-        self.timed(
-            sqlx::query(
-                "UPDATE users SET password_hash = $1, admin = $2, disabled = $3, expires_at = $4, \
-                 updated_at = $5 WHERE name = $6",
-            )
-            .bind(&user.password_hash)
-            .bind(i64::from(user.admin))
-            .bind(i64::from(user.disabled))
-            .bind(user.expires_at)
-            .bind(now())
-            .bind(name)
-            .execute(&self.pool),
-        )
-        .await?;
+        q = q.bind(name);
+        let done = if guard && self.postgres {
+            self.timed(async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                let done = q.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done)
+            })
+            .await?
+        } else {
+            self.timed(q.execute(&self.pool)).await?
+        };
+        if done.rows_affected() == 0 {
+            if self.user(name).await?.is_none() {
+                return Err(StoreError::NotFound(format!("user {name}")));
+            }
+            return Err(StoreError::Refused(format!(
+                "{name} is the last enabled admin: make another user an admin first, so that \
+                 someone can still manage the store"
+            )));
+        }
         Ok(())
     }
 
@@ -282,19 +396,23 @@ impl Store {
             .collect()
     }
 
-    pub async fn add_group(&self, name: &str) -> Result<()> {
-        if !valid_name(name) {
-            return Err(name_error("group", name));
+    /// Adds a group; returns the name as stored (NFC: see `names`).
+    pub async fn add_group(&self, name: &str) -> Result<String> {
+        let name = &names::checked("group", name)?;
+        let added = self
+            .timed(
+                sqlx::query("INSERT INTO user_groups (name, created_at, fold) VALUES ($1, $2, $3)")
+                    .bind(name)
+                    .bind(now())
+                    .bind(fold(name))
+                    .execute(&self.pool),
+            )
+            .await;
+        if let Err(StoreError::Conflict(_)) = &added {
+            self.look_alike("user_groups", "group", name).await?;
         }
-        self.timed(
-            sqlx::query("INSERT INTO user_groups (name, created_at) VALUES ($1, $2)")
-                .bind(name)
-                .bind(now())
-                .execute(&self.pool),
-        )
-        .await
-        .map_err(|e| conflict(e, &format!("group {name}")))?;
-        Ok(())
+        added.map_err(|e| conflict(e, &format!("group {}", shown(name))))?;
+        Ok(name.clone())
     }
 
     pub async fn delete_group(&self, name: &str) -> Result<()> {
@@ -483,6 +601,10 @@ fn resolve(url: &str, base: &Path) -> anyhow::Result<(String, String)> {
             anyhow::bail!("store.url: {url:?} names no file (sqlite://data/token-issuer.db)");
         }
         let file = base.join(path);
+        // A file opened with its own `mode=` is the operator's to create.
+        if query.is_empty() {
+            create_private(&file)?;
+        }
         let mut opened = format!("sqlite://{}?mode=rwc", file.display());
         if !query.is_empty() {
             opened = format!("sqlite://{}?{query}", file.display());
@@ -502,6 +624,38 @@ fn resolve(url: &str, base: &Path) -> anyhow::Result<(String, String)> {
     anyhow::bail!(
         "store.url (TOKEN_ISSUER_STORE__URL): use sqlite://FILE or postgres://USER:PASSWORD@HOST/DB"
     )
+}
+
+/// Creates a missing SQLite file (and its directory) readable by this user alone, whatever the
+/// umask: it holds password hashes. SQLite gives its journal files the database file's mode.
+/// An existing file keeps the mode it has (the operator may have chosen a group).
+fn create_private(file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if file.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "store.url: cannot create the directory {}: {e}",
+                        dir.display()
+                    )
+                })?;
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| anyhow::anyhow!("store.url: cannot create {}: {e}", file.display()))?;
+    Ok(())
 }
 
 pub(crate) fn row_err(e: sqlx::Error) -> StoreError {

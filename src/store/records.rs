@@ -168,6 +168,7 @@ impl NewGrant {
         if self.name.is_empty() || self.name.len() > 256 {
             return Err(StoreError::Invalid("name: 1 to 256 bytes".into()));
         }
+        super::names::check_grant_name(&self.name)?;
         Glob::compile(&self.name).map_err(|e| StoreError::Invalid(format!("name: {e}")))?;
         if self.actions.is_empty()
             || self.actions.len() > 4

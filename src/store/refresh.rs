@@ -149,4 +149,18 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+
+    /// Revokes the refresh tokens of htpasswd users (source `local`) among `users`: their
+    /// password hash changed or they were removed. Binding to the hash alone is not enough,
+    /// since a hash restored from a backup would bring the old tokens back.
+    pub async fn revoke_local_refresh_tokens(&self, user: &str) -> Result<u64> {
+        let done = self
+            .timed(
+                sqlx::query("DELETE FROM refresh_tokens WHERE user_name = $1 AND source = 'local'")
+                    .bind(user)
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
 }

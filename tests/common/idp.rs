@@ -1,9 +1,10 @@
 //! A real OIDC provider for tests: discovery and a JWKS over HTTP on a loopback port, keys the
 //! test generates (RS256 and ES256), and ID tokens signed with them. Keys can be added
-//! unpublished and published later (a rotation); the JWKS fetches are counted.
+//! unpublished and published later (a rotation); the JWKS fetches are counted. It can serve
+//! https with its own CA ([`Idp::start_tls`]), answer slowly, or redirect its key set.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -20,11 +21,17 @@ pub struct IdpState {
     published: Mutex<Vec<String>>,
     pub jwks_fetches: AtomicUsize,
     issuer: Mutex<String>,
+    /// The JWKS answers after this many milliseconds (a slow provider).
+    pub jwks_delay_ms: AtomicU64,
+    /// The JWKS answers with a redirect here instead (a provider behind a CDN, or worse).
+    pub jwks_redirect: Mutex<Option<String>>,
 }
 
 pub struct Idp {
     pub port: u16,
     pub state: Arc<IdpState>,
+    /// The CA that signed its https certificate ([`Idp::start_tls`]).
+    pub ca_pem: Option<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,20 +45,65 @@ impl Idp {
     /// With two published keys: `rsa-1` (RS256) and `ec-1` (ES256).
     pub async fn start() -> Self {
         let state = Arc::new(IdpState::default());
-        let app = Route::new()
-            .at("/.well-known/openid-configuration", get(discovery))
-            .at("/keys", get(jwks))
-            .data(state.clone());
-        let (port, task) = super::serve_loopback(0, app).await;
+        let (port, task) = super::serve_loopback(0, routes(&state)).await;
         *state.issuer.lock().expect("lock") = format!("http://127.0.0.1:{port}");
-        let idp = Self { port, state, task };
+        let idp = Self {
+            port,
+            state,
+            ca_pem: None,
+            task,
+        };
+        idp.add_key("rsa-1", KeyType::Rsa, true);
+        idp.add_key("ec-1", KeyType::P256, true);
+        idp
+    }
+
+    /// The same over https, with a certificate for 127.0.0.1 from a CA of its own
+    /// ([`Idp::ca_pem`], for the issuer's `ca_file`).
+    pub async fn start_tls() -> Self {
+        use poem::listener::{Acceptor, Listener, RustlsCertificate, RustlsConfig};
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("leaf")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf cert");
+        let tls = RustlsConfig::new().fallback(
+            RustlsCertificate::new()
+                .key(leaf_key.serialize_pem())
+                .cert(leaf.pem()),
+        );
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .rustls(tls)
+            .into_acceptor()
+            .await
+            .expect("bind a loopback port");
+        let port = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .expect("tcp")
+            .port();
+        let state = Arc::new(IdpState::default());
+        *state.issuer.lock().expect("lock") = format!("https://127.0.0.1:{port}");
+        let app = routes(&state);
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        let idp = Self {
+            port,
+            state,
+            ca_pem: Some(ca.pem()),
+            task,
+        };
         idp.add_key("rsa-1", KeyType::Rsa, true);
         idp.add_key("ec-1", KeyType::P256, true);
         idp
     }
 
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.state.issuer.lock().expect("lock").clone()
     }
 
     /// A new key; in the JWKS only when `publish` (else see [`Idp::publish`]).
@@ -111,6 +163,13 @@ pub fn sign_raw(
     format!("{signed}.{}", b64(&sig))
 }
 
+fn routes(state: &Arc<IdpState>) -> impl poem::Endpoint + 'static {
+    Route::new()
+        .at("/.well-known/openid-configuration", get(discovery))
+        .at("/keys", get(jwks))
+        .data(state.clone())
+}
+
 #[handler]
 fn discovery(Data(state): Data<&Arc<IdpState>>) -> Response {
     let issuer = state.issuer.lock().expect("lock").clone();
@@ -120,8 +179,18 @@ fn discovery(Data(state): Data<&Arc<IdpState>>) -> Response {
 }
 
 #[handler]
-fn jwks(Data(state): Data<&Arc<IdpState>>) -> Response {
+async fn jwks(Data(state): Data<&Arc<IdpState>>) -> Response {
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = state.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if let Some(to) = state.jwks_redirect.lock().expect("lock").clone() {
+        return Response::builder()
+            .status(poem::http::StatusCode::FOUND)
+            .header("location", to)
+            .finish();
+    }
     let keys = state.keys.lock().expect("lock");
     let set = Jwks {
         keys: state

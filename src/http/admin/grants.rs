@@ -49,7 +49,7 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
         app,
         async {
             let (who, users) = admin(req, app).await?;
-            let g: GrantIn = json_body(body).await?;
+            let g: GrantIn = json_body(req, body).await?;
             let grant = users
                 .store
                 .add_grant(&NewGrant {

@@ -46,10 +46,10 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
         app,
         async {
             let (who, users) = admin(req, app).await?;
-            let g: NewGroup = json_body(body).await?;
-            users.store.add_group(&g.name).await?;
-            tracing::info!(by = ?who.name, group = ?g.name, "admin API: group created");
-            Ok(json_response(StatusCode::CREATED, &json!({"name": g.name})))
+            let g: NewGroup = json_body(req, body).await?;
+            let name = users.store.add_group(&g.name).await?;
+            tracing::info!(by = ?who.name, group = ?name, "admin API: group created");
+            Ok(json_response(StatusCode::CREATED, &json!({ "name": name })))
         }
         .await,
     )
@@ -106,7 +106,7 @@ pub async fn add_member(
         app,
         async {
             let (who, users) = admin(req, app).await?;
-        let m: NewMember = json_body(body).await?;
+        let m: NewMember = json_body(req, body).await?;
         users.store.add_member(&name, &m.user).await?;
         users.invalidate(Some(&m.user)).await;
         tracing::info!(by = ?who.name, group = ?name, user = ?m.user, "admin API: member added");

@@ -59,6 +59,8 @@ pub enum ApiError {
     Conflict(String),
     Invalid(String),
     Unavailable(String),
+    /// A body that is not `application/json`.
+    Unsupported(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -68,6 +70,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => Self::Conflict(e.to_string()),
             StoreError::Invalid(m) => Self::Invalid(m),
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::Refused(m) => Self::Conflict(m),
         }
     }
 }
@@ -75,12 +78,19 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     fn into_response(self, basic_realm: &str) -> Response {
         let (status, code, message) = match self {
-            Self::Realm(e) => return e.into_response(basic_realm),
+            Self::Realm(e) => {
+                // No `WWW-Authenticate: Basic` here: it makes a browser prompt for the admin's
+                // password, keep it, and send it along with any other site's form posts.
+                let mut r = e.into_response(basic_realm);
+                r.headers_mut().remove(header::WWW_AUTHENTICATE);
+                return r;
+            }
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "DENIED", m),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m),
             Self::Conflict(m) => (StatusCode::CONFLICT, "CONFLICT", m),
             Self::Invalid(m) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST", m),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m),
+            Self::Unsupported(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED", m),
         };
         json_response(
             status,
@@ -96,6 +106,7 @@ async fn admin<'a>(
     req: &Request,
     app: &'a App,
 ) -> Result<(Arc<Identity>, &'a StoreUsers), ApiError> {
+    same_origin(req)?;
     let Some(users) = app.auth.store() else {
         return Err(ApiError::NotFound(
             "no user store is configured here (store.url); the admin API manages the store".into(),
@@ -113,7 +124,16 @@ async fn admin<'a>(
         .auth
         .authenticate(&creds, client)
         .await
-        .map_err(|e| ApiError::Realm(e.into()))?
+        .map_err(|e| {
+            // As the realm logs its refusals: a guesser at an admin's password leaves a trace.
+            tracing::info!(
+                user = ?creds.username,
+                peer = %client,
+                path = %req.original_uri().path(),
+                "admin API login refused: {e}"
+            );
+            ApiError::Realm(e.into())
+        })?
         .identity()
         .clone();
     if who.source != Source::Store || !who.admin {
@@ -131,8 +151,59 @@ fn respond(app: &App, result: ApiResult) -> Response {
     result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T` (unknown fields are errors).
-async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+/// Refuses what a browser sends on another site's behalf: an `Origin` other than this host,
+/// or `Sec-Fetch-Site` other than same-origin (or `none`, typed by the user). API clients and
+/// the CLI send neither; a page elsewhere could otherwise post to the admin API with an
+/// admin's credentials the browser kept.
+fn same_origin(req: &Request) -> Result<(), ApiError> {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    if let Some(site) = header("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return Err(cross_site(&format!("Sec-Fetch-Site: {site}")));
+        }
+    }
+    if let Some(origin) = header("origin") {
+        let host = header("host").unwrap_or_default();
+        let origin_host = origin
+            .split_once("://")
+            .map(|(_, h)| h.trim_end_matches('/'))
+            .unwrap_or("");
+        if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(&host) {
+            return Err(cross_site(&format!("Origin: {origin}")));
+        }
+    }
+    Ok(())
+}
+
+fn cross_site(what: &str) -> ApiError {
+    let what: String = what.chars().take(200).collect();
+    tracing::info!(header = ?what, "admin API refused a cross-site request");
+    ApiError::Forbidden(format!(
+        "cross-site request refused ({what:?}): the admin API takes requests from API clients \
+         and the CLI, not from pages in a browser"
+    ))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T` (unknown fields are errors). The
+/// body must say it is JSON: a browser sends `text/plain` and form bodies cross-site without
+/// asking, but never `application/json`.
+async fn json_body<T: DeserializeOwned>(req: &Request, body: Body) -> Result<T, ApiError> {
+    let media = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = media.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        let shown: String = media.chars().take(100).collect();
+        return Err(ApiError::Unsupported(format!(
+            "the body must be JSON sent with Content-Type: application/json (got {shown:?})"
+        )));
+    }
     let bytes = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::Invalid(format!(
             "the body is not readable or over {MAX_BODY_BYTES} bytes"

@@ -87,7 +87,7 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
         app,
         async {
             let (who, users) = admin(req, app).await?;
-        let new: NewUser = json_body(body).await?;
+        let new: NewUser = json_body(req, body).await?;
         if app.auth.local_knows(&new.name) {
             return Err(ApiError::Conflict(format!(
                 "user {} already exists in the htpasswd file (identity.htpasswd); a name lives in one source",
@@ -96,17 +96,17 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
         }
         let expires_at = new.expires_at.as_deref().map(store::parse_time).transpose()?;
         let password_hash = hash(new.password).await?;
-        users
+        let name = users
             .store
             .add_user(&new.name, &password_hash, new.admin, new.disabled, expires_at)
             .await?;
-        users.invalidate(Some(&new.name)).await;
-        tracing::info!(by = ?who.name, user = ?new.name, admin = new.admin, disabled = new.disabled, "admin API: user created");
+        users.invalidate(Some(&name)).await;
+        tracing::info!(by = ?who.name, user = ?name, admin = new.admin, disabled = new.disabled, "admin API: user created");
         let user = users
             .store
-            .user(&new.name)
+            .user(&name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("user {} not found", new.name)))?;
+            .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
         Ok(json_response(StatusCode::CREATED, &user.to_json()))
         }
         .await,
@@ -124,7 +124,7 @@ pub async fn update(
         app,
         async {
             let (who, users) = admin(req, app).await?;
-            let p: Patch = json_body(body).await?;
+            let p: Patch = json_body(req, body).await?;
             let patch = UserPatch {
                 password_hash: match p.password {
                     Some(pw) => Some(hash(pw).await?),

@@ -74,6 +74,20 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// Whether the name has literal text of its own (`ci:{sub}`), which keeps it apart from
+    /// store users and groups and from the names ACL rules were written for.
+    pub(super) fn has_literal(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Lit(_)))
+    }
+
+    /// The claims the template reads.
+    pub(super) fn claims(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Claim(c) => Some(c.as_str()),
+            Part::Lit(_) => None,
+        })
+    }
+
     /// The name, or which claim is missing or not a string (never a name with a hole in it).
     pub(super) fn render(&self, claims: &Map<String, Value>) -> Result<String, String> {
         let mut out = String::new();

@@ -34,10 +34,41 @@ pub(super) struct KeySet {
     jwks_url: Option<String>,
     http: reqwest::Client,
     keys: ArcSwapOption<Vec<(String, PublicKey)>>,
-    /// When the last fetch was attempted; held while one runs, so concurrent requests for an
-    /// unknown kid share it.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last fetch ended, and why it failed if it did; held while one runs, so
+    /// concurrent requests for an unknown kid share it.
+    fetched: tokio::sync::Mutex<Option<Fetched>>,
     refetch: Duration,
+}
+
+struct Fetched {
+    ended: Instant,
+    failed: Option<String>,
+}
+
+/// Redirects are followed (providers move their key sets behind CDNs) only where the
+/// configured URL could have pointed: https, or plain http on this machine, and never from
+/// https down to http. Keys fetched over a hop an attacker can see could be theirs.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > 3 {
+            return attempt.error("more than 3 redirects");
+        }
+        let downgrade = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.scheme() == "https" && attempt.url().scheme() != "https");
+        if downgrade {
+            let to = attempt.url().to_string();
+            return attempt.error(format!("redirected from https to {to}"));
+        }
+        if check_provider_url(attempt.url().as_str(), "").is_err() {
+            let to = attempt.url().to_string();
+            return attempt.error(format!(
+                "redirected to {to}, which is not https (plain http only on this machine)"
+            ));
+        }
+        attempt.follow()
+    })
 }
 
 #[derive(Deserialize)]
@@ -75,7 +106,7 @@ impl KeySet {
         let mut http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3));
+            .redirect(redirect_policy());
         if let Some(pem) = ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)? {
                 http = http.add_root_certificate(cert);
@@ -97,36 +128,56 @@ impl KeySet {
         if let Some(k) = self.find(kid) {
             return Ok(k);
         }
+        let arrived = Instant::now();
         let mut fetched = self.fetched.lock().await;
         // Another request may have fetched it while this one waited.
         if let Some(k) = self.find(kid) {
             return Ok(k);
         }
         let have_keys = self.keys.load().is_some();
-        let wait = if have_keys {
-            self.refetch
-        } else {
-            RETRY_UNREACHED
+        let unavailable = |why: Option<&str>| {
+            KeyError::Unavailable(
+                why.unwrap_or("the provider's keys could not be fetched yet")
+                    .to_string(),
+            )
         };
-        if fetched.is_some_and(|at| at.elapsed() < wait) {
-            return Err(if have_keys {
-                KeyError::Unknown
+        if let Some(last) = fetched.as_ref() {
+            // A fetch that ended after this request arrived is as fresh as one it would make:
+            // take its answer instead of queueing a fetch each (a slow provider would
+            // otherwise make the n-th waiter wait n fetches).
+            let wait = if have_keys {
+                self.refetch
             } else {
-                KeyError::Unavailable("the provider's keys could not be fetched yet".into())
-            });
+                RETRY_UNREACHED
+            };
+            if last.ended >= arrived || last.ended.elapsed() < wait {
+                return Err(if have_keys {
+                    KeyError::Unknown
+                } else {
+                    unavailable(last.failed.as_deref())
+                });
+            }
         }
-        *fetched = Some(Instant::now());
-        match self.fetch().await {
+        let result = self.fetch().await;
+        let failed = match result {
             Ok(keys) => {
                 tracing::info!(issuer = %self.issuer, keys = keys.len(), "OIDC keys fetched");
                 self.keys.store(Some(Arc::new(keys)));
+                None
             }
+            // The keys already held stay: a failed or redirected fetch never replaces them.
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer, "fetching the OIDC keys failed: {e}");
-                if !have_keys {
-                    return Err(KeyError::Unavailable(e));
-                }
+                Some(e)
             }
+        };
+        // Stamped when the fetch ends, so the pause between fetches is counted from its end.
+        *fetched = Some(Fetched {
+            ended: Instant::now(),
+            failed: failed.clone(),
+        });
+        if let (Some(e), false) = (failed, have_keys) {
+            return Err(KeyError::Unavailable(e));
         }
         self.find(kid).ok_or(KeyError::Unknown)
     }

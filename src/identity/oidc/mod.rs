@@ -62,18 +62,34 @@ impl Oidc {
             let key = |k: &str| crate::config::setting(&format!("oidc[{i}].{k}"));
             let username = Template::compile(&c.username)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", key("username")))?;
-            let groups = c
+            let groups: Vec<Template> = c
                 .groups
                 .iter()
                 .map(|g| Template::compile(g))
                 .collect::<Result<_, _>>()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", key("groups")))?;
-            let require = c
+            let require: Vec<(String, Rule)> = c
                 .require
                 .iter()
                 .map(|(claim, r)| Ok((claim.clone(), Rule::compile(r)?)))
                 .collect::<Result<_, String>>()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", key("require")))?;
+            // A bare `{sub}` makes whatever the provider signs a name in the same namespace as
+            // store users, store groups and ACL rules: a CI job could be handed a store
+            // group's grants. Unless `require` pins the claim it is built from, say so.
+            for (what, t) in
+                std::iter::once(("username", &username)).chain(groups.iter().map(|g| ("groups", g)))
+            {
+                let pinned = t.claims().all(|c| require.iter().any(|(r, _)| r == c));
+                if !t.has_literal() && !pinned {
+                    tracing::warn!(
+                        "{}: a template of claims alone shares its names with store users and \
+                         groups and with [[acl]] accounts; give it a prefix (\"ci:{{sub}}\") \
+                         or pin its claims in oidc[{i}].require",
+                        key(what)
+                    );
+                }
+            }
             let ca = c
                 .ca_file
                 .as_ref()
@@ -167,6 +183,24 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A NumericDate claim: JSON numbers, fractions included, are seconds since the epoch. A claim
+/// that is present but not a number (a string, say) refuses the token: reading it as absent
+/// would skip an `nbf` the provider meant.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(Some)
+            .ok_or_else(|| {
+                refused(format_args!(
+                    "its {name} is not a NumericDate (a number of seconds)"
+                ))
+            }),
+    }
+}
+
 fn refused(why: impl std::fmt::Display) -> AuthError {
     AuthError::Refused(format!("the OIDC token was refused: {why}"))
 }
@@ -227,20 +261,20 @@ impl Provider {
                 "its audience (aud) is not one this registry accepts",
             ));
         }
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| refused("it has no exp"))?;
+        // A fraction of a second is dropped from exp: the token ends at the whole second
+        // before, never after, what it says.
+        let exp = numeric_date(&claims, "exp")?
+            .ok_or_else(|| refused("it has no exp"))?
+            .floor() as u64;
         if exp <= now {
             return Err(refused("it has expired"));
         }
-        if claims
-            .get("nbf")
-            .and_then(Value::as_u64)
-            .is_some_and(|nbf| nbf > now + LEEWAY)
-        {
+        if numeric_date(&claims, "nbf")?.is_some_and(|nbf| nbf > (now + LEEWAY) as f64) {
             return Err(refused("it is not valid yet (nbf)"));
         }
+        // iat is not checked against the clock (providers' clocks differ); but a token that
+        // writes it as something other than a number is not well-formed.
+        numeric_date(&claims, "iat")?;
         claims::check(&self.require, &claims)
             .map_err(|claim| refused(format_args!("claim {claim:?} does not meet its rule")))?;
         let name = self.username.render(&claims).map_err(refused)?;
