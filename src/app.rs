@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::config::{setting, AclRule, Config, X5cMode};
+use crate::config::{setting, AclRule, Config, KeySources, X5cMode};
 use crate::identity::store::StoreUsers;
 use crate::identity::upstream::Upstream;
 use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
-use crate::keys::{jwk::Jwks, KeyMaterial, PublishedKey};
+use crate::keys::{jwk::Jwks, KeyError, KeyMaterial, PublishedKey};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
 use crate::store::Store;
 use crate::token::Signer;
@@ -64,15 +64,8 @@ impl App {
     ) -> anyhow::Result<Self> {
         let issuer = cfg.issuer()?;
         let service = cfg.service()?;
-        let (cert, key, kid) = cfg.key_sources()?;
-        let keys = KeyMaterial::load(&cert, &key, kid.as_deref()).with_context(|| {
-            // Name what the user gave: the kid only when one was set.
-            let mut from = format!("{} and {}", setting("keys.cert"), setting("keys.key"));
-            if kid.is_some() {
-                from = format!("{}, {from}", setting("keys.kid"));
-            }
-            format!("signing key from {from}")
-        })?;
+        let src = cfg.key_sources()?;
+        let keys = load_signing_key(&src)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -167,6 +160,31 @@ impl App {
             client,
         })
     }
+}
+
+/// The signing key from its sources; errors name the settings that were used, and a kid that
+/// disagrees with the certificate (a key rotated without its `kid_file`) says what to change.
+fn load_signing_key(src: &KeySources) -> anyhow::Result<KeyMaterial> {
+    KeyMaterial::load(&src.cert, &src.key, src.kid.as_deref()).map_err(|e| match e {
+        KeyError::Kid { given, computed } => {
+            let kid_from = src.kid_from.as_deref().unwrap_or("the kid");
+            let fix = if kid_from.starts_with("keys.kid_file") {
+                "point keys.kid_file at the new key's .kid file, or remove it (the kid is computed \
+                 from the certificate)"
+            } else {
+                "set it to the new key's kid, or unset it (the kid is computed from the certificate)"
+            };
+            anyhow::anyhow!(
+                "{kid_from} names kid {given}, but {} has kid {computed}; {fix}",
+                src.cert_from
+            )
+        }
+        other => anyhow::anyhow!(
+            "signing key from {} and {}: {other}",
+            src.cert_from,
+            src.key_from
+        ),
+    })
 }
 
 /// Whether `[upstream]` is what `old` was built with.

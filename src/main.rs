@@ -36,7 +36,8 @@ enum KeysCommand {
         /// The issuer's config (its token.issuer names the certificate); the environment works too.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Where the files are written.
+        /// Where the files are written (relative to the current directory); the printed steps
+        /// give their paths relative to the config file's directory, as the config needs them.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
         /// Days the certificate is valid, 1–36500.
@@ -45,6 +46,9 @@ enum KeysCommand {
         /// The next key's type (it may differ from the current one's).
         #[arg(long = "type", value_enum, default_value_t)]
         key_type: keys::generate::KeyType,
+        /// Replace files of a rotation made earlier today (only while nothing signs with them).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -136,7 +140,7 @@ enum Command {
         #[command(subcommand)]
         command: manage::Grants,
     },
-    /// Key rotation: `keys rotate` writes the next signing key (see README, "Rotating the key").
+    /// Key rotation: `keys rotate` writes the next signing key (README, "Rotating the signing key").
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -245,8 +249,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     out_dir,
                     days,
                     key_type,
+                    force,
                 },
-        } => rotate::rotate(config.as_deref(), &out_dir, days, key_type),
+        } => rotate::rotate(rotate::Args {
+            config: config.as_deref(),
+            out_dir: &out_dir,
+            days,
+            key_type,
+            force,
+        }),
         Command::Htpasswd { user, cost } => commands::tools::htpasswd(&user, cost),
     }
 }

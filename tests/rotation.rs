@@ -157,10 +157,19 @@ async fn rotation_with_every_registry() {
         said.contains(&new_kid) && said.contains("published_files"),
         "{said}"
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("TOKEN_ISSUER_KEYS__PUBLISHED=[\""),
-        "env lines for the new key"
+    // The environment's lines, labelled by step; step 4 publishes the old certificate.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("# step 2 only"), "{stdout}");
+    assert!(lines[1].starts_with("TOKEN_ISSUER_KEYS__PUBLISHED=[\""), "{stdout}");
+    assert!(lines[2].starts_with("# step 4 only"), "{stdout}");
+    let old_b64 = data_encoding::BASE64.encode(
+        std::fs::read_to_string(&old_cert)
+            .expect("cert")
+            .trim_end()
+            .as_bytes(),
     );
+    assert_eq!(lines.last(), Some(&format!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{old_b64}\"]").as_str()));
     // Not twice on one day without noticing.
     let again = std::process::Command::new(BIN)
         .args(["keys", "rotate", "--config"])
@@ -170,6 +179,16 @@ async fn rotation_with_every_registry() {
         .output()
         .expect("keys rotate");
     assert!(!again.status.success());
+    let said_again = String::from_utf8_lossy(&again.stderr);
+    assert!(said_again.contains("--force"), "{said_again}");
+    let forced = std::process::Command::new(BIN)
+        .args(["keys", "rotate", "--force", "--config"])
+        .arg(dir.join("issuer.toml"))
+        .arg("--out-dir")
+        .arg(dir.join("forced"))
+        .output()
+        .expect("keys rotate --force");
+    assert!(forced.status.success());
 
     // 2. Old key signs, new key published: both in the bundle and the JWKS.
     let (old_auto, a) = token_from(
@@ -300,6 +319,44 @@ async fn rotation_with_every_registry() {
         Err(why) if !Distribution::v3_required() => eprintln!("{why}"),
         Err(why) => panic!("{why}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_errors_name_the_settings_used_and_what_to_change() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_users(dir, &[("alice", "alice-pw")]);
+    let (old_cert, _) = gen_cert(dir, ISSUER);
+    std::fs::create_dir_all(dir.join("next")).expect("next");
+    let (new_cert, _) = gen_cert(&dir.join("next"), ISSUER);
+    let new_key = dir.join(format!("next/{ISSUER}.pem"));
+    // The rotation's step 4 with kid_file left at the old key.
+    let stale_kid = config(&new_cert, &new_key, &[&old_cert], "auto", None).replace(
+        "[keys]\n",
+        &format!("[keys]\nkid_file = \"{ISSUER}.kid\"\n"),
+    );
+    let mut issuer = Issuer::spawn(dir, &stale_kid, &[]);
+    let (status, log) = issuer.proc.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!("keys.kid_file ({}", dir.join(format!("{ISSUER}.kid")).display()))
+            && log.contains(&format!("keys.cert_file ({})", new_cert.display()))
+            && log.contains("point keys.kid_file at the new key's .kid file"),
+        "{log}"
+    );
+    assert!(!log.contains("REGISTRY_TOKEN_AUTH"), "names only what was set: {log}");
+    // The registries' bundle (two unrelated certificates) written over the certificate file.
+    let bundle = dir.join("bundle.pem");
+    let both = std::fs::read_to_string(&new_cert).expect("new")
+        + &std::fs::read_to_string(&old_cert).expect("old");
+    std::fs::write(&bundle, both).expect("bundle");
+    let mut issuer = Issuer::spawn(dir, &config(&bundle, &new_key, &[], "auto", None), &[]);
+    let (status, log) = issuer.proc.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains("did not issue certificate 1") && log.contains("keys.cert_file"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

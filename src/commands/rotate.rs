@@ -1,18 +1,23 @@
 //! `keys rotate`: writes the next signing key for the configured issuer and prints the steps
-//! of the rotation (README, "Rotating the signing key").
+//! of the rotation, numbered as the README's "Rotating the signing key" numbers them, with the
+//! exact lines to change for this config.
 
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use token_issuer::{config::Config, keys};
 
+pub struct Args<'a> {
+    pub config: Option<&'a Path>,
+    pub out_dir: &'a Path,
+    pub days: u32,
+    pub key_type: keys::generate::KeyType,
+    pub force: bool,
+}
+
 /// `keys rotate`: the next key, named by date so that its name stays true after it signs.
-pub fn rotate(
-    config: Option<&Path>,
-    out_dir: &Path,
-    days: u32,
-    key_type: keys::generate::KeyType,
-) -> anyhow::Result<()> {
-    let cfg = Config::load(config, &[])?;
+pub fn rotate(a: Args) -> anyhow::Result<()> {
+    let cfg = Config::load(a.config, &[])?;
     let issuer = cfg.issuer()?;
     let date: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
@@ -21,32 +26,121 @@ pub fn rotate(
         .filter(char::is_ascii_digit)
         .collect();
     let base = format!("{issuer}-{date}");
-    let g = keys::generate::generate_typed(issuer, days, key_type)?;
-    let w = keys::generate::write_files(out_dir, &base, &g, false)?;
-    let b64 = |s: &str| data_encoding::BASE64.encode(s.as_bytes());
-    eprintln!(
-        "wrote the next key for {issuer} (kid {}): {}, {}, {}, {}
+    let g = keys::generate::generate_typed(issuer, a.days, a.key_type)?;
+    let w = keys::generate::write_files(a.out_dir, &base, &g, a.force).map_err(|e| {
+        anyhow::anyhow!("{e} (a key rotated earlier today has this name: replace it only while nothing signs with it)")
+    })?;
+    let k = &cfg.keys;
+    // Under systemd the issuer runs as its own user and `keys rotate` is often run as root:
+    // the new files take the owner, group and mode of the files they replace, so the issuer
+    // can read them at step 4.
+    let owners = [
+        (&w.key, k.key_file.as_ref()),
+        (&w.cert, k.cert_file.as_ref()),
+        (&w.kid, k.kid_file.as_ref().or(k.cert_file.as_ref())),
+        (&w.jwks, k.cert_file.as_ref()),
+    ];
+    for (new, old) in owners {
+        if let Some(old) = old {
+            follow_owner(new, &old.relative())?;
+        }
+    }
 
-1. Publish it: add \"{cert}\" to [keys] published_files (or its base64 to
-   TOKEN_ISSUER_KEYS__PUBLISHED, below) and restart the issuer. Nothing signs with it yet;
-   /v1/registry/certs and /.well-known/jwks.json now list both keys.
-2. Give every registry the new bundle (/v1/registry/certs) or JWKS and restart it: registries
-   read them only at start. Do not go on until every registry has restarted.
-3. Sign with it: set keys.cert_file and keys.key_file to the new files (or the env lines below),
-   move the old certificate into published_files, restart the issuer.
-4. After token.ttl_seconds ({ttl} s) + 60 s every token of the old key has expired: drop the old
-   certificate from published_files and from the registries' bundle or JWKS.",
-        g.kid,
+    // Paths as the config file gives them: relative to its directory.
+    let config_dir = a
+        .config
+        .and_then(Path::parent)
+        .map(absolute)
+        .unwrap_or_else(|| absolute(Path::new(".")));
+    let shown = |p: &Path| {
+        let p = absolute(p);
+        p.strip_prefix(&config_dir)
+            .map(Path::to_path_buf)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    let (cert, key, kid) = (shown(&w.cert), shown(&w.key), shown(&w.kid));
+    let old_cert = k.cert_file.as_ref().map(|f| shown(&f.relative()));
+    let mut sign = format!("   keys.cert_file = \"{cert}\"\n   keys.key_file = \"{key}\"\n");
+    if k.kid_file.is_some() {
+        sign.push_str(&format!("   keys.kid_file = \"{kid}\"\n"));
+    } else if k.kid.is_some() {
+        sign.push_str("   keys.kid (REGISTRY_TOKEN_AUTH_CERT_KID): the new kid, below, or unset\n");
+    }
+    let published_old = match &old_cert {
+        Some(c) => format!("   keys.published_files = [\"{c}\"]\n"),
+        None => "   TOKEN_ISSUER_KEYS__PUBLISHED: the old certificate (below)\n".into(),
+    };
+    eprintln!(
+        "wrote the next key for {issuer} (kid {kid_value}): {}, {}, {}, {}
+(paths below are relative to the config file's directory, as the config gives them)
+
+1. Done: the next key.
+2. Publish it: in [keys], published_files = [\"{cert}\"] (or the step-2 line below); the
+   issuer reloads (or send SIGHUP). Nothing signs with it yet; /v1/registry/certs and
+   /.well-known/jwks.json now list both keys.
+3. Give every registry both keys: fetch /v1/registry/certs into the file its
+   auth.token.rootcertbundle names and /.well-known/jwks.json into its auth.token.jwks, and
+   restart it: registries read them only at start. Do not go on until every registry has
+   restarted.
+4. Sign with it, in one write of the config (or the step-4 lines below):
+{sign}{published_old}   the issuer reloads. Tokens of the old key stay valid: it is still published.
+5. After token.ttl_seconds + 60 s ({wait} s) every token of the old key has expired: drop the
+   old certificate from published_files, fetch the bundle and JWKS for the registries again,
+   and restart them at leisure.",
         w.cert.display(),
         w.key.display(),
         w.kid.display(),
         w.jwks.display(),
-        cert = w.cert.display(),
-        ttl = cfg.token.ttl_seconds,
+        kid_value = g.kid,
+        wait = cfg.token.ttl_seconds + 60,
     );
-    println!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{}\"]", b64(&g.cert_pem));
-    println!("REGISTRY_TOKEN_AUTH_CERT={}", b64(&g.cert_pem));
-    println!("REGISTRY_TOKEN_AUTH_CERT_KEY={}", b64(&g.key_pem));
-    println!("REGISTRY_TOKEN_AUTH_CERT_KID={}", b64(&g.kid));
+    // For an issuer configured by environment: each step's lines apart, never to be pasted
+    // together (step 4's sign with a key no registry trusts before step 3).
+    let b64 = |s: &[u8]| data_encoding::BASE64.encode(s);
+    println!("# step 2 only (publish the next key):");
+    println!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{}\"]", b64(g.cert_pem.as_bytes()));
+    println!("# step 4 only (after every registry trusts it): sign with it, keep the old one published");
+    println!("REGISTRY_TOKEN_AUTH_CERT={}", b64(g.cert_pem.as_bytes()));
+    println!("REGISTRY_TOKEN_AUTH_CERT_KEY={}", b64(g.key_pem.as_bytes()));
+    println!("REGISTRY_TOKEN_AUTH_CERT_KID={}", b64(g.kid.as_bytes()));
+    match cfg.key_sources() {
+        Ok(current) => println!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{}\"]", b64(&current.cert)),
+        Err(e) => println!("# TOKEN_ISSUER_KEYS__PUBLISHED: the old certificate's base64 (not read: {e})"),
+    }
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Gives `new` the owner and group of `old` (when they differ and this user may), and the
+/// group read bit `old` has; a private key stays without any bit for others.
+fn follow_owner(new: &Path, old: &Path) -> anyhow::Result<()> {
+    let (Ok(o), Ok(n)) = (std::fs::metadata(old), std::fs::metadata(new)) else {
+        return Ok(());
+    };
+    if (o.uid(), o.gid()) != (n.uid(), n.gid()) {
+        std::os::unix::fs::chown(new, Some(o.uid()), Some(o.gid())).map_err(|e| {
+            anyhow::anyhow!(
+                "{} could not be given the owner of {} (uid {}, gid {}): {e}; run keys rotate as \
+                 that user or as root, or chown the new files before step 4",
+                new.display(),
+                old.display(),
+                o.uid(),
+                o.gid()
+            )
+        })?;
+    }
+    let mode = (n.permissions().mode() & 0o600) | (o.permissions().mode() & 0o040);
+    let mode = if n.permissions().mode() & 0o004 != 0 {
+        // Public files (certificate, kid, JWKS) keep being readable by all.
+        n.permissions().mode() & 0o777
+    } else {
+        mode
+    };
+    std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }

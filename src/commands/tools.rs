@@ -26,7 +26,22 @@ pub(crate) async fn healthcheck(
         .get(&url)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        .map_err(|e| {
+            // reqwest's own words ("error sending request for url") say nothing a person can
+            // act on: say what happened, at which address.
+            let how = if e.is_timeout() {
+                "no answer within 3 s".to_string()
+            } else if e.is_connect() {
+                let cause = std::iter::successors(std::error::Error::source(&e), |c| c.source())
+                    .last()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                format!("cannot connect ({cause}); is the issuer running and listening there?")
+            } else {
+                e.to_string()
+            };
+            anyhow::anyhow!("{url}: {how}")
+        })?;
     if !resp.status().is_success() {
         anyhow::bail!("{url} answered {}", resp.status());
     }

@@ -8,26 +8,50 @@ use figment::value::magic::RelativePathBuf;
 
 use super::{setting, Config};
 
+/// The signing key's parts, each with the setting it came from as a person would look for it
+/// (`keys.cert_file (keys/api.crt)`, `REGISTRY_TOKEN_AUTH_CERT (keys.cert)`): an error about a
+/// key names what was actually set, never a setting that was not.
+pub struct KeySources {
+    pub cert: Vec<u8>,
+    pub cert_from: String,
+    pub key: Vec<u8>,
+    pub key_from: String,
+    pub kid: Option<String>,
+    pub kid_from: Option<String>,
+}
+
 impl Config {
-    /// The PEM certificate, the PEM key and the kid, if given.
-    pub fn key_sources(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>, Option<String>)> {
+    /// The PEM certificate, the PEM key and the kid, if given, with where each came from.
+    pub fn key_sources(&self) -> anyhow::Result<KeySources> {
         let k = &self.keys;
-        let cert = required_source(
+        let (cert, cert_from) = required_source(
             k.cert.as_deref(),
             k.cert_file.as_ref(),
             "keys.cert",
             "certificate",
         )?;
-        let key = required_source(k.key.as_deref(), k.key_file.as_ref(), "keys.key", "key")?;
-        let kid = inline_or_file(
+        let (key, key_from) =
+            required_source(k.key.as_deref(), k.key_file.as_ref(), "keys.key", "key")?;
+        let (kid, kid_from) = match inline_or_file(
             k.kid.as_deref(),
             k.kid_file.as_ref(),
             "keys.kid",
             "keys.kid_file",
-        )?
-        .map(|b| String::from_utf8(b).context("the kid is not text"))
-        .transpose()?;
-        Ok((cert, key, kid))
+        )? {
+            Some((bytes, from)) => (
+                Some(String::from_utf8(bytes).with_context(|| format!("{from}: the kid is not text"))?),
+                Some(from),
+            ),
+            None => (None, None),
+        };
+        Ok(KeySources {
+            cert,
+            cert_from,
+            key,
+            key_from,
+            kid,
+            kid_from,
+        })
     }
 
     /// The certificates of `keys.published` and `keys.published_files`, each with the setting
@@ -56,30 +80,34 @@ fn required_source(
     file: Option<&RelativePathBuf>,
     key: &str,
     what: &str,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<(Vec<u8>, String)> {
     inline_or_file(inline, file, key, &format!("{key}_file"))?
         .with_context(|| format!("no signing {what}: set {} or {key}_file", setting(key)))
 }
 
+/// The bytes, and the setting they came from.
 fn inline_or_file(
     inline: Option<&str>,
     file: Option<&RelativePathBuf>,
     inline_key: &str,
     file_key: &str,
-) -> anyhow::Result<Option<Vec<u8>>> {
+) -> anyhow::Result<Option<(Vec<u8>, String)>> {
     match (inline, file) {
         (Some(_), Some(_)) => bail!(
             "{} and {file_key} are both set; keep one",
             setting(inline_key)
         ),
-        (Some(b64), None) => decode_base64(b64)
-            .map(Some)
-            .with_context(|| setting(inline_key)),
+        (Some(b64), None) => {
+            let from = setting(inline_key);
+            let bytes = decode_base64(b64).with_context(|| from.clone())?;
+            Ok(Some((bytes, from)))
+        }
         (None, Some(path)) => {
             let path: PathBuf = path.relative();
+            let from = format!("{file_key} ({})", path.display());
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("{file_key}: reading {}", path.display()))?;
-            Ok(Some(trim_end(bytes)))
+            Ok(Some((trim_end(bytes), from)))
         }
         (None, None) => Ok(None),
     }

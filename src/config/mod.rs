@@ -25,6 +25,7 @@ pub mod registry;
 pub mod store;
 pub mod upstream;
 mod validate;
+pub use key_sources::KeySources;
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
 pub use oidc::{ClaimRule, OidcConfig};
@@ -393,7 +394,7 @@ mod tests {
             let cfg = Config::load(None, &[]).expect("defaults");
             let err = cfg.service().expect_err("no service").to_string();
             assert!(err.contains("REGISTRY_HOST"), "{err}");
-            let err = cfg.key_sources().expect_err("no cert").to_string();
+            let err = cfg.key_sources().err().expect("no cert").to_string();
             assert!(err.contains("REGISTRY_TOKEN_AUTH_CERT"), "{err}");
             Ok(())
         });

@@ -180,10 +180,35 @@ fn chain_pem(der: &[Vec<u8>]) -> String {
     der.iter().map(|d| pem_encode("CERTIFICATE", d)).collect()
 }
 
+/// What the next certificate of a chain must match: it must be the one that issued this one.
+struct Issuer {
+    issuer: Vec<u8>,
+    /// A self-signed certificate issued itself: nothing follows it in a chain.
+    self_signed: bool,
+    authority_key_id: Option<Vec<u8>>,
+}
+
+fn subject_key_id(cert: &x509_parser::certificate::X509Certificate) -> Option<Vec<u8>> {
+    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+        _ => None,
+    })
+}
+
+fn authority_key_id(cert: &x509_parser::certificate::X509Certificate) -> Option<Vec<u8>> {
+    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+            a.key_identifier.as_ref().map(|k| k.0.to_vec())
+        }
+        _ => None,
+    })
+}
+
 fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
     let mut der = Vec::new();
     let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
     let mut leaf_public = None;
+    let mut previous_issuer: Option<Issuer> = None;
     for (i, block) in x509_parser::pem::Pem::iter_from_buffer(pem).enumerate() {
         let block = block
             .map_err(|e| KeyError::Cert(format!("PEM block {} is not readable ({e})", i + 1)))?;
@@ -202,6 +227,39 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
         let cert = block
             .parse_x509()
             .map_err(|e| KeyError::Cert(format!("certificate {} is not X.509 ({e})", i + 1)))?;
+        // Each certificate after the first must have issued the one before it: a bundle of
+        // unrelated certificates (the registries' bundle from /v1/registry/certs, written over
+        // the certificate file during a rotation) would otherwise ride along in every token's
+        // x5c.
+        if let Some(below) = &previous_issuer {
+            let issued = cert.subject().as_raw() == below.issuer.as_slice()
+                && !below.self_signed
+                && match (&below.authority_key_id, subject_key_id(&cert)) {
+                    (Some(aki), Some(ski)) => *aki == ski,
+                    _ => true,
+                };
+            if !issued {
+                return Err(KeyError::Cert(format!(
+                    "certificate {} ({}) did not issue certificate {i}: the file holds more than \
+                     this issuer's certificate and the chain above it (a bundle fetched from \
+                     /v1/registry/certs is for the registries' rootcertbundle, not for \
+                     keys.cert_file)",
+                    i + 1,
+                    cert.subject()
+                )));
+            }
+        }
+        previous_issuer = Some(Issuer {
+            issuer: cert.issuer().as_raw().to_vec(),
+            // Named as its own issuer, and (when it says) signed by its own key: a leaf that
+            // shares its CA's name names the CA's key as its authority.
+            self_signed: cert.issuer().as_raw() == cert.subject().as_raw()
+                && match (authority_key_id(&cert), subject_key_id(&cert)) {
+                    (Some(aki), Some(ski)) => aki == ski,
+                    _ => true,
+                },
+            authority_key_id: authority_key_id(&cert),
+        });
         not_before = not_before.max(cert.validity().not_before.timestamp());
         not_after = not_after.min(cert.validity().not_after.timestamp());
         if i == 0 {
