@@ -218,6 +218,17 @@ fn dockerfile_and_healthcheck() {
             .expect("healthcheck")
     };
     assert!(!check().success(), "healthy with nothing listening");
+    let said = Command::new(BIN)
+        .arg("healthcheck")
+        .env_clear()
+        .env("TOKEN_ISSUER_LISTEN", format!("0.0.0.0:{port}"))
+        .output()
+        .expect("healthcheck");
+    let said = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        said.contains(&format!("127.0.0.1:{port}")) && said.contains("Connection refused"),
+        "names the address and the refusal: {said}"
+    );
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let tmp = tempfile::tempdir().expect("tmp");
     gen_cert(tmp.path(), "hc.test");

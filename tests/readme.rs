@@ -233,9 +233,14 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
             .expect("chmod");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
     }
-    cmd.arg("-c").arg(&server).current_dir(dir).env("PATH", &path);
+    cmd.arg("-c")
+        .arg(&server)
+        .current_dir(dir)
+        .env("PATH", &path);
     let mut issuer = Proc::spawn("issuer", cmd, dir.join("issuer.log"));
-    issuer.wait_http(&format!("{issuer_url}/healthz"), 200).await;
+    issuer
+        .wait_http(&format!("{issuer_url}/healthz"), 200)
+        .await;
 
     // The Quick start's registry, 3.1.1 in place of Debian's 2.8.
     let registry_block = block(&readme, "registry");
@@ -258,15 +263,40 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
         let sample = format!("oci:{}:latest", dir.join("sample").display());
         let out = skopeo(
             dir,
-            &["copy", "--dest-tls-verify=false", "--dest-creds", "admin:s3cret", &sample, &tag],
+            &[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "admin:s3cret",
+                &sample,
+                &tag,
+            ],
         );
-        assert!(out.status.success(), "push {step}: {}", String::from_utf8_lossy(&out.stderr));
-        let into = format!("oci:{}:latest", dir.join(format!("pulled-{step}")).display());
+        assert!(
+            out.status.success(),
+            "push {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let into = format!(
+            "oci:{}:latest",
+            dir.join(format!("pulled-{step}")).display()
+        );
         let out = skopeo(
             dir,
-            &["copy", "--src-tls-verify=false", "--src-creds", "reader:r3ader", &tag, &into],
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                "--src-creds",
+                "reader:r3ader",
+                &tag,
+                &into,
+            ],
         );
-        assert!(out.status.success(), "pull {step}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pull {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let http = reqwest::Client::new();
     let token_kid = || async {
@@ -305,13 +335,20 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     // 1. The next key: the files take the owner of the key files they will replace.
     bash(dir, &path, &block(&readme, "rotate-1"));
     let date = String::from_utf8(
-        Command::new("date").args(["-u", "+%Y%m%d"]).output().expect("date").stdout,
+        Command::new("date")
+            .args(["-u", "+%Y%m%d"])
+            .output()
+            .expect("date")
+            .stdout,
     )
     .expect("utf8");
     let next = |ext: &str| dir.join(format!("keys/api.example.test-{}.{ext}", date.trim()));
     let old_key = std::fs::metadata(dir.join("keys/api.example.test.pem")).expect("old key");
     let new_key = std::fs::metadata(next("pem")).expect("new key");
-    assert_eq!((new_key.uid(), new_key.gid()), (old_key.uid(), old_key.gid()));
+    assert_eq!(
+        (new_key.uid(), new_key.gid()),
+        (old_key.uid(), old_key.gid())
+    );
     assert_eq!(new_key.mode() & 0o077, 0, "the new key is private");
     let new_kid = std::fs::read_to_string(next("kid")).expect("kid");
     push_and_pull("step1");
@@ -331,9 +368,11 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
 
     // 4. Signing with the new key: the kid of the tokens changes once the issuer reloaded.
     bash(dir, &path, &block(&readme, "rotate-4"));
-    store_api::within(Duration::from_secs(10), "signing with the new key", || async {
-        token_kid().await.0 == new_kid
-    })
+    store_api::within(
+        Duration::from_secs(10),
+        "signing with the new key",
+        || async { token_kid().await.0 == new_kid },
+    )
     .await;
     push_and_pull("step4");
     let pull_with = |token: String| {
@@ -350,7 +389,11 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
                 .as_u16()
         }
     };
-    assert_eq!(pull_with(old_token.clone()).await, 200, "old tokens still valid");
+    assert_eq!(
+        pull_with(old_token.clone()).await,
+        200,
+        "old tokens still valid"
+    );
 
     // 5. The old key dropped (the block waits for the reload): after the registry's restart
     // its tokens are refused.
@@ -360,7 +403,11 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     registry = start_registry();
     registry.wait_http(&v2, 401).await;
     push_and_pull("step5");
-    assert_eq!(pull_with(old_token).await, 401, "old-key tokens are refused");
+    assert_eq!(
+        pull_with(old_token).await,
+        401,
+        "old-key tokens are refused"
+    );
     let log = issuer.log_text();
     assert!(!log.contains("reload (file changed) failed"), "{log}");
     drop(registry);

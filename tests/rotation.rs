@@ -161,7 +161,10 @@ async fn rotation_with_every_registry() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("# step 2 only"), "{stdout}");
-    assert!(lines[1].starts_with("TOKEN_ISSUER_KEYS__PUBLISHED=[\""), "{stdout}");
+    assert!(
+        lines[1].starts_with("TOKEN_ISSUER_KEYS__PUBLISHED=[\""),
+        "{stdout}"
+    );
     assert!(lines[2].starts_with("# step 4 only"), "{stdout}");
     let old_b64 = data_encoding::BASE64.encode(
         std::fs::read_to_string(&old_cert)
@@ -169,7 +172,10 @@ async fn rotation_with_every_registry() {
             .trim_end()
             .as_bytes(),
     );
-    assert_eq!(lines.last(), Some(&format!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{old_b64}\"]").as_str()));
+    assert_eq!(
+        lines.last(),
+        Some(&format!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{old_b64}\"]").as_str())
+    );
     // Not twice on one day without noticing.
     let again = std::process::Command::new(BIN)
         .args(["keys", "rotate", "--config"])
@@ -339,12 +345,17 @@ async fn key_errors_name_the_settings_used_and_what_to_change() {
     let (status, log) = issuer.proc.wait_exit();
     assert!(!status.success());
     assert!(
-        log.contains(&format!("keys.kid_file ({}", dir.join(format!("{ISSUER}.kid")).display()))
-            && log.contains(&format!("keys.cert_file ({})", new_cert.display()))
+        log.contains(&format!(
+            "keys.kid_file ({}",
+            dir.join(format!("{ISSUER}.kid")).display()
+        )) && log.contains(&format!("keys.cert_file ({})", new_cert.display()))
             && log.contains("point keys.kid_file at the new key's .kid file"),
         "{log}"
     );
-    assert!(!log.contains("REGISTRY_TOKEN_AUTH"), "names only what was set: {log}");
+    assert!(
+        !log.contains("REGISTRY_TOKEN_AUTH"),
+        "names only what was set: {log}"
+    );
     // The registries' bundle (two unrelated certificates) written over the certificate file.
     let bundle = dir.join("bundle.pem");
     let both = std::fs::read_to_string(&new_cert).expect("new")

@@ -100,14 +100,21 @@ pub fn rotate(a: Args) -> anyhow::Result<()> {
     // together (step 4's sign with a key no registry trusts before step 3).
     let b64 = |s: &[u8]| data_encoding::BASE64.encode(s);
     println!("# step 2 only (publish the next key):");
-    println!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{}\"]", b64(g.cert_pem.as_bytes()));
-    println!("# step 4 only (after every registry trusts it): sign with it, keep the old one published");
+    println!(
+        "TOKEN_ISSUER_KEYS__PUBLISHED=[\"{}\"]",
+        b64(g.cert_pem.as_bytes())
+    );
+    println!(
+        "# step 4 only (after every registry trusts it): sign with it, keep the old one published"
+    );
     println!("REGISTRY_TOKEN_AUTH_CERT={}", b64(g.cert_pem.as_bytes()));
     println!("REGISTRY_TOKEN_AUTH_CERT_KEY={}", b64(g.key_pem.as_bytes()));
     println!("REGISTRY_TOKEN_AUTH_CERT_KID={}", b64(g.kid.as_bytes()));
     match cfg.key_sources() {
         Ok(current) => println!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{}\"]", b64(&current.cert)),
-        Err(e) => println!("# TOKEN_ISSUER_KEYS__PUBLISHED: the old certificate's base64 (not read: {e})"),
+        Err(e) => {
+            println!("# TOKEN_ISSUER_KEYS__PUBLISHED: the old certificate's base64 (not read: {e})")
+        }
     }
     Ok(())
 }

@@ -39,7 +39,10 @@ impl Config {
             "keys.kid_file",
         )? {
             Some((bytes, from)) => (
-                Some(String::from_utf8(bytes).with_context(|| format!("{from}: the kid is not text"))?),
+                Some(
+                    String::from_utf8(bytes)
+                        .with_context(|| format!("{from}: the kid is not text"))?,
+                ),
                 Some(from),
             ),
             None => (None, None),

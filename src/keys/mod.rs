@@ -189,19 +189,23 @@ struct Issuer {
 }
 
 fn subject_key_id(cert: &x509_parser::certificate::X509Certificate) -> Option<Vec<u8>> {
-    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
 }
 
 fn authority_key_id(cert: &x509_parser::certificate::X509Certificate) -> Option<Vec<u8>> {
-    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
-            a.key_identifier.as_ref().map(|k| k.0.to_vec())
-        }
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
 }
 
 fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
