@@ -80,6 +80,8 @@ fn match_toks(toks: &[Tok], s: &str, account: &str) -> bool {
     // The common patterns need no table: a literal, and a literal followed by `*` or `**`.
     match toks {
         [] => return s.is_empty(),
+        [Tok::DoubleStar] => return true,
+        [Tok::Star] => return !s.contains('/'),
         [Tok::Lit(l)] => return s == l,
         [Tok::Lit(l), Tok::DoubleStar] => return s.starts_with(l.as_str()),
         [Tok::Lit(l), Tok::Star] => {

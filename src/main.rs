@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Write the next key and certificate for the configured issuer to
-    /// OUT_DIR/<issuer>-<YYYYMMDD>.{crt,pem,kid,jwks.json}, and print the steps that follow.
+    /// OUT_DIR/<issuer>-<YYYYMMDD>.{crt,pem,kid,jwks.json,pub}, and print the steps that follow.
     Rotate {
         /// The issuer's config (its token.issuer names the certificate); the environment works too.
         #[arg(long)]
@@ -67,7 +67,7 @@ enum Command {
     GenTokenAuthCert {
         /// The issuer name: the certificate's CN and the tokens' `iss`.
         issuer: String,
-        /// Where ISSUER.{crt,pem,kid,jwks.json} are written.
+        /// Where ISSUER.{crt,pem,kid,jwks.json,pub} are written.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
         /// Days the certificate is valid, 1–36500.

@@ -22,17 +22,7 @@ async fn issuer(dir: &std::path::Path) -> Issuer {
     common::write_users(dir, &[("alice", "alice-pw")]);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let issuer = Issuer::start(dir, &config, &env).await;
-    ok(&cli(
-        &[
-            "users",
-            "add",
-            BOSS.0,
-            "--admin",
-            "--config",
-            dir.join("issuer.toml").to_str().expect("utf8"),
-        ],
-        "boss-pw\n",
-    ));
+    add_boss(&dir.join("issuer.toml"));
     issuer
 }
 

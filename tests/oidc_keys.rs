@@ -175,3 +175,42 @@ async fn numeric_dates_are_numbers_with_fractions_and_nothing_else() {
         assert!(message.contains(why), "{extra}: {message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_of_claims_alone_is_warned_about_at_start() {
+    let idp = Idp::start().await;
+    let start_with = |username: &str, require: &str| {
+        let tmp = tempfile::tempdir().expect("tmp");
+        gen_cert(tmp.path(), ISSUER);
+        write_users(tmp.path(), &[("alice", "alice-pw")]);
+        let config = ConfigBuilder::new(ISSUER, SERVICE)
+            .section(&format!(
+                "[[oidc]]\nissuer = \"{}\"\naudiences = [\"{SERVICE}\"]\nusername = \"{username}\"\n\
+                 groups = [\"{{repository_owner}}\"]\n{require}",
+                idp.issuer()
+            ))
+            .section("[[acl]]\naccount = \"alice\"\nname = \"**\"\nactions = [\"pull\"]")
+            .build();
+        async move {
+            let issuer = Issuer::start(tmp.path(), &config, &[]).await;
+            let log = issuer.proc.log_text();
+            drop(issuer);
+            drop(tmp);
+            log
+        }
+    };
+    // A bare {sub}, and a group from a claim no rule pins: both could be anyone's name.
+    let log = start_with("{sub}", "").await;
+    assert!(
+        log.contains("oidc[0].username") && log.contains("ci:{sub}"),
+        "{log}"
+    );
+    assert!(log.contains("oidc[0].groups"), "{log}");
+    // A prefix, and the group's claim pinned by require: nothing to warn about.
+    let log = start_with(
+        "ci:{sub}",
+        "[oidc.require]\nrepository_owner = \"my-org\"\n",
+    )
+    .await;
+    assert!(!log.contains("shares its names"), "{log}");
+}

@@ -19,17 +19,7 @@ async fn postgres_replicas_see_changes_within_the_bound_and_survive_an_outage() 
     let bound = Duration::from_secs(TTL) + Duration::from_millis(900);
     let a = start(&dir.join("a"), &pg.url(), TTL, &env).await;
     let b = start(&dir.join("b"), &pg.url(), TTL, &env).await;
-    ok(&cli(
-        &[
-            "users",
-            "add",
-            "boss",
-            "--admin",
-            "--config",
-            dir.join("a/issuer.toml").to_str().expect("utf8"),
-        ],
-        "boss-pw\n",
-    ));
+    add_boss(&dir.join("a/issuer.toml"));
     let boss = Some(BOSS);
     // The URL's password is never shown.
     assert!(
@@ -166,17 +156,7 @@ async fn concurrent_patches_of_different_fields_all_land_on_postgres() {
     let pg = Postgres::start(dir).await;
     let (env, _) = keys(dir);
     let issuer = start(&dir.join("a"), &pg.url(), 1, &env).await;
-    ok(&cli(
-        &[
-            "users",
-            "add",
-            "boss",
-            "--admin",
-            "--config",
-            dir.join("a/issuer.toml").to_str().expect("utf8"),
-        ],
-        "boss-pw\n",
-    ));
+    add_boss(&dir.join("a/issuer.toml"));
     concurrent_patches_lose_nothing(&issuer).await;
     // Two admins stepping down at once: the table lock lets one through, never both.
     let (s, _) = api(

@@ -16,11 +16,12 @@ pub(crate) fn generate(
     let g = keys::generate::generate_typed(issuer, days, key_type)?;
     let w = keys::generate::write_files(out_dir, issuer, &g, force)?;
     eprintln!(
-        "wrote {}, {}, {} and {}",
+        "wrote {}, {}, {}, {} and {} (the public key alone)",
         w.cert.display(),
         w.key.display(),
         w.kid.display(),
-        w.jwks.display()
+        w.jwks.display(),
+        w.public.display()
     );
     let b64 = |s: &str| data_encoding::BASE64.encode(s.as_bytes());
     println!("REGISTRY_TOKEN_AUTH_CERT={}", b64(&g.cert_pem));

@@ -39,6 +39,7 @@ pub fn rotate(a: Args) -> anyhow::Result<()> {
         (&w.cert, k.cert_file.as_ref()),
         (&w.kid, k.kid_file.as_ref().or(k.cert_file.as_ref())),
         (&w.jwks, k.cert_file.as_ref()),
+        (&w.public, k.cert_file.as_ref()),
     ];
     for (new, old) in owners {
         if let Some(old) = old {
@@ -73,7 +74,7 @@ pub fn rotate(a: Args) -> anyhow::Result<()> {
         None => "   TOKEN_ISSUER_KEYS__PUBLISHED: the old certificate (below)\n".into(),
     };
     eprintln!(
-        "wrote the next key for {issuer} (kid {kid_value}): {}, {}, {}, {}
+        "wrote the next key for {issuer} (kid {kid_value}): {}, {}, {}, {}, {}
 (paths below are relative to the config file's directory, as the config gives them)
 
 1. Done: the next key.
@@ -85,7 +86,8 @@ pub fn rotate(a: Args) -> anyhow::Result<()> {
    restart it: registries read them only at start. Do not go on until every registry has
    restarted.
 4. Sign with it, in one write of the config (or the step-4 lines below):
-{sign}{published_old}   the issuer reloads. Tokens of the old key stay valid: it is still published.
+{sign}{published_old}   the issuer reloads. Tokens of the old key stay valid: it is still published. A registry
+   that takes one public key instead of a bundle gets the new {pubkey} now and a restart.
 5. After token.ttl_seconds + 60 s ({wait} s) every token of the old key has expired: drop the
    old certificate from published_files, fetch the bundle and JWKS for the registries again,
    and restart them at leisure.",
@@ -93,7 +95,9 @@ pub fn rotate(a: Args) -> anyhow::Result<()> {
         w.key.display(),
         w.kid.display(),
         w.jwks.display(),
+        w.public.display(),
         kid_value = g.kid,
+        pubkey = shown(&w.public),
         wait = cfg.token.ttl_seconds + 60,
     );
     // For an issuer configured by environment: each step's lines apart, never to be pasted

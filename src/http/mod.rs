@@ -26,6 +26,7 @@ pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
             get(realm::get_token).post(realm::post_token),
         )
         .at("/v1/registry/certs", get(certs))
+        .at("/v1/registry/public.pem", get(public_pem))
         .at("/.well-known/jwks.json", get(jwks))
         .at("/healthz", get(health))
         .at("/readyz", get(health))
@@ -70,6 +71,16 @@ fn certs(Data(app): Data<&Arc<App>>) -> Response {
     Response::builder()
         .content_type("application/x-pem-file")
         .body(app.bundle_pem.clone())
+}
+
+/// The signing key's public half alone (SPKI PEM), for registries configured with one public
+/// key. Only the key that signs: such a registry holds one key, so during a rotation it is
+/// given the new one when the issuer starts signing with it (the README's step 4).
+#[handler]
+fn public_pem(Data(app): Data<&Arc<App>>) -> Response {
+    Response::builder()
+        .content_type("application/x-pem-file")
+        .body(app.keys.public_pem.clone())
 }
 
 /// The JWKS for distribution 3.x's `auth.token.jwks` (libtrust kid, so every version agrees):

@@ -15,6 +15,8 @@ use super::{jwk::Jwks, KeyMaterial};
 
 pub struct Generated {
     pub cert_pem: String,
+    /// The public key alone (SPKI PEM), for registries that take one public key.
+    pub public_pem: String,
     pub key_pem: String,
     pub kid: String,
     pub jwks_json: String,
@@ -66,6 +68,7 @@ pub fn generate_typed(issuer: &str, days: u32, key_type: KeyType) -> anyhow::Res
     let material = KeyMaterial::load(cert.pem().as_bytes(), key_pem.as_bytes(), None)?;
     Ok(Generated {
         cert_pem: material.cert_pem.clone(),
+        public_pem: material.public_pem.clone(),
         jwks_json: Jwks {
             keys: vec![material.jwk()],
         }
@@ -102,9 +105,11 @@ pub struct Written {
     pub key: PathBuf,
     pub kid: PathBuf,
     pub jwks: PathBuf,
+    pub public: PathBuf,
 }
 
-/// Writes `<issuer>.crt`, `.pem` (mode 0600), `.kid` (no newline) and `.jwks.json` into `dir`.
+/// Writes `<issuer>.crt`, `.pem` (mode 0600), `.kid` (no newline), `.jwks.json` and `.pub` (the
+/// public key alone) into `dir`.
 pub fn write_files(
     dir: &Path,
     issuer: &str,
@@ -120,9 +125,10 @@ pub fn write_files(
         key: dir.join(format!("{issuer}.pem")),
         kid: dir.join(format!("{issuer}.kid")),
         jwks: dir.join(format!("{issuer}.jwks.json")),
+        public: dir.join(format!("{issuer}.pub")),
     };
     if !force {
-        for p in [&w.cert, &w.key, &w.kid, &w.jwks] {
+        for p in [&w.cert, &w.key, &w.kid, &w.jwks, &w.public] {
             if p.exists() {
                 anyhow::bail!("{} exists; pass --force to overwrite", p.display());
             }
@@ -132,6 +138,7 @@ pub fn write_files(
     write_file(&w.key, g.key_pem.as_bytes(), 0o600)?;
     write_file(&w.kid, g.kid.as_bytes(), 0o644)?;
     write_file(&w.jwks, g.jwks_json.as_bytes(), 0o644)?;
+    write_file(&w.public, g.public_pem.as_bytes(), 0o644)?;
     Ok(w)
 }
 

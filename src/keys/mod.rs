@@ -64,6 +64,10 @@ pub struct KeyMaterial {
     pub chain_der: Vec<Vec<u8>>,
     /// The same chain as PEM: what a registry's `rootcertbundle` should hold.
     pub cert_pem: String,
+    /// The signing key's public half alone, as a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC
+    /// KEY-----`, what `openssl x509 -pubkey -noout` prints): for registries configured with
+    /// one public key rather than a bundle or a JWKS.
+    pub public_pem: String,
     /// When the whole chain is valid, in Unix seconds: the latest `notBefore` and the earliest
     /// `notAfter` of its certificates (a registry checks every one of them on the `x5c` path).
     pub not_before: i64,
@@ -109,6 +113,7 @@ impl KeyMaterial {
             public: cert_public,
             kid,
             cert_pem: chain_pem(&chain.der),
+            public_pem: pem_encode("PUBLIC KEY", &chain.leaf_spki),
             cert_der: chain.der[0].clone(),
             chain_der: chain.der,
             not_before: chain.not_before,
@@ -171,6 +176,8 @@ const MAX_CHAIN: usize = 8;
 struct Chain {
     der: Vec<Vec<u8>>,
     leaf_public: PublicKey,
+    /// The leaf's SubjectPublicKeyInfo, DER.
+    leaf_spki: Vec<u8>,
     not_before: i64,
     not_after: i64,
 }
@@ -212,6 +219,7 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
     let mut der = Vec::new();
     let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
     let mut leaf_public = None;
+    let mut leaf_spki = Vec::new();
     let mut previous_issuer: Option<Issuer> = None;
     for (i, block) in x509_parser::pem::Pem::iter_from_buffer(pem).enumerate() {
         let block = block
@@ -269,6 +277,7 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
         if i == 0 {
             leaf_public =
                 Some(PublicKey::from_spki(cert.public_key().raw).map_err(KeyError::Cert)?);
+            leaf_spki = cert.public_key().raw.to_vec();
         }
         der.push(block.contents.clone());
     }
@@ -277,6 +286,7 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
     Ok(Chain {
         der,
         leaf_public,
+        leaf_spki,
         not_before,
         not_after,
     })

@@ -154,6 +154,21 @@ where
 }
 
 pub const BOSS: (&str, &str) = ("boss", "boss-pw");
+
+/// The first admin, [`BOSS`], added with the CLI against the store `config` names.
+pub fn add_boss(config: &Path) {
+    ok(&cli(
+        &[
+            "users",
+            "add",
+            BOSS.0,
+            "--admin",
+            "--config",
+            config.to_str().expect("utf8"),
+        ],
+        "boss-pw\n",
+    ));
+}
 pub const CI: (&str, &str) = ("ci", "ci-pw");
 
 /// 40 rounds of four PATCHes of one user sent at once, each changing another field (disable,
