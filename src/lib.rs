@@ -5,6 +5,7 @@
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod credentials;
 pub mod glob;
 pub mod http;
 pub mod identity;

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
 use crate::config::{CredentialForwarding, UpstreamConfig};
-use crate::identity::Credentials;
+use crate::credentials::Credentials;
 
 /// Why a call gave no answer to act on (the text says how, for the client; the log has the URL).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -29,7 +29,9 @@ pub use key_sources::KeySources;
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
 pub use oidc::{ClaimRule, OidcConfig};
-pub use registry::{RegistryConfig, RegistryGcConfig};
+pub use registry::{
+    RegistryConfig, RegistryGcConfig, DEFAULT_MAX_UPLOADS, DEFAULT_MAX_UPLOADS_PER_REPOSITORY,
+};
 pub use store::StoreConfig;
 pub use upstream::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
 

@@ -84,12 +84,17 @@ fn default_registry_listen() -> String {
     "127.0.0.1:5000".into()
 }
 
+/// Defaults of `registry.max_uploads` and `registry.max_uploads_per_repository`: the config
+/// owns the limits, and the registry's storage is opened with them.
+pub const DEFAULT_MAX_UPLOADS: usize = 1000;
+pub const DEFAULT_MAX_UPLOADS_PER_REPOSITORY: usize = 100;
+
 fn default_max_uploads() -> usize {
-    crate::registry::storage::MAX_UPLOADS
+    DEFAULT_MAX_UPLOADS
 }
 
 fn default_max_uploads_per_repository() -> usize {
-    crate::registry::storage::MAX_UPLOADS_PER_REPOSITORY
+    DEFAULT_MAX_UPLOADS_PER_REPOSITORY
 }
 
 fn default_upload_ttl() -> u64 {

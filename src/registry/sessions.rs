@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::storage::StorageError;
-
 pub struct Sessions {
     /// uuid -> repository.
     open: Mutex<HashMap<String, String>>,
@@ -40,7 +38,7 @@ impl Sessions {
         }
     }
 
-    pub fn reserve(&self, uuid: &str, repo: &str) -> Result<(), StorageError> {
+    pub fn reserve(&self, uuid: &str, repo: &str) -> Result<(), TooManyUploads> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= self.max_total {
             return Err(too_many(format!(
@@ -75,6 +73,11 @@ impl Sessions {
     }
 }
 
-fn too_many(message: String) -> StorageError {
-    StorageError::TooManyUploads(message)
+/// A session refused for the limits, with the message that names the setting; storage turns it
+/// into its own error (this module knows nothing of storage's).
+#[derive(Debug)]
+pub struct TooManyUploads(pub String);
+
+fn too_many(message: String) -> TooManyUploads {
+    TooManyUploads(message)
 }

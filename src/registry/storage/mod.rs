@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use digest::{hash_file, Digest};
 use uploads::UploadHash;
 
-use super::sessions::Sessions;
+use super::sessions::{Sessions, TooManyUploads};
 
 /// What storage can fail with. Not found is a value (`Option`), not an error.
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +68,11 @@ pub struct Storage {
     sessions: Sessions,
 }
 
-/// Defaults of `registry.max_uploads` and `registry.max_uploads_per_repository`.
-pub const MAX_UPLOADS: usize = 1000;
-pub const MAX_UPLOADS_PER_REPOSITORY: usize = 100;
+impl From<TooManyUploads> for StorageError {
+    fn from(e: TooManyUploads) -> Self {
+        Self::TooManyUploads(e.0)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -82,7 +84,12 @@ pub enum LockError {
 
 impl Storage {
     pub fn open(root: &Path) -> std::io::Result<Self> {
-        Self::open_with_limits(root, MAX_UPLOADS, MAX_UPLOADS_PER_REPOSITORY)
+        use crate::config::{DEFAULT_MAX_UPLOADS, DEFAULT_MAX_UPLOADS_PER_REPOSITORY};
+        Self::open_with_limits(
+            root,
+            DEFAULT_MAX_UPLOADS,
+            DEFAULT_MAX_UPLOADS_PER_REPOSITORY,
+        )
     }
 
     pub fn open_with_limits(
