@@ -198,8 +198,10 @@ mod tests {
         let flat = Glob::compile(&format!("{}b", "*a".repeat(60))).expect("c");
         assert!(!flat.matches(&name, "alice"));
         assert!(flat.matches(&format!("{}b", "a".repeat(200)), "alice"));
+        // Well under a millisecond optimised; this crate's tests run unoptimised beside
+        // bcrypt-heavy ones, so the bound is loose. Backtracking took seconds here.
         assert!(
-            t.elapsed() < std::time::Duration::from_millis(5),
+            t.elapsed() < std::time::Duration::from_millis(200),
             "{:?}",
             t.elapsed()
         );

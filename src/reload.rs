@@ -215,11 +215,18 @@ fn contents(files: &HashSet<PathBuf>) -> Vec<(PathBuf, Option<Vec<u8>>)> {
 }
 
 /// Waits until the watched files read the same twice, [`STILL`] apart; false if they kept
-/// changing for [`STILL_TRIES`] rounds (the next change event tries again).
-async fn still(files: &HashSet<PathBuf>) -> bool {
+/// changing for [`STILL_TRIES`] rounds (the next change event tries again). The events that
+/// queued before a read are about what that read sees, so they are dropped first; one that
+/// comes after the last read stays queued and brings another round.
+async fn still(
+    files: &HashSet<PathBuf>,
+    rx: &mut tokio::sync::mpsc::Receiver<&'static str>,
+) -> bool {
+    while rx.try_recv().is_ok() {}
     let mut before = contents(files);
     for _ in 0..STILL_TRIES {
         tokio::time::sleep(STILL).await;
+        while rx.try_recv().is_ok() {}
         let now = contents(files);
         if now == before {
             return true;
@@ -289,25 +296,32 @@ pub fn spawn(live: Arc<Live>, watch: bool) {
         None
     };
     tokio::spawn(async move {
-        while let Some(mut why) = rx.recv().await {
+        while let Some(first) = rx.recv().await {
             // Let a burst of changes settle, then reload once for all of them.
+            let mut file_changed = first == FILE_CHANGED;
+            let mut asked = first != FILE_CHANGED;
             loop {
                 match tokio::time::timeout(SETTLE, rx.recv()).await {
-                    Ok(Some(w)) => why = w,
+                    Ok(Some(w)) => {
+                        file_changed |= w == FILE_CHANGED;
+                        asked |= w != FILE_CHANGED;
+                    }
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
-            if why == FILE_CHANGED && !still(&live.watched()).await {
+            if file_changed && !still(&live.watched(), &mut rx).await {
                 tracing::warn!(
                     "a watched file is still changing after {} s; waiting for its next change \
                      (write files whole and rename them into place)",
                     (STILL * STILL_TRIES as u32).as_secs()
                 );
-                continue;
+                // A SIGHUP in the same burst was an explicit request: it is served anyway.
+                if !asked {
+                    continue;
+                }
             }
-            // What queued while the files settled is in what this reload reads.
-            while rx.try_recv().is_ok() {}
+            let why = if asked { "SIGHUP" } else { FILE_CHANGED };
             let _ = live.reload(why).await;
             if watch {
                 // Links are resolved again: a link pointed elsewhere moves the watch with it.

@@ -113,7 +113,11 @@ async fn cross_site_requests_are_refused_and_browsers_are_not_invited_to_prompt(
 async fn the_last_enabled_admin_cannot_demote_or_disable_themselves() {
     let tmp = tempfile::tempdir().expect("tmp");
     let issuer = issuer(tmp.path()).await;
-    for patch in [json!({"admin": false}), json!({"disabled": true})] {
+    for patch in [
+        json!({"admin": false}),
+        json!({"disabled": true}),
+        json!({"expires_at": "2000-01-01T00:00:00Z"}),
+    ] {
         let (s, e) = api(&issuer, "PATCH", "/users/boss", Some(BOSS), Some(patch)).await;
         assert_eq!(s, 409, "{e}");
         assert!(e.to_string().contains("last enabled admin"), "{e}");

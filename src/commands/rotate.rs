@@ -43,7 +43,10 @@ pub fn rotate(a: Args) -> anyhow::Result<()> {
     ];
     for (new, old) in owners {
         if let Some(old) = old {
-            follow_owner(new, &old.relative())?;
+            // The key is written either way: say what to do rather than stop before the steps.
+            if let Err(e) = follow_owner(new, &old.relative()) {
+                eprintln!("warning: {e:#}");
+            }
         }
     }
 

@@ -7,9 +7,11 @@
 //!
 //! An IPv6 client is counted by its network (`damping.ipv6_prefix`, a /64 by default): one
 //! host holds a whole /64 and can rotate through it. The per-account bucket slows a guesser
-//! who rotates addresses faster than that; the account's real user is not locked out: a
-//! credential already verified is answered from the identity cache before any damping, and a
-//! new login waits at most `max_delay_seconds`.
+//! who rotates addresses faster than that, one attempt at a time; the account's real user is
+//! not locked out by it: a credential already verified is answered from the identity cache
+//! before any damping, and a login from a network the account has logged in from before (kept
+//! for 30 days, bounded like the rest) is not held by the account's bucket at all, so a
+//! guesser filling it cannot queue the real user behind their own attempts.
 //!
 //! The delay is spent before any password check, holding nothing other users need: not a
 //! bcrypt slot, not an upstream call. Entries live in bounded caches keyed by a keyed hash of
@@ -47,7 +49,12 @@ pub struct Damping {
     pairs: Cache<u64, Arc<Entry>>,
     ips: Cache<IpAddr, Arc<Entry>>,
     accounts: Cache<u64, Arc<Entry>>,
+    /// (account, network) pairs that have logged in: exempt from the account's bucket.
+    familiar: Cache<u64, ()>,
 }
+
+/// How long a network an account logged in from stays familiar without another login.
+const FAMILIAR_FOR: Duration = Duration::from_secs(30 * 86_400);
 
 struct Entry {
     bucket: Mutex<Bucket>,
@@ -143,6 +150,10 @@ impl Damping {
             pairs: build(cfg.table_capacity),
             ips: build(cfg.table_capacity),
             accounts: build(cfg.table_capacity),
+            familiar: Cache::builder()
+                .max_capacity(cfg.table_capacity)
+                .time_to_idle(FAMILIAR_FOR)
+                .build(),
         }
     }
 
@@ -214,7 +225,11 @@ impl Damping {
         let suspect = pair_before >= 0.5 || ip_before >= 0.5;
         let pair_delay = self.delay(pair_level - pair_threshold);
         let ip_delay = self.delay(ip_level - ip_threshold);
-        let account_delay = self.delay(whole.level() - account_threshold);
+        let account_delay = if self.familiar.contains_key(&self.pair_key(account, ip)) {
+            Duration::ZERO
+        } else {
+            self.delay(whole.level() - account_threshold)
+        };
         // The widest entry that is slowed holds the turn: the address over the account over
         // the pair (its attempts are the others' too); the delay is the longest of them.
         let delay = ip_delay.max(pair_delay).max(account_delay);
@@ -277,7 +292,11 @@ impl Damping {
                     );
                 }
             }
-            Outcome::Accepted => self.pairs.invalidate(&self.pair_key(account, ip)),
+            Outcome::Accepted => {
+                let key = self.pair_key(account, ip);
+                self.pairs.invalidate(&key);
+                self.familiar.insert(key, ());
+            }
             Outcome::Undecided => plan.pair.refund(),
         }
     }

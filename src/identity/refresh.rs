@@ -212,10 +212,18 @@ impl Authenticator {
         };
         let mut revoked = 0;
         for (name, hash) in old.entries() {
-            if new.local.as_ref().and_then(|l| l.hash_of(name)) == Some(hash) {
+            let now = new.local.as_ref().and_then(|l| l.hash_of(name));
+            if now == Some(hash) {
                 continue;
             }
-            match users.store.revoke_local_refresh_tokens(name).await {
+            // Tokens bound to the new hash stay: another issuer of the same database that
+            // read the new file first may have issued them.
+            let keep = now.map(binding);
+            match users
+                .store
+                .revoke_local_refresh_tokens(name, keep.as_deref())
+                .await
+            {
                 Ok(n) => revoked += n,
                 Err(e) => tracing::warn!(
                     user = ?name,
@@ -317,18 +325,15 @@ impl Authenticator {
                 Ok(Caller::Known(entry.identity.clone()))
             }
             "local" => {
-                let hash = self.local.as_ref().and_then(|l| l.hash_of(&record.user));
-                let refusal = match hash {
-                    None => Some(gone()),
-                    Some(h) if binding(h) != record.binding => Some(changed()),
-                    Some(_) => None,
-                };
-                if let Some(refusal) = refusal {
-                    // Dead for good: the same hash restored later does not bring it back.
-                    if users.store.revoke_refresh_token(&record.id).await.is_ok() {
-                        refresh.invalidate_all();
-                    }
-                    return Err(refusal);
+                // Refused, not revoked: with several issuers on one database, this one's
+                // htpasswd file may be the older one. The reload that changes a hash revokes.
+                let hash = self
+                    .local
+                    .as_ref()
+                    .and_then(|l| l.hash_of(&record.user))
+                    .ok_or_else(gone)?;
+                if binding(hash) != record.binding {
+                    return Err(changed());
                 }
                 Ok(Caller::Known(Arc::new(Identity::local(&record.user))))
             }

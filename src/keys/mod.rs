@@ -221,6 +221,12 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
     let mut leaf_public = None;
     let mut leaf_spki = Vec::new();
     let mut previous_issuer: Option<Issuer> = None;
+    // Counted before any is read as a chain, so too many says so, whatever they are.
+    if x509_parser::pem::Pem::iter_from_buffer(pem).count() > MAX_CHAIN {
+        return Err(KeyError::Cert(format!(
+            "more than {MAX_CHAIN} certificates: give the signing certificate and the chain above it"
+        )));
+    }
     for (i, block) in x509_parser::pem::Pem::iter_from_buffer(pem).enumerate() {
         let block = block
             .map_err(|e| KeyError::Cert(format!("PEM block {} is not readable ({e})", i + 1)))?;
@@ -231,11 +237,6 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
                 block.label
             )));
         }
-        if i == MAX_CHAIN {
-            return Err(KeyError::Cert(format!(
-                "more than {MAX_CHAIN} certificates: give the signing certificate and the chain above it"
-            )));
-        }
         let cert = block
             .parse_x509()
             .map_err(|e| KeyError::Cert(format!("certificate {} is not X.509 ({e})", i + 1)))?;
@@ -244,18 +245,20 @@ fn parse_chain(pem: &[u8]) -> Result<Chain, KeyError> {
         // the certificate file during a rotation) would otherwise ride along in every token's
         // x5c.
         if let Some(below) = &previous_issuer {
-            let issued = cert.subject().as_raw() == below.issuer.as_slice()
-                && !below.self_signed
-                && match (&below.authority_key_id, subject_key_id(&cert)) {
-                    (Some(aki), Some(ski)) => *aki == ski,
-                    _ => true,
-                };
+            // By name (byte for byte), or, where both say, by key identifier: a CA may encode
+            // its name differently in the two places (PrintableString and UTF8String).
+            let by_key = match (&below.authority_key_id, subject_key_id(&cert)) {
+                (Some(aki), Some(ski)) => Some(*aki == ski),
+                _ => None,
+            };
+            let by_name = cert.subject().as_raw() == below.issuer.as_slice();
+            let issued = !below.self_signed && by_key.unwrap_or(by_name);
             if !issued {
                 return Err(KeyError::Cert(format!(
                     "certificate {} ({}) did not issue certificate {i}: the file holds more than \
-                     this issuer's certificate and the chain above it (a bundle fetched from \
-                     /v1/registry/certs is for the registries' rootcertbundle, not for \
-                     keys.cert_file)",
+                     one certificate and the chain above it (a bundle fetched from \
+                     /v1/registry/certs belongs in the registries' rootcertbundle, not in the \
+                     issuer's certificate files)",
                     i + 1,
                     cert.subject()
                 )));
@@ -472,19 +475,49 @@ pub(crate) mod tests {
 
     #[test]
     fn a_chain_is_kept_leaf_first_with_its_validity_window() {
-        let leaf = generate::generate("leaf", 30).expect("leaf");
-        let other = generate::generate("ca", 10).expect("ca");
-        let chain = format!("{}{}", leaf.cert_pem, other.cert_pem);
-        let m = KeyMaterial::load(chain.as_bytes(), leaf.key_pem.as_bytes(), None).expect("loads");
-        assert_eq!(m.kid, leaf.kid, "the first certificate signs");
+        // A 10-day CA that issued a 30-day leaf.
+        let days = |n| time::OffsetDateTime::now_utc() + time::Duration::days(n);
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ca");
+        let ca_until = days(10);
+        ca_params.not_after = ca_until;
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let mut leaf_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf");
+        leaf_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "leaf");
+        leaf_params.not_after = days(30);
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf cert");
+        let chain = format!("{}{}", leaf.pem(), ca.pem());
+        let key_pem = leaf_key.serialize_pem();
+        let m = KeyMaterial::load(chain.as_bytes(), key_pem.as_bytes(), None).expect("loads");
+        let alone = KeyMaterial::load(leaf.pem().as_bytes(), key_pem.as_bytes(), None)
+            .expect("the leaf alone");
+        assert_eq!(m.kid, alone.kid, "the first certificate signs");
         assert_eq!(m.chain_der.len(), 2);
         assert_eq!(m.cert_pem, chain, "the bundle served holds the whole chain");
-        // The 10-day certificate bounds the chain.
-        let ten_days = KeyMaterial::load(other.cert_pem.as_bytes(), other.key_pem.as_bytes(), None)
-            .expect("loads");
-        assert_eq!(m.not_after, ten_days.not_after);
+        // The 10-day CA bounds the chain.
+        assert_eq!(m.not_after, ca_until.unix_timestamp());
+        // Two certificates that did not issue each other are not a chain.
+        let g = generate::generate("leaf", 30).expect("leaf");
+        let other = generate::generate("leaf", 30).expect("other");
+        let bundle = format!("{}{}", g.cert_pem, other.cert_pem);
+        let err =
+            KeyMaterial::load(bundle.as_bytes(), g.key_pem.as_bytes(), None).expect_err("a bundle");
+        assert!(
+            err.to_string().contains("did not issue certificate 1"),
+            "{err}"
+        );
+        let leaf_pem = g.key_pem.clone();
         let too_many = chain.repeat(MAX_CHAIN);
-        let err = KeyMaterial::load(too_many.as_bytes(), leaf.key_pem.as_bytes(), None)
+        let err = KeyMaterial::load(too_many.as_bytes(), leaf_pem.as_bytes(), None)
             .expect_err("too many");
         assert!(
             err.to_string().contains("more than 8 certificates"),

@@ -270,8 +270,12 @@ impl Store {
     /// PostgreSQL, under a table lock, so two admins demoting themselves at once cannot both
     /// pass it.
     pub async fn update_user(&self, name: &str, patch: &UserPatch) -> Result<()> {
-        let guard = patch.admin == Some(false) || patch.disabled == Some(true);
         let t = now();
+        let guard = patch.admin == Some(false)
+            || patch.disabled == Some(true)
+            || patch
+                .expires_at
+                .is_some_and(|e| e.is_some_and(|at| at <= t));
         let mut sql = String::from("UPDATE users SET updated_at = $1");
         let mut n = 1;
         let mut set = |column: &str| {
@@ -292,12 +296,7 @@ impl Store {
         }
         sql.push_str(&format!(" WHERE name = ${}", n + 1));
         if guard {
-            sql.push_str(&format!(
-                " AND (admin = 0 OR disabled = 1 OR EXISTS (SELECT 1 FROM users o WHERE \
-                 o.name <> ${name} AND o.admin = 1 AND o.disabled = 0 AND \
-                 (o.expires_at IS NULL OR o.expires_at > $1)))",
-                name = n + 1
-            ));
+            sql.push_str(&another_admin(n + 1));
         }
         let mut q = sqlx::query(&sql).bind(t);
         if let Some(h) = &patch.password_hash {
@@ -313,42 +312,59 @@ impl Store {
             q = q.bind(e);
         }
         q = q.bind(name);
-        let done = if guard && self.postgres {
-            self.timed(async {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await?;
-                let done = q.execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(done)
-            })
-            .await?
+        let done = if guard {
+            self.guarded(q).await?
         } else {
             self.timed(q.execute(&self.pool)).await?
         };
         if done.rows_affected() == 0 {
-            if self.user(name).await?.is_none() {
-                return Err(StoreError::NotFound(format!("user {name}")));
-            }
-            return Err(StoreError::Refused(format!(
-                "{name} is the last enabled admin: make another user an admin first, so that \
-                 someone can still manage the store"
-            )));
+            return Err(self.not_done(name).await);
         }
         Ok(())
     }
 
+    /// Runs a write whose `WHERE` holds [`another_admin`]: on PostgreSQL under a table lock, so
+    /// that two such writes at once cannot both see the other admin (SQLite runs one writer at
+    /// a time, so the statement alone is enough there).
+    async fn guarded<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult> {
+        if !self.postgres {
+            return self.timed(q.execute(&self.pool)).await;
+        }
+        self.timed(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            let done = q.execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await
+    }
+
+    /// Why a guarded write of `name` changed nothing: no such user, or the last admin.
+    async fn not_done(&self, name: &str) -> StoreError {
+        match self.user(name).await {
+            Ok(None) => StoreError::NotFound(format!("user {name}")),
+            Ok(Some(_)) => StoreError::Refused(format!(
+                "{name} is the last enabled admin: make another user an admin first, so that \
+                 someone can still manage the store"
+            )),
+            Err(e) => e,
+        }
+    }
+
+    /// Deletes a user, unless it is the last enabled admin ([`StoreError::Refused`]).
     pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let sql = format!("DELETE FROM users WHERE name = $2{}", another_admin(2));
         let done = self
-            .timed(
-                sqlx::query("DELETE FROM users WHERE name = $1")
-                    .bind(name)
-                    .execute(&self.pool),
-            )
+            .guarded(sqlx::query(&sql).bind(now()).bind(name))
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("user {name}")));
+            return Err(self.not_done(name).await);
         }
         // Their refresh tokens could no longer be used (the account is gone); drop the rows.
         self.timed(
@@ -583,6 +599,16 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A `WHERE` clause's tail: the row is not an enabled, unexpired admin, or another one exists.
+/// `$1` is now (Unix seconds), `$name` the row's name parameter.
+fn another_admin(name: usize) -> String {
+    format!(
+        " AND (admin = 0 OR disabled = 1 OR (expires_at IS NOT NULL AND expires_at <= $1) \
+         OR EXISTS (SELECT 1 FROM users o WHERE o.name <> ${name} AND o.admin = 1 \
+         AND o.disabled = 0 AND (o.expires_at IS NULL OR o.expires_at > $1)))"
+    )
 }
 
 fn conflict(e: StoreError, what: &str) -> StoreError {

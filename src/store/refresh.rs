@@ -150,15 +150,20 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Revokes the refresh tokens of htpasswd users (source `local`) among `users`: their
-    /// password hash changed or they were removed. Binding to the hash alone is not enough,
-    /// since a hash restored from a backup would bring the old tokens back.
-    pub async fn revoke_local_refresh_tokens(&self, user: &str) -> Result<u64> {
+    /// Revokes the refresh tokens of an htpasswd user (source `local`) whose password hash
+    /// changed or who was removed, but those bound to `keep` (the new hash's binding).
+    /// Binding to the hash alone is not enough, since a hash restored from a backup would
+    /// bring the old tokens back.
+    pub async fn revoke_local_refresh_tokens(&self, user: &str, keep: Option<&str>) -> Result<u64> {
         let done = self
             .timed(
-                sqlx::query("DELETE FROM refresh_tokens WHERE user_name = $1 AND source = 'local'")
-                    .bind(user)
-                    .execute(&self.pool),
+                sqlx::query(
+                    "DELETE FROM refresh_tokens WHERE user_name = $1 AND source = 'local' \
+                     AND binding <> $2",
+                )
+                .bind(user)
+                .bind(keep.unwrap_or(""))
+                .execute(&self.pool),
             )
             .await?;
         Ok(done.rows_affected())

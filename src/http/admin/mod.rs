@@ -167,7 +167,10 @@ fn same_origin(req: &Request) -> Result<(), ApiError> {
         }
     }
     if let Some(origin) = header("origin") {
-        let host = header("host").unwrap_or_default();
+        // HTTP/2 carries the host in the request's authority, not a Host header.
+        let host = header("host")
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
         let origin_host = origin
             .split_once("://")
             .map(|(_, h)| h.trim_end_matches('/'))
