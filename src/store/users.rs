@@ -1,0 +1,278 @@
+//! Users: lookups, creation with the name rule, atomic changes, and the last-admin guard.
+
+use super::names;
+use super::{
+    conflict, fold, get, now, shown, Account, Result, Store, StoreError, User, UserPatch, MAX_PAGE,
+};
+
+impl Store {
+    pub async fn user(&self, name: &str) -> Result<Option<User>> {
+        let row = self
+            .timed(
+                sqlx::query(
+                    "SELECT name, password_hash, admin, disabled, expires_at, created_at, updated_at \
+                     FROM users WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(|r| User::from_row(&r)).transpose()
+    }
+
+    /// A user with their groups and grants (what authentication and policy need), or `None`.
+    pub async fn account(&self, name: &str) -> Result<Option<Account>> {
+        let Some(user) = self.user(name).await? else {
+            return Ok(None);
+        };
+        let groups = self.groups_of(name).await?;
+        let grants = self.grants_for(name).await?;
+        Ok(Some(Account::new(user, groups, grants)))
+    }
+
+    pub async fn users(&self, after: &str, limit: i64) -> Result<Vec<User>> {
+        let rows = self
+            .timed(
+                sqlx::query(
+                    "SELECT name, password_hash, admin, disabled, expires_at, created_at, updated_at \
+                     FROM users WHERE name > $1 ORDER BY name LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit.clamp(1, MAX_PAGE))
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.iter().map(User::from_row).collect()
+    }
+
+    /// Adds a user; returns the name as stored (NFC: see `names`).
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        admin: bool,
+        disabled: bool,
+        expires_at: Option<i64>,
+    ) -> Result<String> {
+        let name = &names::checked("user", name)?;
+        let t = now();
+        let added = self
+            .timed(
+            sqlx::query(
+                "INSERT INTO users (name, password_hash, admin, disabled, expires_at, created_at, updated_at, fold) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(name)
+            .bind(password_hash)
+            .bind(i64::from(admin))
+            .bind(i64::from(disabled))
+            .bind(expires_at)
+            .bind(t)
+            .bind(t)
+            .bind(fold(name))
+            .execute(&self.pool),
+        )
+        .await;
+        if let Err(StoreError::Conflict(_)) = &added {
+            self.look_alike("users", "user", name).await?;
+        }
+        added.map_err(|e| conflict(e, &format!("user {}", shown(name))))?;
+        Ok(name.clone())
+    }
+
+    /// Changes the given fields and no others, in one statement: two concurrent PATCHes of
+    /// different fields both land (a read, patch and write-back of the whole row lost one of
+    /// them). A change that would leave no enabled admin is refused ([`StoreError::Refused`]);
+    /// the check is in the same statement (SQLite runs one writer at a time) or, on
+    /// PostgreSQL, under a table lock, so two admins demoting themselves at once cannot both
+    /// pass it.
+    pub async fn update_user(&self, name: &str, patch: &UserPatch) -> Result<()> {
+        let t = now();
+        let guard = patch.admin == Some(false)
+            || patch.disabled == Some(true)
+            || patch
+                .expires_at
+                .is_some_and(|e| e.is_some_and(|at| at <= t));
+        let mut sql = String::from("UPDATE users SET updated_at = $1");
+        let mut n = 1;
+        let mut set = |column: &str| {
+            n += 1;
+            sql.push_str(&format!(", {column} = ${n}"));
+        };
+        if patch.password_hash.is_some() {
+            set("password_hash");
+        }
+        if patch.admin.is_some() {
+            set("admin");
+        }
+        if patch.disabled.is_some() {
+            set("disabled");
+        }
+        if patch.expires_at.is_some() {
+            set("expires_at");
+        }
+        sql.push_str(&format!(" WHERE name = ${}", n + 1));
+        if guard {
+            sql.push_str(&another_admin(n + 1));
+        }
+        let mut q = sqlx::query(&sql).bind(t);
+        if let Some(h) = &patch.password_hash {
+            q = q.bind(h.as_str());
+        }
+        if let Some(a) = patch.admin {
+            q = q.bind(i64::from(a));
+        }
+        if let Some(d) = patch.disabled {
+            q = q.bind(i64::from(d));
+        }
+        if let Some(e) = patch.expires_at {
+            q = q.bind(e);
+        }
+        q = q.bind(name);
+        let done = if guard {
+            self.guarded(q).await?
+        } else {
+            self.timed(q.execute(&self.pool)).await?
+        };
+        if done.rows_affected() == 0 {
+            return Err(self.not_done(name).await);
+        }
+        Ok(())
+    }
+
+    /// Runs a write whose `WHERE` holds [`another_admin`]: on PostgreSQL under a table lock, so
+    /// that two such writes at once cannot both see the other admin (SQLite runs one writer at
+    /// a time, so the statement alone is enough there).
+    async fn guarded<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult> {
+        if !self.postgres {
+            return self.timed(q.execute(&self.pool)).await;
+        }
+        self.timed(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            let done = q.execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await
+    }
+
+    /// Why a guarded write of `name` changed nothing: no such user, or the last admin.
+    async fn not_done(&self, name: &str) -> StoreError {
+        match self.user(name).await {
+            Ok(None) => StoreError::NotFound(format!("user {name}")),
+            Ok(Some(_)) => StoreError::Refused(format!(
+                "{name} is the last enabled admin: make another user an admin first, so that \
+                 someone can still manage the store"
+            )),
+            Err(e) => e,
+        }
+    }
+
+    /// Deletes a user, unless it is the last enabled admin ([`StoreError::Refused`]).
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let sql = format!("DELETE FROM users WHERE name = $2{}", another_admin(2));
+        let done = self
+            .guarded(sqlx::query(&sql).bind(now()).bind(name))
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(self.not_done(name).await);
+        }
+        // Their refresh tokens could no longer be used (the account is gone); drop the rows.
+        self.timed(
+            sqlx::query("DELETE FROM refresh_tokens WHERE user_name = $1 AND source = 'store'")
+                .bind(name)
+                .execute(&self.pool),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Computes `fold` for rows written before it existed (once, at the first start after the
+    /// upgrade), a page at a time. Two old names that fold alike both stay; the second keeps
+    /// no fold and is named in a warning, so an operator can rename it.
+    pub(super) async fn fill_folds(&self, table: &'static str) -> anyhow::Result<()> {
+        let mut after = String::new();
+        loop {
+            let rows = self
+                .timed(
+                    sqlx::query(&format!(
+                        "SELECT name FROM {table} WHERE fold IS NULL AND name > $1 \
+                         ORDER BY name LIMIT 1000"
+                    ))
+                    .bind(&after)
+                    .fetch_all(&self.pool),
+                )
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            let last: String = get(last, 0)?;
+            for r in &rows {
+                let name: String = get(r, 0)?;
+                let set = self
+                    .timed(
+                        sqlx::query(&format!("UPDATE {table} SET fold = $1 WHERE name = $2"))
+                            .bind(fold(&name))
+                            .bind(&name)
+                            .execute(&self.pool),
+                    )
+                    .await;
+                match set {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict(_)) => tracing::warn!(
+                        table,
+                        name = %shown(&name),
+                        "this name differs from another only in case or look-alike forms; \
+                         rename one of them"
+                    ),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            after = last;
+        }
+    }
+
+    /// After a unique violation on insert: the existing row whose name folds like `name`,
+    /// if it is another name (`Alice` for `alice`), as a refusal naming it.
+    pub(super) async fn look_alike(
+        &self,
+        table: &'static str,
+        what: &str,
+        name: &str,
+    ) -> Result<()> {
+        let other = self
+            .timed(
+                sqlx::query(&format!("SELECT name FROM {table} WHERE fold = $1"))
+                    .bind(fold(name))
+                    .fetch_optional(&self.pool),
+            )
+            .await?
+            .map(|r| get::<String>(&r, 0))
+            .transpose()?;
+        match other {
+            Some(other) if other != name => Err(StoreError::Refused(format!(
+                "{what} {} is too like the existing {what} {}: names may not differ only in \
+                 case or look-alike characters",
+                shown(name),
+                shown(&other)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A `WHERE` clause's tail: the row is not an enabled, unexpired admin, or another one exists.
+/// `$1` is now (Unix seconds), `$name` the row's name parameter.
+fn another_admin(name: usize) -> String {
+    format!(
+        " AND (admin = 0 OR disabled = 1 OR (expires_at IS NOT NULL AND expires_at <= $1) \
+         OR EXISTS (SELECT 1 FROM users o WHERE o.name <> ${name} AND o.admin = 1 \
+         AND o.disabled = 0 AND (o.expires_at IS NULL OR o.expires_at > $1)))"
+    )
+}
