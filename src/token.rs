@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::UnparsedPublicKey;
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
 use crate::config::X5cMode;
+use crate::jwt;
 use crate::keys::{Alg, KeyMaterial, PublicKey, SigningKey};
 use crate::scope::Scope;
 
@@ -240,7 +240,8 @@ impl TrustedKeys {
         self.keys.push((kid.to_string(), key));
     }
 
-    /// Verifies the signature, `iss`, `aud`, `exp` and `nbf` (with `leeway`), as distribution does.
+    /// Verifies the signature, `iss`, `aud`, `exp` and `nbf` (with `leeway`), as distribution
+    /// does, through the one verifier (`jwt`).
     pub fn verify(
         &self,
         token: &str,
@@ -249,57 +250,44 @@ impl TrustedKeys {
         leeway: Duration,
         now: SystemTime,
     ) -> Result<Claims, VerifyError> {
-        #[derive(Deserialize)]
-        struct Head {
-            alg: String,
-            kid: Option<String>,
-        }
-        let (signed, sig_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
-        let (head_b64, payload_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
-        let decode = |s: &str| {
-            BASE64URL_NOPAD
-                .decode(s.as_bytes())
-                .map_err(|_| VerifyError::Malformed)
-        };
-        let head: Head =
-            serde_json::from_slice(&decode(head_b64)?).map_err(|_| VerifyError::Malformed)?;
-        if Alg::from_name(&head.alg).is_none() {
-            return Err(VerifyError::Algorithm(head.alg));
-        }
-        let kid = head.kid.unwrap_or_default();
+        let parsed = jwt::parse(token)?;
         let (_, key) = self
             .keys
             .iter()
-            .find(|(k, _)| *k == kid)
-            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
-        // The key decides the algorithm, never the token (no RS256 signature checked against
-        // an EC key's bytes, no algorithm confusion).
-        if key.alg.name() != head.alg {
-            return Err(VerifyError::Algorithm(head.alg));
-        }
-        UnparsedPublicKey::new(key.alg.verification(), key.raw())
-            .verify(signed.as_bytes(), &decode(sig_b64)?)
-            .map_err(|_| VerifyError::Signature)?;
-        let claims: Claims =
-            serde_json::from_slice(&decode(payload_b64)?).map_err(|_| VerifyError::Malformed)?;
+            .find(|(k, _)| *k == parsed.kid)
+            .ok_or_else(|| VerifyError::UnknownKey(parsed.kid.clone()))?;
+        let map = parsed.verify(key)?;
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(map.clone()))
+            .map_err(|_| VerifyError::Malformed)?;
         if claims.iss != issuer {
             return Err(VerifyError::Issuer(claims.iss));
         }
-        if claims.aud != audience {
-            return Err(VerifyError::Audience(claims.aud));
-        }
+        jwt::check_audience(&map, &[audience])
+            .map_err(|_| VerifyError::Audience(claims.aud.clone()))?;
         let now = now
             .duration_since(UNIX_EPOCH)
             .map_err(|_| VerifyError::Expired)?
             .as_secs();
         let leeway = leeway.as_secs();
-        if now > claims.exp.saturating_add(leeway) {
-            return Err(VerifyError::Expired);
-        }
-        if now.saturating_add(leeway) < claims.nbf {
-            return Err(VerifyError::NotYetValid);
-        }
+        jwt::check_times(&map, now, leeway as i64, leeway)?;
         Ok(claims)
+    }
+}
+
+impl From<jwt::JwtError> for VerifyError {
+    fn from(e: jwt::JwtError) -> Self {
+        use jwt::JwtError as J;
+        match e {
+            J::Algorithm(a) => Self::Algorithm(a),
+            J::KeyAlgorithm => Self::Algorithm("another than the key's".into()),
+            J::Signature | J::SignatureEncoding => Self::Signature,
+            J::Audience => Self::Audience(String::new()),
+            J::Expired => Self::Expired,
+            J::NotYetValid => Self::NotYetValid,
+            J::Malformed | J::Header | J::Payload | J::NoExp | J::NotNumericDate(_) => {
+                Self::Malformed
+            }
+        }
     }
 }
 

@@ -14,10 +14,8 @@ mod jwks;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::signature::UnparsedPublicKey;
 use data_encoding::BASE64URL_NOPAD;
 use moka::future::Cache;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{AuthError, CacheKey, Identity, Source};
@@ -44,12 +42,6 @@ struct Provider {
 pub struct Oidc {
     providers: Vec<Provider>,
     verified: Cache<CacheKey, Arc<Identity>>,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
 }
 
 impl Oidc {
@@ -132,7 +124,9 @@ impl Oidc {
         Ok(Some(oidc))
     }
 
-    fn provider(&self, password: &str) -> Option<(&Provider, Map<String, Value>)> {
+    /// The provider a token names by its (not yet verified) `iss`; the verifier then checks
+    /// the same bytes under that provider's keys.
+    fn provider(&self, password: &str) -> Option<&Provider> {
         if password.len() > MAX_TOKEN || !password.starts_with("eyJ") {
             return None;
         }
@@ -144,8 +138,7 @@ impl Oidc {
         let claims: Map<String, Value> =
             serde_json::from_slice(&BASE64URL_NOPAD.decode(payload.as_bytes()).ok()?).ok()?;
         let iss = claims.get("iss")?.as_str()?;
-        let p = self.providers.iter().find(|p| p.issuer == iss)?;
-        Some((p, claims))
+        self.providers.iter().find(|p| p.issuer == iss)
     }
 
     /// The identity `token` proves (`key` is its salted hash), or why not.
@@ -165,9 +158,9 @@ impl Oidc {
             }
             self.verified.invalidate(&key).await;
         }
-        let (provider, claims) = self.provider(token)?;
+        let provider = self.provider(token)?;
         crate::metrics::get().cache_misses.inc();
-        let result = provider.verify(token, claims, now).await;
+        let result = provider.verify(token, now).await;
         match &result {
             Ok(id) => self.verified.insert(key, id.clone()).await,
             Err(AuthError::Refused(why)) => tracing::info!(issuer = %provider.issuer, "{why}"),
@@ -183,50 +176,35 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A NumericDate claim: JSON numbers, fractions included, are seconds since the epoch. A claim
-/// that is present but not a number (a string, say) refuses the token: reading it as absent
-/// would skip an `nbf` the provider meant.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .map(Some)
-            .ok_or_else(|| {
-                refused(format_args!(
-                    "its {name} is not a NumericDate (a number of seconds)"
-                ))
-            }),
-    }
-}
-
 fn refused(why: impl std::fmt::Display) -> AuthError {
     AuthError::Refused(format!("the OIDC token was refused: {why}"))
 }
 
 impl Provider {
-    async fn verify(
-        &self,
-        token: &str,
-        claims: Map<String, Value>,
-        now: u64,
-    ) -> Result<Arc<Identity>, AuthError> {
-        let (signed, sig) = token.rsplit_once('.').ok_or_else(|| refused("not a JWT"))?;
-        let (head, _) = signed.split_once('.').ok_or_else(|| refused("not a JWT"))?;
-        let head: Header = BASE64URL_NOPAD
-            .decode(head.as_bytes())
-            .ok()
-            .and_then(|h| serde_json::from_slice(&h).ok())
-            .ok_or_else(|| refused("its header is not JSON"))?;
-        if !matches!(head.alg.as_str(), "RS256" | "ES256" | "ES384") {
-            return Err(refused(format_args!(
-                "alg {:?} is not accepted (RS256, ES256 or ES384)",
-                head.alg.chars().take(16).collect::<String>()
-            )));
-        }
-        let kid = head.kid.unwrap_or_default();
-        let key = match self.keys.key(&kid).await {
+    /// Through the one verifier (`jwt`): the header, this provider's key by `kid` (fetched
+    /// again when unknown), the signature, then the verified claims' `aud` and dates.
+    async fn verify(&self, token: &str, now: u64) -> Result<Arc<Identity>, AuthError> {
+        use crate::jwt::{self, JwtError};
+        let why = |e: JwtError| match e {
+            JwtError::Malformed => refused("not a JWT"),
+            JwtError::Header => refused("its header is not JSON"),
+            JwtError::Algorithm(alg) => refused(format_args!(
+                "alg {alg:?} is not accepted (RS256, ES256 or ES384)"
+            )),
+            JwtError::KeyAlgorithm => refused("alg does not match the key's"),
+            JwtError::SignatureEncoding => refused("the signature is not base64url"),
+            JwtError::Signature => refused("the signature does not verify"),
+            JwtError::Payload => refused("its claims are not a JSON object"),
+            JwtError::Audience => refused("its audience (aud) is not one this registry accepts"),
+            JwtError::NoExp => refused("it has no exp"),
+            JwtError::Expired => refused("it has expired"),
+            JwtError::NotYetValid => refused("it is not valid yet (nbf)"),
+            JwtError::NotNumericDate(name) => refused(format_args!(
+                "its {name} is not a NumericDate (a number of seconds)"
+            )),
+        };
+        let parsed = jwt::parse(token).map_err(why)?;
+        let key = match self.keys.key(&parsed.kid).await {
             Ok(k) => k,
             Err(KeyError::Unknown) => {
                 return Err(refused("its kid is not in the provider's key set"))
@@ -238,43 +216,12 @@ impl Provider {
                 )))
             }
         };
-        // The key decides the algorithm, never the token.
-        if key.alg.name() != head.alg {
-            return Err(refused("alg does not match the key's"));
-        }
-        let sig = BASE64URL_NOPAD
-            .decode(sig.as_bytes())
-            .map_err(|_| refused("the signature is not base64url"))?;
-        UnparsedPublicKey::new(key.alg.verification(), key.raw())
-            .verify(signed.as_bytes(), &sig)
-            .map_err(|_| refused("the signature does not verify"))?;
-        let aud_ok = match claims.get("aud") {
-            Some(Value::String(a)) => self.audiences.contains(a),
-            Some(Value::Array(list)) => list.iter().any(|a| {
-                a.as_str()
-                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
-            }),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(refused(
-                "its audience (aud) is not one this registry accepts",
-            ));
-        }
-        // A fraction of a second is dropped from exp: the token ends at the whole second
-        // before, never after, what it says.
-        let exp = numeric_date(&claims, "exp")?
-            .ok_or_else(|| refused("it has no exp"))?
-            .floor() as u64;
-        if exp <= now {
-            return Err(refused("it has expired"));
-        }
-        if numeric_date(&claims, "nbf")?.is_some_and(|nbf| nbf > (now + LEEWAY) as f64) {
-            return Err(refused("it is not valid yet (nbf)"));
-        }
-        // iat is not checked against the clock (providers' clocks differ); but a token that
-        // writes it as something other than a number is not well-formed.
-        numeric_date(&claims, "iat")?;
+        let claims = parsed.verify(&key).map_err(why)?;
+        let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
+        jwt::check_audience(&claims, &audiences).map_err(why)?;
+        // No grace past exp (-1: the token ends at the second it names), since the access
+        // token may not outlive it; nbf with the clock skew allowed.
+        let exp = jwt::check_times(&claims, now, -1, LEEWAY).map_err(why)?;
         claims::check(&self.require, &claims)
             .map_err(|claim| refused(format_args!("claim {claim:?} does not meet its rule")))?;
         let name = self.username.render(&claims).map_err(refused)?;
