@@ -56,7 +56,7 @@ enum KeysCommand {
 enum Command {
     /// Answer token requests at /v1/registry.
     Serve {
-        /// TOML config file; the environment overrides it (see README).
+        /// TOML config file; the environment overrides it (docs/configuration.md).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Address to listen on (overrides `listen`).
@@ -140,7 +140,7 @@ enum Command {
         #[command(subcommand)]
         command: manage::Grants,
     },
-    /// Key rotation: `keys rotate` writes the next signing key (README, "Rotating the signing key").
+    /// Key rotation: `keys rotate` writes the next signing key (docs/operating.md, "Rotating the signing key").
     Keys {
         #[command(subcommand)]
         command: KeysCommand,

@@ -2,7 +2,8 @@
 //! is extracted and run with bash in an empty directory, with `token-issuer` on `PATH` and the
 //! README's fixed ports (8080, 5000) replaced by free ones. A block's last line that starts a
 //! server runs in the background until the test is done with it. So the README cannot drift
-//! from what works. The key rotation's blocks run the same way, from the Quick start's state.
+//! from what works. The key rotation's blocks (docs/operating.md) run the same way, from the
+//! Quick start's state. Every relative link of the README and docs/ resolves, anchors included.
 
 mod common;
 
@@ -174,7 +175,7 @@ fn systemd_unit_verifies() {
     );
 }
 
-/// The README's rotation, block by block, from the Quick start's directory against
+/// docs/operating.md's rotation, block by block, from the Quick start's directory against
 /// distribution 3.1.1 configured as the Quick start says, with a skopeo push and pull after
 /// every step; old-key tokens refused at the end.
 #[tokio::test(flavor = "multi_thread")]
@@ -204,8 +205,10 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     let dir = tmp.path();
     let path = bin_dir(dir);
     let (issuer_port, registry_port) = (free_port(), free_port());
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md")
+    // The Quick start's blocks from the README, the rotation's from docs/operating.md.
+    let readme = ["README.md", "docs/operating.md"]
+        .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).expect(f))
+        .concat()
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{issuer_port}"))
         .replace("127.0.0.1:5000", &format!("127.0.0.1:{registry_port}"))
         .replace(
@@ -412,4 +415,83 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     assert!(!log.contains("reload (file changed) failed"), "{log}");
     drop(registry);
     drop(issuer);
+}
+
+/// A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as '-'.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(text: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            inside = !inside;
+        } else if !inside {
+            let hashes = line.chars().take_while(|c| *c == '#').count();
+            if (1..=6).contains(&hashes) && line[hashes..].starts_with(' ') {
+                out.push(slug(&line[hashes + 1..]));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_link_of_the_readme_and_docs_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("BENCH.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    let link = regex::Regex::new(r"\[[^\]]*\]\(([^)\s]+)\)").expect("regex");
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read");
+        let mut inside = false;
+        for line in text.lines() {
+            if line.starts_with("```") {
+                inside = !inside;
+                continue;
+            }
+            if inside {
+                continue;
+            }
+            for c in link.captures_iter(line) {
+                let target = &c[1];
+                if target.contains(':') {
+                    continue; // https:, mailto:
+                }
+                let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+                let to = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().expect("dir").join(path)
+                };
+                checked += 1;
+                let ok = to.exists()
+                    && (anchor.is_empty()
+                        || anchors(&std::fs::read_to_string(&to).unwrap_or_default())
+                            .iter()
+                            .any(|a| a == anchor));
+                if !ok {
+                    broken.push(format!("{}: {target}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked > 50, "only {checked} links found");
 }

@@ -1,4 +1,4 @@
-//! The audit log: one JSON line per token decision (the README's "Audit log" has the format),
+//! The audit log: one JSON line per token decision (docs/observability.md, "The audit log", has the format),
 //! to a file or to standard error.
 //!
 //! A request serializes its line and appends it to a shared buffer; one writer thread takes the

@@ -1,5 +1,5 @@
 //! `keys rotate`: writes the next signing key for the configured issuer and prints the steps
-//! of the rotation, numbered as the README's "Rotating the signing key" numbers them, with the
+//! of the rotation, numbered as docs/operating.md's "Rotating the signing key" numbers them, with the
 //! exact lines to change for this config.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

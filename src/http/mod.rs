@@ -75,7 +75,7 @@ fn certs(Data(app): Data<&Arc<App>>) -> Response {
 
 /// The signing key's public half alone (SPKI PEM), for registries configured with one public
 /// key. Only the key that signs: such a registry holds one key, so during a rotation it is
-/// given the new one when the issuer starts signing with it (the README's step 4).
+/// given the new one when the issuer starts signing with it (docs/operating.md, step 4).
 #[handler]
 fn public_pem(Data(app): Data<&Arc<App>>) -> Response {
     Response::builder()

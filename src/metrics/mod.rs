@@ -1,4 +1,4 @@
-//! Prometheus metrics (`GET /metrics`, see the README's table). One process-wide set, created on
+//! Prometheus metrics (`GET /metrics`, the table in docs/observability.md). One process-wide set, created on
 //! first use: counting is an atomic add on a counter resolved once, so the request paths pay
 //! nothing for labels. Labels stay bounded: outcomes, endpoints, routes, methods and status
 //! codes, never a user, repository or address.
