@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod glob;
 pub mod http;
 pub mod identity;
+mod issuing;
 mod jwt;
 pub mod keys;
 pub mod metrics;

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::json_response;
 use crate::identity::AuthError;
+use crate::issuing::IssueError;
 use crate::metrics::Outcome;
 use crate::policy::PolicyError;
 
@@ -123,6 +124,19 @@ impl From<PolicyError> for RealmError {
             PolicyError::Unavailable(how) => {
                 Self::Unavailable(format!("identity service unavailable: {how}"))
             }
+        }
+    }
+}
+
+impl From<&IssueError> for RealmError {
+    fn from(e: &IssueError) -> Self {
+        match e {
+            IssueError::Invalid { code, message } => Self::bad(code, message.clone()),
+            IssueError::TooLarge { code, message } => Self::too_large(code, message.clone()),
+            IssueError::NoCredentials => Self::Unauthorized(super::realm::NO_CREDENTIALS.into()),
+            IssueError::Auth(a) => a.clone().into(),
+            IssueError::Policy(p) => p.clone().into(),
+            IssueError::Sign => Self::Internal,
         }
     }
 }

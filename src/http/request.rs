@@ -2,83 +2,16 @@
 //! credentials, or the OAuth2 `POST` form (`grant_type=password|refresh_token`). Parsing only;
 //! `realm` decides what to do with it.
 
-use std::net::IpAddr;
-
 use poem::http::header;
 use poem::{Body, Request};
 
-use super::client::client_address;
 use super::error::RealmError;
-use super::trail::Asked;
 use crate::identity::{refresh, Credentials};
+use crate::issuing::TokenRequest;
 use crate::scope::Scope;
 
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
 const MAX_FORM_BYTES: usize = 64 * 1024;
-
-/// What a token request asks for, whichever form it came in.
-#[derive(Debug)]
-pub(super) struct TokenRequest {
-    /// For the log: how the request came and from where.
-    pub(super) method: &'static str,
-    /// The client's address: the socket's peer, or what a trusted proxy says it forwarded.
-    pub(super) client: IpAddr,
-    pub(super) service: Option<String>,
-    pub(super) scopes: Vec<Scope>,
-    pub(super) account: Option<String>,
-    pub(super) client_id: Option<String>,
-    pub(super) credentials: Option<Credentials>,
-    /// `grant_type=refresh_token`'s token, or a GET's Basic password with an empty user.
-    pub(super) refresh_token: Option<String>,
-    /// Asked for a refresh token: GET `offline_token=true`, POST `access_type=offline`.
-    pub(super) offline: bool,
-}
-
-impl TokenRequest {
-    pub(super) fn asked(&self) -> Asked<'_> {
-        Asked {
-            method: self.method,
-            client: self.client,
-            client_id: self.client_id.as_deref().unwrap_or(""),
-            scopes: &self.scopes,
-            grant: if self.refresh_token.is_some() {
-                "refresh_token"
-            } else if self.credentials.is_some() {
-                "password"
-            } else {
-                "anonymous"
-            },
-        }
-    }
-}
-
-impl TokenRequest {
-    pub(super) fn from(mut self, req: &Request, trusted: &[ipnet::IpNet]) -> Self {
-        self.method = if req.method() == poem::http::Method::POST {
-            "POST"
-        } else {
-            "GET"
-        };
-        self.client = client_address(req, trusted);
-        self
-    }
-}
-
-impl TokenRequest {
-    pub(super) fn new() -> Self {
-        Self {
-            method: "GET",
-            client: IpAddr::from([0, 0, 0, 0]),
-            service: None,
-            scopes: Vec::new(),
-            account: None,
-            client_id: None,
-            credentials: None,
-            refresh_token: None,
-            offline: false,
-        }
-    }
-}
 
 pub(super) fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest, RealmError> {
     let query = req.uri().query().unwrap_or("");

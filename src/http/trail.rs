@@ -1,9 +1,8 @@
-//! What a token request leaves behind: the audit line (see `crate::audit`). The realm fills a
+//! What a token request leaves behind: the audit line (see `crate::audit`). The realm builds a
 //! [`Trail`] as the request gets further (who, what decided, what was signed) and hands it here
 //! with the outcome, whatever it was.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use crate::audit::{Audit, Record};
 use crate::identity::{Identity, Source};
@@ -13,11 +12,10 @@ use crate::scope::Scope;
 use crate::token::Claims;
 
 /// How far a request got.
-#[derive(Default)]
-pub(super) struct Trail {
-    pub identity: Option<Arc<Identity>>,
-    pub decided_by: Vec<DecidedBy>,
-    pub claims: Option<Claims>,
+pub(super) struct Trail<'a> {
+    pub identity: Option<&'a Identity>,
+    pub decided_by: &'a [DecidedBy],
+    pub claims: Option<&'a Claims>,
     pub refresh_issued: bool,
 }
 
@@ -61,12 +59,12 @@ fn capped(s: &str, max: usize) -> &str {
 pub(super) async fn write(
     audit: &Audit,
     asked: &Asked<'_>,
-    trail: &Trail,
+    trail: &Trail<'_>,
     outcome: Outcome,
     reason: &str,
 ) -> String {
     let request_id = crate::audit::request_id();
-    let id = trail.identity.as_deref();
+    let id = trail.identity;
     let record = Record {
         time: std::time::SystemTime::now(),
         request_id: &request_id,
@@ -78,7 +76,7 @@ pub(super) async fn write(
         grant: asked.grant,
         requested: asked.scopes,
         granted: trail.claims.as_ref().map_or(&[], |c| c.access.as_slice()),
-        decided_by: &trail.decided_by,
+        decided_by: trail.decided_by,
         outcome: outcome.as_str(),
         reason: capped(reason, 2 * MAX_TEXT),
         jti: trail.claims.as_ref().map_or("", |c| c.jti.as_str()),
