@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{CacheKey, Credentials, Identity, Source};
+use super::types::{CacheKey, Credentials, Identity, Source};
 
 /// A request's proven caller: who it is and, for an identity the upstream API vouched for, the
 /// credential that API is asked with again (per repository, and sealed into a refresh token).

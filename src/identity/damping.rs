@@ -28,7 +28,7 @@ use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::AuthError;
+use super::types::AuthError;
 use crate::config::DampingConfig;
 
 /// The first delay past the threshold; each further failure doubles it.

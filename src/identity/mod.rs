@@ -10,6 +10,7 @@ pub mod oidc;
 pub mod refresh;
 mod slots;
 pub mod store;
+mod types;
 pub mod upstream;
 
 use std::net::IpAddr;
@@ -25,75 +26,8 @@ use damping::{Damping, Outcome};
 use htpasswd::{Htpasswd, Verdict};
 use slots::BcryptSlots;
 use store::StoreUsers;
+pub use types::{AuthError, CacheKey, Credentials, Identity, Source};
 use upstream::Upstream;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// `""` for the anonymous caller.
-    pub name: String,
-    pub groups: Vec<String>,
-    pub source: Source,
-    /// A store user with the `admin` flag: may do everything (see `policy`).
-    pub admin: bool,
-    /// A store user's grants and their groups' (empty for other sources).
-    pub rights: Vec<crate::store::Rights>,
-    /// When the proof of this identity ends (an OIDC token's `exp`, unix seconds): tokens
-    /// issued to it end then too.
-    pub expires_at: Option<u64>,
-}
-
-/// Where an identity came from: only upstream identities can be asked about repositories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Anonymous,
-    Local,
-    Store,
-    Upstream,
-    /// An OIDC ID token's claims, through a provider's templates.
-    Oidc,
-}
-
-impl Identity {
-    pub fn anonymous() -> Self {
-        Self {
-            name: String::new(),
-            groups: Vec::new(),
-            source: Source::Anonymous,
-            admin: false,
-            rights: Vec::new(),
-            expires_at: None,
-        }
-    }
-
-    pub fn local(name: &str) -> Self {
-        Self {
-            name: name.into(),
-            groups: Vec::new(),
-            source: Source::Local,
-            admin: false,
-            rights: Vec::new(),
-            expires_at: None,
-        }
-    }
-}
-
-pub use crate::credentials::Credentials;
-
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
-    #[error("invalid username or password")]
-    BadCredentials,
-    /// The password was right but the account may not log in (disabled, expired).
-    #[error("{0}")]
-    Refused(String),
-    #[error("identity service unavailable: {0}")]
-    Unavailable(String),
-    #[error("too many failed logins from this address; wait {retry_after} s")]
-    TooManyAttempts { retry_after: u64 },
-}
-
-/// A salted SHA-256 of the credentials: what caches are keyed by, never the credentials.
-pub type CacheKey = [u8; 32];
 
 /// Failed logins are remembered this long, so a client retrying a bad token in a loop
 /// (or a brute-force run) does not turn into bcrypt work or upstream load.

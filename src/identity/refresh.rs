@@ -27,7 +27,8 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use moka::future::Cache;
 
-use super::{AuthError, Authenticator, Caller, Credentials, Identity, Source};
+use super::types::{AuthError, Credentials, Identity, Source};
+use super::{Authenticator, Caller};
 use crate::store::{self, RefreshRecord, Store, StoreError};
 
 /// What every refresh token starts with (and secret scanners can look for).

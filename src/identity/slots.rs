@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::AuthError;
+use super::types::AuthError;
 
 /// bcrypt runs at most one per core, so a flood of bad logins queues instead of taking every
 /// blocking thread and starving token signing. Checks of credentials from a pair or address

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use super::{AuthError, CacheKey, Identity, Source};
+use super::types::{AuthError, CacheKey, Identity, Source};
 use crate::store::{self, Account, Store};
 
 pub struct StoreUsers {

@@ -3,7 +3,7 @@
 //! else (5xx, timeout, refused, a body that is not the documented JSON) → unavailable, which
 //! the realm turns into a 503: never a token on a guess.
 
-use super::{AuthError, Credentials, Identity, Source};
+use super::types::{AuthError, Credentials, Identity, Source};
 use crate::config::{CredentialForwarding, UpstreamConfig};
 use crate::upstream::{call, unavailable, Answer, Client, Endpoint, UpstreamError};
 

@@ -18,7 +18,7 @@ use data_encoding::BASE64URL_NOPAD;
 use moka::future::Cache;
 use serde_json::{Map, Value};
 
-use super::{AuthError, CacheKey, Identity, Source};
+use super::types::{AuthError, CacheKey, Identity, Source};
 use crate::config::OidcConfig;
 use claims::{Rule, Template};
 use jwks::{KeyError, KeySet};
