@@ -1,19 +1,24 @@
 //! token-issuer: a registry token service. A request flows one way through the modules:
 //! `http` (parse) → `identity` (who) → `policy` (what) → `token` (sign), with `keys` and
 //! `config` feeding them at start-up (`app`).
+//!
+//! Modules are `pub` only where the binary (`main.rs`, `commands/`) or the integration tests
+//! use them; every item the crate does not export is `pub(crate)` (`unreachable_pub`).
+
+#![warn(unreachable_pub)]
 
 pub mod app;
-pub mod audit;
+pub(crate) mod audit;
 pub mod config;
-pub mod credentials;
-pub mod glob;
+pub(crate) mod credentials;
+pub(crate) mod glob;
 pub mod http;
 pub mod identity;
 mod issuing;
 mod jwt;
 pub mod keys;
 pub mod metrics;
-pub mod policy;
+pub(crate) mod policy;
 pub mod registry;
 pub mod reload;
 pub mod sample;
@@ -21,4 +26,4 @@ pub mod scope;
 pub mod server;
 pub mod store;
 pub mod token;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -20,7 +20,7 @@ pub enum UpstreamError {
 }
 
 /// What an upstream endpoint answered, reduced to what the caller acts on.
-pub enum Answer {
+pub(crate) enum Answer {
     Granted(serde_json::Value),
     Refused(StatusCode),
 }
@@ -56,7 +56,7 @@ impl Client {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// 2xx must carry JSON; 401/403 refuse; a 404 means a wrong URL, so it is a failure.
     Identity,
     /// The 2xx body is not read; 401/403/404 refuse (no such record, or not readable).
@@ -65,7 +65,7 @@ pub enum Endpoint {
 
 /// One GET as the caller. Redirects are never followed: a 3xx (a login page, a moved API) is a
 /// failure, so a proxy's 200 page can never pass for a grant.
-pub async fn call(
+pub(crate) async fn call(
     client: &Client,
     url: &str,
     forwarding: CredentialForwarding,

@@ -19,7 +19,7 @@ use crate::config::{setting, AuditConfig};
 use anyhow::Context;
 
 mod line;
-pub use line::Record;
+pub(crate) use line::Record;
 
 /// Bytes waiting for the writer; past this, requests wait for it.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -147,7 +147,7 @@ impl Audit {
 
 /// A request id: unique in this process (a counter) and across restarts (a random prefix),
 /// without a system call per request.
-pub fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     static PREFIX: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
     id_text(&PREFIX, next_number())

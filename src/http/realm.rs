@@ -36,14 +36,14 @@ fn from(mut tr: TokenRequest, req: &Request, trusted: &[ipnet::IpNet]) -> TokenR
 }
 
 #[handler]
-pub async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
     let started = Instant::now();
     let parsed = parse_get(req, app.max_scopes).map(|tr| from(tr, req, &app.trusted_proxies));
     answer(app, req, parsed, started).await
 }
 
 #[handler]
-pub async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
     let started = Instant::now();
     let parsed = parse_post(req, body, app.max_scopes)
         .await

@@ -8,8 +8,8 @@ use crate::glob::Glob;
 use crate::identity::Identity;
 use crate::scope::Scope;
 
-pub const ACTIONS: &[&str] = &["pull", "push", "delete", "*", UPSTREAM];
-pub const UPSTREAM: &str = "upstream";
+pub(crate) const ACTIONS: &[&str] = &["pull", "push", "delete", "*", UPSTREAM];
+pub(crate) const UPSTREAM: &str = "upstream";
 
 #[derive(Debug)]
 enum AccountMatch {

@@ -7,15 +7,15 @@
 //! The token carries requested ∩ allowed for each scope; a scope with nothing granted is left
 //! out. Asking for more than allowed is not an error (the token spec says so).
 
-pub mod acl;
-pub mod upstream;
+pub(crate) mod acl;
+pub(crate) mod upstream;
 
 use futures::future::try_join_all;
 
 use crate::identity::{Caller, Identity, Source};
 use crate::scope::Scope;
 use crate::upstream::UpstreamError;
-pub use acl::Acl;
+pub(crate) use acl::Acl;
 use acl::Grant;
 use upstream::RepositoryCheck;
 

@@ -5,7 +5,7 @@ use poem::Response;
 use serde_json::json;
 
 #[derive(Debug)]
-pub struct RegError {
+pub(crate) struct RegError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -24,30 +24,30 @@ impl RegError {
             retry_after: None,
         }
     }
-    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
-    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+    pub(crate) fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
         self
     }
-    pub fn pagination_invalid(msg: impl Into<String>) -> Self {
+    pub(crate) fn pagination_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", msg)
     }
     /// A 416 for a `Range` outside the blob (the caller adds `Content-Range: bytes */size`).
-    pub fn range_invalid(msg: impl Into<String>) -> Self {
+    pub(crate) fn range_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID", msg)
     }
     /// A 416 for a chunk that does not continue the upload.
-    pub fn upload_range_invalid(msg: impl Into<String>) -> Self {
+    pub(crate) fn upload_range_invalid(msg: impl Into<String>) -> Self {
         Self::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "BLOB_UPLOAD_INVALID",
             msg,
         )
     }
-    pub fn manifest_blob_unknown(digest: &str) -> Self {
+    pub(crate) fn manifest_blob_unknown(digest: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "MANIFEST_BLOB_UNKNOWN",
@@ -55,21 +55,21 @@ impl RegError {
         )
         .with_detail(json!({"digest": digest}))
     }
-    pub fn tag_invalid() -> Self {
+    pub(crate) fn tag_invalid() -> Self {
         Self::new(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag")
     }
-    pub fn too_many_requests(msg: impl Into<String>, retry_after: u64) -> Self {
+    pub(crate) fn too_many_requests(msg: impl Into<String>, retry_after: u64) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
             .with_retry_after(retry_after)
     }
-    pub fn endpoint_unknown() -> Self {
+    pub(crate) fn endpoint_unknown() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
     }
     /// The body of a 401; the challenge header is the caller's (see `auth`).
-    pub fn unauthorized(msg: impl Into<String>, detail: serde_json::Value) -> Self {
+    pub(crate) fn unauthorized(msg: impl Into<String>, detail: serde_json::Value) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg).with_detail(detail)
     }
-    pub fn blob_unknown(digest: &str) -> Self {
+    pub(crate) fn blob_unknown(digest: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "BLOB_UNKNOWN",
@@ -77,20 +77,20 @@ impl RegError {
         )
         .with_detail(json!({"digest": digest}))
     }
-    pub fn upload_unknown() -> Self {
+    pub(crate) fn upload_unknown() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "BLOB_UPLOAD_UNKNOWN",
             "blob upload unknown to registry",
         )
     }
-    pub fn upload_invalid(msg: impl Into<String>) -> Self {
+    pub(crate) fn upload_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", msg)
     }
-    pub fn digest_invalid(msg: impl Into<String>) -> Self {
+    pub(crate) fn digest_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", msg)
     }
-    pub fn manifest_unknown(reference: &str) -> Self {
+    pub(crate) fn manifest_unknown(reference: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "MANIFEST_UNKNOWN",
@@ -98,10 +98,10 @@ impl RegError {
         )
         .with_detail(json!({"reference": reference}))
     }
-    pub fn manifest_invalid(msg: impl Into<String>) -> Self {
+    pub(crate) fn manifest_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
     }
-    pub fn name_unknown(name: &str) -> Self {
+    pub(crate) fn name_unknown(name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NAME_UNKNOWN",
@@ -109,7 +109,7 @@ impl RegError {
         )
         .with_detail(json!({"name": name}))
     }
-    pub fn name_invalid(name: &str) -> Self {
+    pub(crate) fn name_invalid(name: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "NAME_INVALID",
@@ -117,10 +117,10 @@ impl RegError {
         )
         .with_detail(json!({"name": name}))
     }
-    pub fn unsupported(msg: impl Into<String>) -> Self {
+    pub(crate) fn unsupported(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
     }
-    pub fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("registry storage error: {e}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,7 +129,7 @@ impl RegError {
         )
     }
 
-    pub fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "message": self.message});
         if !self.detail.is_null() {
             err["detail"] = self.detail;
@@ -154,7 +154,7 @@ impl From<std::io::Error> for RegError {
 /// A request body that could not be read to its end: the client went away, stalled past
 /// `http.body_timeout_seconds`, or sent less than it declared. The client's doing, so a 400
 /// logged at debug, never a 500.
-pub fn body_cut_short(e: &std::io::Error) -> RegError {
+pub(crate) fn body_cut_short(e: &std::io::Error) -> RegError {
     tracing::debug!("request body ended early: {e}");
     RegError::new(
         StatusCode::BAD_REQUEST,

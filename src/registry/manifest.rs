@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::storage::Digest;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Non-distributable layers live elsewhere, by their `urls`: never stored, never required.
 const FOREIGN_LAYERS: &[&str] = &[
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -22,7 +22,7 @@ const FOREIGN_LAYERS: &[&str] = &[
 
 /// Why a pushed manifest is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Invalid {
+pub(crate) enum Invalid {
     /// `MANIFEST_INVALID`, with this text.
     #[error("{0}")]
     Manifest(String),
@@ -36,14 +36,14 @@ fn invalid(what: impl Into<String>) -> Invalid {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Child {
+pub(crate) struct Child {
     pub digest: Digest,
     /// (os, architecture), when the index says.
     pub platform: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub media_type: String,
     blobs: Vec<Digest>,
     children: Vec<Child>,
@@ -57,7 +57,7 @@ impl Manifest {
     /// Validates a pushed manifest as distribution does. `content_type` is the request's; the
     /// document's `mediaType` must agree with it (unless it is plain JSON), and an OCI manifest
     /// that names neither is told from an index by its shape.
-    pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self, Invalid> {
+    pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self, Invalid> {
         let doc: Value =
             serde_json::from_slice(bytes).map_err(|_| invalid("the manifest is not JSON"))?;
         let declared = doc.get("mediaType").and_then(Value::as_str);
@@ -101,7 +101,7 @@ impl Manifest {
     }
 
     /// A stored manifest (validated when it was pushed), or `None` when it does not parse.
-    pub fn read(bytes: &[u8], media_type: &str) -> Option<Self> {
+    pub(crate) fn read(bytes: &[u8], media_type: &str) -> Option<Self> {
         let doc: Value = serde_json::from_slice(bytes).ok()?;
         Self::from_doc(&doc, media_type.to_string(), false).ok()
     }
@@ -161,17 +161,17 @@ impl Manifest {
     }
 
     /// The blobs an image manifest needs in the repository: config and layers, not foreign ones.
-    pub fn blobs(&self) -> &[Digest] {
+    pub(crate) fn blobs(&self) -> &[Digest] {
         &self.blobs
     }
 
     /// An index's or list's manifests.
-    pub fn children(&self) -> &[Child] {
+    pub(crate) fn children(&self) -> &[Child] {
         &self.children
     }
 
     /// The child for `os`/`architecture`, if the index names one.
-    pub fn platform(&self, os: &str, architecture: &str) -> Option<&Digest> {
+    pub(crate) fn platform(&self, os: &str, architecture: &str) -> Option<&Digest> {
         self.children
             .iter()
             .find(|c| {
@@ -197,14 +197,14 @@ fn is_foreign(desc: &Value) -> bool {
 
 /// A manifest reference: a digest (it holds a `:`, which tags cannot), else a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reference {
+pub(crate) enum Reference {
     Tag(String),
     Digest(Digest),
 }
 
 /// A reference that is neither a digest nor a valid tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadReference {
+pub(crate) enum BadReference {
     #[error("{0}")]
     Digest(String),
     #[error("invalid tag")]
@@ -212,7 +212,7 @@ pub enum BadReference {
 }
 
 impl Reference {
-    pub fn parse(s: &str) -> Result<Self, BadReference> {
+    pub(crate) fn parse(s: &str) -> Result<Self, BadReference> {
         if s.contains(':') {
             return Digest::parse(s)
                 .map(Self::Digest)
@@ -227,7 +227,7 @@ impl Reference {
 }
 
 /// The distribution spec's tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn valid_tag(tag: &str) -> bool {
+pub(crate) fn valid_tag(tag: &str) -> bool {
     let b = tag.as_bytes();
     !b.is_empty()
         && b.len() <= 128

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-pub struct Sessions {
+pub(crate) struct Sessions {
     /// uuid -> repository.
     open: Mutex<HashMap<String, String>>,
     max_total: usize,
@@ -15,11 +15,11 @@ pub struct Sessions {
 }
 
 /// How long a refused client is asked to wait: sessions end as pushes finish.
-pub const RETRY_AFTER_SECONDS: u64 = 30;
+pub(crate) const RETRY_AFTER_SECONDS: u64 = 30;
 
 impl Sessions {
     /// The sessions already on disk (left by an earlier run) count too.
-    pub fn load(uploads: &Path, max_total: usize, max_per_repo: usize) -> Self {
+    pub(crate) fn load(uploads: &Path, max_total: usize, max_per_repo: usize) -> Self {
         let mut open = HashMap::new();
         if let Ok(entries) = std::fs::read_dir(uploads) {
             for e in entries.flatten() {
@@ -38,7 +38,7 @@ impl Sessions {
         }
     }
 
-    pub fn reserve(&self, uuid: &str, repo: &str) -> Result<(), TooManyUploads> {
+    pub(crate) fn reserve(&self, uuid: &str, repo: &str) -> Result<(), TooManyUploads> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= self.max_total {
             return Err(too_many(format!(
@@ -60,7 +60,7 @@ impl Sessions {
         Ok(())
     }
 
-    pub fn release(&self, uuid: &str) {
+    pub(crate) fn release(&self, uuid: &str) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.remove(uuid);
         crate::metrics::get()
@@ -68,7 +68,7 @@ impl Sessions {
             .set(open.len() as i64);
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }

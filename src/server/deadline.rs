@@ -38,7 +38,7 @@ pub(crate) struct Busy {
 
 impl Busy {
     /// Marks a request as being handled until the guard drops (HTTP/1: one at a time).
-    pub fn begin(self: &Arc<Self>) -> BusyGuard {
+    pub(super) fn begin(self: &Arc<Self>) -> BusyGuard {
         self.heads.fetch_add(1, Ordering::AcqRel);
         self.busy.store(true, Ordering::Release);
         BusyGuard(self.clone())
@@ -66,7 +66,7 @@ pub(crate) struct Deadlined<T> {
 }
 
 impl<T> Deadlined<T> {
-    pub fn new(inner: T, busy: Arc<Busy>, timeouts: Timeouts) -> Self {
+    pub(super) fn new(inner: T, busy: Arc<Busy>, timeouts: Timeouts) -> Self {
         let now = Instant::now();
         let first = now + timeouts.header;
         Self {

@@ -193,10 +193,10 @@ impl AcceptErrors {
 
 /// The errno values `accept` reports for exhausted resources (Linux).
 mod libc_errno {
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-    pub const ENOBUFS: i32 = 105;
+    pub(super) const ENOMEM: i32 = 12;
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+    pub(super) const ENOBUFS: i32 = 105;
 }
 
 /// Raises the soft open-file limit to the hard one: each connection is a descriptor, and the

@@ -39,7 +39,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// The name as stored (NFC), or why it cannot be one.
-pub fn checked(what: &str, name: &str) -> Result<String, StoreError> {
+pub(super) fn checked(what: &str, name: &str) -> Result<String, StoreError> {
     let nfc: String = name.nfc().collect();
     if !valid_name(&nfc) {
         return Err(StoreError::Invalid(format!(
@@ -76,7 +76,7 @@ fn shown_quoted(name: &str) -> String {
 }
 
 /// A grant's name glob: no control or format characters (the rest is the glob's grammar).
-pub fn check_grant_name(name: &str) -> Result<(), StoreError> {
+pub(super) fn check_grant_name(name: &str) -> Result<(), StoreError> {
     if name.chars().any(|c| c.is_control() || is_format(c)) {
         return Err(StoreError::Invalid(format!(
             "name {}: no control or format (zero-width, bidi) characters",

@@ -28,7 +28,7 @@ fn repository() -> String {
 }
 
 #[handler]
-pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -44,7 +44,7 @@ pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 }
 
 #[handler]
-pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -77,7 +77,11 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
 }
 
 #[handler]
-pub async fn remove(req: &Request, Path(id): Path<String>, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn remove(
+    req: &Request,
+    Path(id): Path<String>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
     respond(
         app,
         async {

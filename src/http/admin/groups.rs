@@ -25,7 +25,7 @@ struct NewMember {
 }
 
 #[handler]
-pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -41,7 +41,7 @@ pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 }
 
 #[handler]
-pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -56,7 +56,7 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
 }
 
 #[handler]
-pub async fn remove(
+pub(crate) async fn remove(
     req: &Request,
     Path(name): Path<String>,
     Data(app): Data<&Arc<App>>,
@@ -76,7 +76,7 @@ pub async fn remove(
 }
 
 #[handler]
-pub async fn members(
+pub(crate) async fn members(
     req: &Request,
     Path(name): Path<String>,
     Data(app): Data<&Arc<App>>,
@@ -96,7 +96,7 @@ pub async fn members(
 }
 
 #[handler]
-pub async fn add_member(
+pub(crate) async fn add_member(
     req: &Request,
     Path(name): Path<String>,
     body: Body,
@@ -117,7 +117,7 @@ pub async fn add_member(
 }
 
 #[handler]
-pub async fn remove_member(
+pub(crate) async fn remove_member(
     req: &Request,
     Path((name, user)): Path<(String, String)>,
     Data(app): Data<&Arc<App>>,

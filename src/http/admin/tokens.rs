@@ -21,7 +21,7 @@ fn user_param(req: &Request) -> Result<String, ApiError> {
 }
 
 #[handler]
-pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -37,7 +37,7 @@ pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 
 /// `DELETE /admin/v1/tokens?user=NAME`: every refresh token of the user.
 #[handler]
-pub async fn revoke_all(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn revoke_all(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -53,7 +53,11 @@ pub async fn revoke_all(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 }
 
 #[handler]
-pub async fn revoke(req: &Request, Path(id): Path<String>, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn revoke(
+    req: &Request,
+    Path(id): Path<String>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
     respond(
         app,
         async {

@@ -49,7 +49,7 @@ async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 #[handler]
-pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -65,7 +65,11 @@ pub async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
 }
 
 #[handler]
-pub async fn show(req: &Request, Path(name): Path<String>, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn show(
+    req: &Request,
+    Path(name): Path<String>,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
     respond(
         app,
         async {
@@ -82,7 +86,7 @@ pub async fn show(req: &Request, Path(name): Path<String>, Data(app): Data<&Arc<
 }
 
 #[handler]
-pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
     respond(
         app,
         async {
@@ -114,7 +118,7 @@ pub async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Respo
 }
 
 #[handler]
-pub async fn update(
+pub(crate) async fn update(
     req: &Request,
     Path(name): Path<String>,
     body: Body,
@@ -161,7 +165,7 @@ pub async fn update(
 }
 
 #[handler]
-pub async fn remove(
+pub(crate) async fn remove(
     req: &Request,
     Path(name): Path<String>,
     Data(app): Data<&Arc<App>>,

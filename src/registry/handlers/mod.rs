@@ -32,7 +32,7 @@ enum Route<'a> {
 }
 
 /// The `route` label of the registry's metrics: bounded, never a repository name.
-pub fn route_label(path: &str) -> &'static str {
+pub(crate) fn route_label(path: &str) -> &'static str {
     match route(path) {
         Some(Route::Base) => "base",
         Some(Route::Catalog) => "catalog",
@@ -136,7 +136,11 @@ fn needed_access(r: &Route<'_>, method: &Method, q: &[(String, String)]) -> Vec<
 }
 
 #[handler]
-pub async fn dispatch(req: &Request, body: Body, Data(reg): Data<&Arc<Registry>>) -> Response {
+pub(crate) async fn dispatch(
+    req: &Request,
+    body: Body,
+    Data(reg): Data<&Arc<Registry>>,
+) -> Response {
     let path = req.uri().path().to_string();
     let Some(r) = route(&path) else {
         return RegError::endpoint_unknown().into_response();
