@@ -3,15 +3,14 @@
 
 use poem::http::{header, StatusCode};
 use poem::Response;
-use serde_json::json;
 
-use super::json_response;
+use super::errors_response;
 use crate::identity::AuthError;
 use crate::issuing::IssueError;
 use crate::metrics::Outcome;
 use crate::policy::PolicyError;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum RealmError {
     BadRequest {
         code: &'static str,
@@ -72,48 +71,54 @@ impl RealmError {
         }
     }
 
-    pub(super) fn into_response(self, basic_realm: &str) -> Response {
-        let body =
-            |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
+    pub(super) fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest { code, message } | Self::TooLarge { code, message } => {
-                json_response(StatusCode::BAD_REQUEST, &body(code, &message))
-            }
-            Self::Unauthorized(message) => {
-                let mut r =
-                    json_response(StatusCode::UNAUTHORIZED, &body("UNAUTHORIZED", &message));
-                if let Ok(v) = format!("Basic realm=\"{}\"", basic_realm.replace('"', "")).parse() {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                }
-                r
-            }
-            Self::Unavailable(message) => {
-                let mut r = json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &body("UNAVAILABLE", &message),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-                r
-            }
-            Self::TooManyRequests { retry_after } => {
-                let mut r = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &body(
-                        "TOOMANYREQUESTS",
-                        &format!("too many failed logins from this address; wait {retry_after} s and check the credentials"),
-                    ),
-                );
-                if let Ok(v) = retry_after.to_string().parse() {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                r
-            }
-            Self::Internal => json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &body("INTERNAL", "the token could not be issued"),
-            ),
+            Self::BadRequest { .. } | Self::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } | Self::TooLarge { code, .. } => code,
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::TooManyRequests { .. } => "TOOMANYREQUESTS",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// The `{"errors":[...]}` answer with the headers clients act on: the Basic challenge of a
+    /// 401, `Retry-After` of a 503 or 429.
+    pub(super) fn into_response(self, basic_realm: &str) -> Response {
+        let message = match &self {
+            Self::TooManyRequests { retry_after } => format!(
+                "too many failed logins from this address; wait {retry_after} s and check the credentials"
+            )
+            .into(),
+            _ => self.message(),
+        };
+        let mut r = errors_response(self.status(), self.code(), &message);
+        let extra = match &self {
+            Self::Unauthorized(_) => Some((
+                header::WWW_AUTHENTICATE,
+                format!("Basic realm=\"{}\"", basic_realm.replace('"', "")),
+            )),
+            Self::Unavailable(_) => Some((header::RETRY_AFTER, "5".to_string())),
+            Self::TooManyRequests { retry_after } => {
+                Some((header::RETRY_AFTER, retry_after.to_string()))
+            }
+            _ => None,
+        };
+        if let Some((name, value)) = extra {
+            if let Ok(v) = value.parse() {
+                r.headers_mut().insert(name, v);
+            }
+        }
+        r
     }
 }
 

@@ -101,6 +101,15 @@ fn health() -> Response {
         .body("ok\n")
 }
 
+/// The `{"errors":[{"code","message"}]}` answer the realm and the admin API give (the
+/// registry spec's shape, which clients print).
+pub(crate) fn errors_response(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &serde_json::json!({"errors": [{"code": code, "message": message}]}),
+    )
+}
+
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     Response::builder()
         .status(status)

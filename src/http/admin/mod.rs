@@ -12,6 +12,7 @@ mod users;
 
 use std::sync::Arc;
 
+use poem::error::ResponseError;
 use poem::http::{header, StatusCode};
 use poem::{delete, get, Body, Request, Response, Route};
 use serde::de::DeserializeOwned;
@@ -19,8 +20,8 @@ use serde_json::{json, Value};
 
 use super::client::client_address;
 use super::error::RealmError;
-use super::json_response;
 use super::request::basic_credentials;
+use super::{errors_response, json_response};
 use crate::app::App;
 use crate::identity::store::StoreUsers;
 use crate::identity::{Identity, Source};
@@ -51,15 +52,24 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/tokens/:id", delete(tokens::revoke))
 }
 
-/// An admin API failure, as a status and a message.
-pub enum ApiError {
+/// An admin API failure, as a status and a message. Handlers return it with `?` and poem
+/// renders it ([`ResponseError`]): one shape for every route, the realm's `{"errors":[...]}`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("{}", .0.message())]
     Realm(RealmError),
+    #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
     Unavailable(String),
     /// A body that is not `application/json`.
+    #[error("{0}")]
     Unsupported(String),
 }
 
@@ -76,30 +86,45 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
-    fn into_response(self, basic_realm: &str) -> Response {
-        let (status, code, message) = match self {
-            Self::Realm(e) => {
-                // No `WWW-Authenticate: Basic` here: it makes a browser prompt for the admin's
-                // password, keep it, and send it along with any other site's form posts.
-                let mut r = e.into_response(basic_realm);
-                r.headers_mut().remove(header::WWW_AUTHENTICATE);
-                return r;
-            }
-            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "DENIED", m),
-            Self::NotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m),
-            Self::Conflict(m) => (StatusCode::CONFLICT, "CONFLICT", m),
-            Self::Invalid(m) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST", m),
-            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m),
-            Self::Unsupported(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED", m),
-        };
-        json_response(
-            status,
-            &json!({"errors": [{"code": code, "message": message}]}),
-        )
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Realm(_) => "UNAUTHORIZED",
+            Self::Forbidden(_) => "DENIED",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Invalid(_) => "INVALID_REQUEST",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Unsupported(_) => "UNSUPPORTED",
+        }
     }
 }
 
-pub type ApiResult = Result<Response, ApiError>;
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Realm(e) => e.status(),
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    fn as_response(&self) -> Response {
+        if let Self::Realm(e) = self {
+            // No `WWW-Authenticate: Basic` here: it makes a browser prompt for the admin's
+            // password, keep it, and send it along with any other site's form posts.
+            let mut r = e.clone().into_response("");
+            r.headers_mut().remove(header::WWW_AUTHENTICATE);
+            return r;
+        }
+        errors_response(self.status(), self.code(), &self.to_string())
+    }
+}
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The authenticated store admin making the request, and the store.
 async fn admin<'a>(
@@ -144,11 +169,6 @@ async fn admin<'a>(
         )));
     }
     Ok((who, users))
-}
-
-/// The handler's answer, or its error's.
-fn respond(app: &App, result: ApiResult) -> Response {
-    result.unwrap_or_else(|e| e.into_response(&app.basic_realm))
 }
 
 /// Refuses what a browser sends on another site's behalf: an `Origin` other than this host,

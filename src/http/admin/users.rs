@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::web::{Data, Path};
-use poem::{handler, Body, Request, Response};
+use poem::{handler, Body, Request};
 use serde::{Deserialize, Deserializer};
 
-use super::{admin, json_body, listing, no_content, page, respond, ApiError};
+use super::{admin, json_body, listing, no_content, page, ApiError, ApiResult};
 use crate::app::App;
 use crate::http::json_response;
 use crate::store::{self, UserPatch};
@@ -49,19 +49,13 @@ async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 #[handler]
-pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
-    respond(
-        app,
-        async {
-            let (_who, users) = admin(req, app).await?;
-            let (after, limit) = page(req)?;
-            let found = users.store.users(&after, limit).await?;
-            let last = found.last().map(|u| u.name.clone());
-            let items = found.iter().map(store::User::to_json).collect();
-            Ok(listing(req, "users", items, last, limit))
-        }
-        .await,
-    )
+pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> ApiResult {
+    let (_who, users) = admin(req, app).await?;
+    let (after, limit) = page(req)?;
+    let found = users.store.users(&after, limit).await?;
+    let last = found.last().map(|u| u.name.clone());
+    let items = found.iter().map(store::User::to_json).collect();
+    Ok(listing(req, "users", items, last, limit))
 }
 
 #[handler]
@@ -69,52 +63,50 @@ pub(crate) async fn show(
     req: &Request,
     Path(name): Path<String>,
     Data(app): Data<&Arc<App>>,
-) -> Response {
-    respond(
-        app,
-        async {
-            let (_who, users) = admin(req, app).await?;
-            let user = users
-                .store
-                .user(&name)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
-            Ok(json_response(StatusCode::OK, &user.to_json()))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let (_who, users) = admin(req, app).await?;
+    let user = users
+        .store
+        .user(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
+    Ok(json_response(StatusCode::OK, &user.to_json()))
 }
 
 #[handler]
-pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
-    respond(
-        app,
-        async {
-            let (who, users) = admin(req, app).await?;
-        let new: NewUser = json_body(req, body).await?;
-        if app.auth.local_knows(&new.name) {
-            return Err(ApiError::Conflict(format!(
+pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> ApiResult {
+    let (who, users) = admin(req, app).await?;
+    let new: NewUser = json_body(req, body).await?;
+    if app.auth.local_knows(&new.name) {
+        return Err(ApiError::Conflict(format!(
                 "user {} already exists in the htpasswd file (identity.htpasswd); a name lives in one source",
                 new.name
             )));
-        }
-        let expires_at = new.expires_at.as_deref().map(store::parse_time).transpose()?;
-        let password_hash = hash(new.password).await?;
-        let name = users
-            .store
-            .add_user(&new.name, &password_hash, new.admin, new.disabled, expires_at)
-            .await?;
-        users.invalidate(Some(&name)).await;
-        tracing::info!(by = ?who.name, user = ?name, admin = new.admin, disabled = new.disabled, "admin API: user created");
-        let user = users
-            .store
-            .user(&name)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
-        Ok(json_response(StatusCode::CREATED, &user.to_json()))
-        }
-        .await,
-    )
+    }
+    let expires_at = new
+        .expires_at
+        .as_deref()
+        .map(store::parse_time)
+        .transpose()?;
+    let password_hash = hash(new.password).await?;
+    let name = users
+        .store
+        .add_user(
+            &new.name,
+            &password_hash,
+            new.admin,
+            new.disabled,
+            expires_at,
+        )
+        .await?;
+    users.invalidate(Some(&name)).await;
+    tracing::info!(by = ?who.name, user = ?name, admin = new.admin, disabled = new.disabled, "admin API: user created");
+    let user = users
+        .store
+        .user(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
+    Ok(json_response(StatusCode::CREATED, &user.to_json()))
 }
 
 #[handler]
@@ -123,45 +115,39 @@ pub(crate) async fn update(
     Path(name): Path<String>,
     body: Body,
     Data(app): Data<&Arc<App>>,
-) -> Response {
-    respond(
-        app,
-        async {
-            let (who, users) = admin(req, app).await?;
-            let p: Patch = json_body(req, body).await?;
-            let patch = UserPatch {
-                password_hash: match p.password {
-                    Some(pw) => Some(hash(pw).await?),
-                    None => None,
-                },
-                admin: p.admin,
-                disabled: p.disabled,
-                expires_at: match p.expires_at {
-                    Some(Some(t)) => Some(Some(store::parse_time(&t)?)),
-                    Some(None) => Some(None),
-                    None => None,
-                },
-            };
-            users.store.update_user(&name, &patch).await?;
-            users.invalidate(Some(&name)).await;
-            tracing::info!(
-                by = ?who.name,
-                user = ?name,
-                password_changed = patch.password_hash.is_some(),
-                admin = ?patch.admin,
-                disabled = ?patch.disabled,
-                expires_at = ?patch.expires_at,
-                "admin API: user updated"
-            );
-            let user = users
-                .store
-                .user(&name)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
-            Ok(json_response(StatusCode::OK, &user.to_json()))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let (who, users) = admin(req, app).await?;
+    let p: Patch = json_body(req, body).await?;
+    let patch = UserPatch {
+        password_hash: match p.password {
+            Some(pw) => Some(hash(pw).await?),
+            None => None,
+        },
+        admin: p.admin,
+        disabled: p.disabled,
+        expires_at: match p.expires_at {
+            Some(Some(t)) => Some(Some(store::parse_time(&t)?)),
+            Some(None) => Some(None),
+            None => None,
+        },
+    };
+    users.store.update_user(&name, &patch).await?;
+    users.invalidate(Some(&name)).await;
+    tracing::info!(
+        by = ?who.name,
+        user = ?name,
+        password_changed = patch.password_hash.is_some(),
+        admin = ?patch.admin,
+        disabled = ?patch.disabled,
+        expires_at = ?patch.expires_at,
+        "admin API: user updated"
+    );
+    let user = users
+        .store
+        .user(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
+    Ok(json_response(StatusCode::OK, &user.to_json()))
 }
 
 #[handler]
@@ -169,21 +155,15 @@ pub(crate) async fn remove(
     req: &Request,
     Path(name): Path<String>,
     Data(app): Data<&Arc<App>>,
-) -> Response {
-    respond(
-        app,
-        async {
-            let (who, users) = admin(req, app).await?;
-            if who.name == name {
-                return Err(ApiError::Invalid(
-                    "an admin cannot delete themselves; ask another admin, or use the CLI".into(),
-                ));
-            }
-            users.store.delete_user(&name).await?;
-            users.invalidate(Some(&name)).await;
-            tracing::info!(by = ?who.name, user = ?name, "admin API: user deleted");
-            Ok(no_content())
-        }
-        .await,
-    )
+) -> ApiResult {
+    let (who, users) = admin(req, app).await?;
+    if who.name == name {
+        return Err(ApiError::Invalid(
+            "an admin cannot delete themselves; ask another admin, or use the CLI".into(),
+        ));
+    }
+    users.store.delete_user(&name).await?;
+    users.invalidate(Some(&name)).await;
+    tracing::info!(by = ?who.name, user = ?name, "admin API: user deleted");
+    Ok(no_content())
 }
