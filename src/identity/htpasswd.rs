@@ -75,6 +75,12 @@ impl Htpasswd {
         self.users.get(user).map(|h| h.as_ref())
     }
 
+    /// A hash of the file's usual cost that no password matches: what an unknown user is
+    /// checked against, so that a name cannot be probed by timing.
+    pub(crate) fn dummy_hash(&self) -> &str {
+        &self.dummy_hash
+    }
+
     /// CPU-bound (bcrypt): call from a blocking thread.
     pub fn verify(&self, user: &str, password: &str) -> Verdict {
         match self.users.get(user) {

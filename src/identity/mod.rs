@@ -23,7 +23,7 @@ use moka::future::Cache;
 
 pub use caller::{Caller, UpstreamCredential};
 use damping::{Damping, Outcome};
-use htpasswd::{Htpasswd, Verdict};
+use htpasswd::Htpasswd;
 use slots::BcryptSlots;
 use store::StoreUsers;
 pub use types::{AuthError, CacheKey, Credentials, Identity, Source};
@@ -289,26 +289,35 @@ impl Authenticator {
             _ => None,
         };
         let suspect = plan.is_some_and(|p| p.suspect);
-        let (hash, pass) = (hash.clone(), creds.password.clone());
+        match self.bcrypt(hash.clone(), &creds.password, suspect).await? {
+            true => Ok(()),
+            false => Err(AuthError::BadCredentials),
+        }
+    }
+
+    /// The one bcrypt check, whatever the hash's source: a fair slot (suspects queue apart),
+    /// a blocking thread (~60 ms of CPU must not stall the runtime), and the metrics.
+    async fn bcrypt(
+        &self,
+        hash: Arc<str>,
+        password: &str,
+        suspect: bool,
+    ) -> Result<bool, AuthError> {
+        let pass = password.to_string();
         let slot = self.bcrypt.acquire(suspect).await?;
         let ok = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let ok = bcrypt::verify(pass, &hash).unwrap_or(false);
-            let m = crate::metrics::get();
-            if ok {
-                m.bcrypt_match.inc();
-            } else {
-                m.bcrypt_mismatch.inc();
-            }
-            ok
+            bcrypt::verify(pass, &hash).unwrap_or(false)
         })
         .await
         .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
+        let m = crate::metrics::get();
         if ok {
-            Ok(())
+            m.bcrypt_match.inc();
         } else {
-            Err(AuthError::BadCredentials)
+            m.bcrypt_mismatch.inc();
         }
+        Ok(ok)
     }
 
     /// Records held by brute-force damping (0 when it is off).
@@ -363,30 +372,19 @@ impl Authenticator {
         creds: &Credentials,
         suspect: bool,
     ) -> Result<Arc<Identity>, AuthError> {
-        let Some(local) = self.local.clone() else {
-            // A name no source knows costs what a wrong password does.
-            if let Some(users) = &self.store {
-                let dummy: Arc<str> = users.dummy_hash.as_str().into();
-                let _ = self.check_hash(&dummy, creds, None).await;
-            }
-            return Err(AuthError::BadCredentials);
+        // A name no source knows costs what a wrong password does: the check runs against a
+        // dummy hash of the same cost.
+        let (hash, known): (Arc<str>, bool) = match (&self.local, &self.store) {
+            (Some(local), _) => match local.hash_of(&creds.username) {
+                Some(h) => (h.into(), true),
+                None => (local.dummy_hash().into(), false),
+            },
+            (None, Some(users)) => (users.dummy_hash.as_str().into(), false),
+            (None, None) => return Err(AuthError::BadCredentials),
         };
-        let (user, pass) = (creds.username.clone(), creds.password.clone());
-        let slot = self.bcrypt.acquire(suspect).await?;
-        let verdict = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            local.verify(&user, &pass)
-        })
-        .await
-        .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
-        let m = crate::metrics::get();
-        match verdict {
-            Verdict::Valid => m.bcrypt_match.inc(),
-            _ => m.bcrypt_mismatch.inc(),
-        };
-        match verdict {
-            Verdict::Valid => Ok(Arc::new(Identity::local(&creds.username))),
-            Verdict::WrongPassword | Verdict::UnknownUser => Err(AuthError::BadCredentials),
+        match self.bcrypt(hash, &creds.password, suspect).await? {
+            true if known => Ok(Arc::new(Identity::local(&creds.username))),
+            _ => Err(AuthError::BadCredentials),
         }
     }
 }
