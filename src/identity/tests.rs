@@ -1,0 +1,116 @@
+use super::*;
+
+fn creds(u: &str, p: &str) -> Credentials {
+    Credentials {
+        username: u.into(),
+        password: p.into(),
+    }
+}
+
+#[tokio::test]
+async fn local_users_and_cache() {
+    let h = bcrypt::hash("pw", 4).expect("hash");
+    let file = Htpasswd::parse(&format!("alice:{h}\n")).expect("parse");
+    let settings = CacheSettings {
+        local_ttl: Duration::from_secs(60),
+        upstream_ttl: Duration::ZERO,
+        capacity: 100,
+    };
+    let auth = Authenticator::new(Some(file), None, None, None, settings, None).expect("auth");
+    let login = |u: &str, p: &str| {
+        let c = creds(u, p);
+        let auth = &auth;
+        async move {
+            auth.authenticate(&c, [127, 0, 0, 1].into())
+                .await
+                .map(|caller| caller.identity().clone())
+        }
+    };
+    let alice = login("alice", "pw").await.expect("ok");
+    assert_eq!(alice.name, "alice");
+    auth.local_cache.run_pending_tasks().await;
+    assert_eq!(auth.local_cache.entry_count(), 1);
+    assert_eq!(login("alice", "nope").await, Err(AuthError::BadCredentials));
+    assert_eq!(login("bob", "pw").await, Err(AuthError::BadCredentials));
+    auth.local_cache.run_pending_tasks().await;
+    assert_eq!(
+        auth.local_cache.entry_count(),
+        1,
+        "failures are not cached as identities"
+    );
+    assert!(auth
+        .failures
+        .contains_key(&auth.cache_key(&creds("alice", "nope"))));
+    // The key depends on both halves and on where the split falls.
+    assert_ne!(
+        auth.cache_key(&creds("ab", "c")),
+        auth.cache_key(&creds("a", "bc"))
+    );
+}
+
+/// The sources' order: a name htpasswd knows is decided by htpasswd (its password, its
+/// identity), even when the store holds the same name; a name only the store knows is the
+/// store's; a name no source knows is refused after a check of the same cost (a dummy
+/// hash), counted as a mismatch.
+#[tokio::test]
+async fn sources_are_asked_in_order_and_a_name_nobody_knows_costs_a_check() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(
+        crate::store::Store::open("sqlite://s.db", dir.path())
+            .await
+            .expect("store"),
+    );
+    let fast = |pw: &str| bcrypt::hash(pw, 4).expect("hash");
+    store
+        .add_user("alice", &fast("store-pw"), true, false, None)
+        .await
+        .expect("alice in the store too");
+    store
+        .add_user("carol", &fast("carol-pw"), false, false, None)
+        .await
+        .expect("carol");
+    let file = Htpasswd::parse(&format!("alice:{}\n", fast("file-pw"))).expect("parse");
+    let ttl = Duration::from_secs(60);
+    let users = StoreUsers::new(store, ttl, ttl, 100, ttl).expect("users");
+    let settings = CacheSettings {
+        local_ttl: ttl,
+        upstream_ttl: Duration::ZERO,
+        capacity: 100,
+    };
+    let auth =
+        Authenticator::new(Some(file), Some(users), None, None, settings, None).expect("auth");
+    let login = |u: &str, p: &str| {
+        let c = creds(u, p);
+        let auth = &auth;
+        async move {
+            auth.authenticate(&c, [127, 0, 0, 1].into())
+                .await
+                .map(|caller| caller.identity().clone())
+        }
+    };
+    let alice = login("alice", "file-pw")
+        .await
+        .expect("htpasswd decides alice");
+    assert_eq!((alice.source, alice.admin), (Source::Local, false));
+    assert_eq!(
+        login("alice", "store-pw").await,
+        Err(AuthError::BadCredentials),
+        "the store's alice is never asked"
+    );
+    let carol = login("carol", "carol-pw")
+        .await
+        .expect("the store decides carol");
+    assert_eq!(carol.source, Source::Store);
+    let m = crate::metrics::get();
+    let before = m.bcrypt_mismatch.get();
+    assert_eq!(login("nobody", "x").await, Err(AuthError::BadCredentials));
+    assert!(
+        m.bcrypt_mismatch.get() > before,
+        "an unknown name costs a check"
+    );
+}
+
+#[test]
+fn debug_never_shows_the_password() {
+    assert!(!format!("{:?}", creds("u", "hunter2")).contains("hunter2"));
+}
