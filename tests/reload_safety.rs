@@ -169,6 +169,12 @@ async fn a_config_written_slowly_in_place_is_applied_whole() {
         );
     }
     writer.join().expect("writer");
+    // The state is swapped just before the reload is counted: wait for the count, then it
+    // must be exactly one (the half-written file was never a reload of its own).
+    within(Duration::from_secs(5), "the reload counted", || async {
+        reloads(&issuer).await >= before + 1.0
+    })
+    .await;
     assert_eq!(
         reloads(&issuer).await,
         before + 1.0,
