@@ -264,7 +264,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
+/// Why a reload runs, as the log says it.
 const FILE_CHANGED: &str = "file changed";
+const SIGHUP: &str = "SIGHUP";
 
 /// Reloads on SIGHUP (reopening the audit file too) and, with `reload.watch`, when a watched
 /// file changes. Runs until the process ends.
@@ -284,7 +286,7 @@ pub fn spawn(live: Arc<Live>, watch: bool) {
                 if let Some(a) = &live.current().audit {
                     a.reopen();
                 }
-                let _ = tx.try_send("SIGHUP");
+                let _ = tx.try_send(SIGHUP);
             }
         });
     }
@@ -321,7 +323,7 @@ pub fn spawn(live: Arc<Live>, watch: bool) {
                     continue;
                 }
             }
-            let why = if asked { "SIGHUP" } else { FILE_CHANGED };
+            let why = if asked { SIGHUP } else { FILE_CHANGED };
             let _ = live.reload(why).await;
             if watch {
                 // Links are resolved again: a link pointed elsewhere moves the watch with it.

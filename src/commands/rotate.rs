@@ -148,13 +148,12 @@ fn follow_owner(new: &Path, old: &Path) -> anyhow::Result<()> {
             )
         })?;
     }
-    let mode = (n.permissions().mode() & 0o600) | (o.permissions().mode() & 0o040);
-    let mode = if n.permissions().mode() & 0o004 != 0 {
-        // Public files (certificate, kid, JWKS) keep being readable by all.
-        n.permissions().mode() & 0o777
-    } else {
-        mode
-    };
-    std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
+    let mode = n.permissions().mode() & 0o777;
+    // Public files (certificate, kid, JWKS) stay readable by all; the key gains only the
+    // group-read bit the old key had.
+    if mode & 0o004 == 0 {
+        let private = (mode & 0o600) | (o.permissions().mode() & 0o040);
+        std::fs::set_permissions(new, std::fs::Permissions::from_mode(private))?;
+    }
     Ok(())
 }

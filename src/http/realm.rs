@@ -24,13 +24,18 @@ use crate::metrics::Outcome;
 pub const NO_CREDENTIALS: &str =
     "authentication required: no credentials were given; log in first (docker login <registry>)";
 
-/// The request's method and client address, as the connection shows them.
-fn from(mut tr: TokenRequest, req: &Request, trusted: &[ipnet::IpNet]) -> TokenRequest {
-    tr.method = if req.method() == poem::http::Method::POST {
+/// The request's method as the log and the audit line name it: the realm takes only these two.
+fn method(req: &Request) -> &'static str {
+    if req.method() == poem::http::Method::POST {
         "POST"
     } else {
         "GET"
-    };
+    }
+}
+
+/// The request's method and client address, as the connection shows them.
+fn from(mut tr: TokenRequest, req: &Request, trusted: &[ipnet::IpNet]) -> TokenRequest {
+    tr.method = method(req);
     tr.client = client_address(req, trusted);
     tr
 }
@@ -101,11 +106,7 @@ async fn finish(
     let mut response = result.unwrap_or_else(|e| e.into_response(&app.basic_realm));
     if let Some(audit) = &app.audit {
         let asked = tr.map(asked).unwrap_or_else(|| Asked {
-            method: if req.method() == poem::http::Method::POST {
-                "POST"
-            } else {
-                "GET"
-            },
+            method: method(req),
             client: client_address(req, &app.trusted_proxies),
             client_id: "",
             scopes: &[],

@@ -112,6 +112,8 @@ pub struct Plan {
     /// The pair or the address failed recently: its check queues behind first attempts.
     pub suspect: bool,
     wait: Option<(Arc<Entry>, Duration)>,
+    /// The (account, network) pair's key, hashed once.
+    pair_key: u64,
     pair: Arc<Entry>,
     addr: Arc<Entry>,
     account: Arc<Entry>,
@@ -203,9 +205,10 @@ impl Damping {
     pub fn plan(&self, account: &str, ip: IpAddr) -> Plan {
         let (pair_threshold, ip_threshold) = (self.pair_threshold, self.ip_threshold);
         let account_threshold = self.account_threshold;
-        let pair = self.pairs.get_with(self.pair_key(account, ip), || {
-            Arc::new(Entry::new(pair_threshold))
-        });
+        let pair_key = self.pair_key(account, ip);
+        let pair = self
+            .pairs
+            .get_with(pair_key, || Arc::new(Entry::new(pair_threshold)));
         let addr = self
             .ips
             .get_with(self.network(ip), || Arc::new(Entry::new(ip_threshold)));
@@ -225,7 +228,7 @@ impl Damping {
         let suspect = pair_before >= 0.5 || ip_before >= 0.5;
         let pair_delay = self.delay(pair_level - pair_threshold);
         let ip_delay = self.delay(ip_level - ip_threshold);
-        let account_delay = if self.familiar.contains_key(&self.pair_key(account, ip)) {
+        let account_delay = if self.familiar.contains_key(&pair_key) {
             Duration::ZERO
         } else {
             self.delay(whole.level() - account_threshold)
@@ -245,6 +248,7 @@ impl Damping {
         Plan {
             suspect,
             wait,
+            pair_key,
             pair,
             addr,
             account: whole,
@@ -293,9 +297,8 @@ impl Damping {
                 }
             }
             Outcome::Accepted => {
-                let key = self.pair_key(account, ip);
-                self.pairs.invalidate(&key);
-                self.familiar.insert(key, ());
+                self.pairs.invalidate(&plan.pair_key);
+                self.familiar.insert(plan.pair_key, ());
             }
             Outcome::Undecided => plan.pair.refund(),
         }

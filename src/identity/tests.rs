@@ -7,6 +7,17 @@ fn creds(u: &str, p: &str) -> Credentials {
     }
 }
 
+/// A login from loopback: the identity, or why not.
+async fn login(
+    auth: &Authenticator,
+    user: &str,
+    password: &str,
+) -> Result<Arc<Identity>, AuthError> {
+    auth.authenticate(&creds(user, password), [127, 0, 0, 1].into())
+        .await
+        .map(|caller| caller.identity().clone())
+}
+
 #[tokio::test]
 async fn local_users_and_cache() {
     let h = bcrypt::hash("pw", 4).expect("hash");
@@ -17,21 +28,18 @@ async fn local_users_and_cache() {
         capacity: 100,
     };
     let auth = Authenticator::new(Some(file), None, None, None, settings, None).expect("auth");
-    let login = |u: &str, p: &str| {
-        let c = creds(u, p);
-        let auth = &auth;
-        async move {
-            auth.authenticate(&c, [127, 0, 0, 1].into())
-                .await
-                .map(|caller| caller.identity().clone())
-        }
-    };
-    let alice = login("alice", "pw").await.expect("ok");
+    let alice = login(&auth, "alice", "pw").await.expect("ok");
     assert_eq!(alice.name, "alice");
     auth.local_cache.run_pending_tasks().await;
     assert_eq!(auth.local_cache.entry_count(), 1);
-    assert_eq!(login("alice", "nope").await, Err(AuthError::BadCredentials));
-    assert_eq!(login("bob", "pw").await, Err(AuthError::BadCredentials));
+    assert_eq!(
+        login(&auth, "alice", "nope").await,
+        Err(AuthError::BadCredentials)
+    );
+    assert_eq!(
+        login(&auth, "bob", "pw").await,
+        Err(AuthError::BadCredentials)
+    );
     auth.local_cache.run_pending_tasks().await;
     assert_eq!(
         auth.local_cache.entry_count(),
@@ -79,31 +87,25 @@ async fn sources_are_asked_in_order_and_a_name_nobody_knows_costs_a_check() {
     };
     let auth =
         Authenticator::new(Some(file), Some(users), None, None, settings, None).expect("auth");
-    let login = |u: &str, p: &str| {
-        let c = creds(u, p);
-        let auth = &auth;
-        async move {
-            auth.authenticate(&c, [127, 0, 0, 1].into())
-                .await
-                .map(|caller| caller.identity().clone())
-        }
-    };
-    let alice = login("alice", "file-pw")
+    let alice = login(&auth, "alice", "file-pw")
         .await
         .expect("htpasswd decides alice");
     assert_eq!((alice.source, alice.admin), (Source::Local, false));
     assert_eq!(
-        login("alice", "store-pw").await,
+        login(&auth, "alice", "store-pw").await,
         Err(AuthError::BadCredentials),
         "the store's alice is never asked"
     );
-    let carol = login("carol", "carol-pw")
+    let carol = login(&auth, "carol", "carol-pw")
         .await
         .expect("the store decides carol");
     assert_eq!(carol.source, Source::Store);
     let m = crate::metrics::get();
     let before = m.bcrypt_mismatch.get();
-    assert_eq!(login("nobody", "x").await, Err(AuthError::BadCredentials));
+    assert_eq!(
+        login(&auth, "nobody", "x").await,
+        Err(AuthError::BadCredentials)
+    );
     assert!(
         m.bcrypt_mismatch.get() > before,
         "an unknown name costs a check"

@@ -256,20 +256,20 @@ impl TrustedKeys {
             .iter()
             .find(|(k, _)| *k == parsed.kid)
             .ok_or_else(|| VerifyError::UnknownKey(parsed.kid.clone()))?;
-        let map = parsed.verify(key)?;
-        let claims: Claims = serde_json::from_value(serde_json::Value::Object(map.clone()))
-            .map_err(|_| VerifyError::Malformed)?;
+        let value = serde_json::Value::Object(parsed.verify(key)?);
+        let claims = Claims::deserialize(&value).map_err(|_| VerifyError::Malformed)?;
+        let map = value.as_object().ok_or(VerifyError::Malformed)?;
         if claims.iss != issuer {
             return Err(VerifyError::Issuer(claims.iss));
         }
-        jwt::check_audience(&map, &[audience])
+        jwt::check_audience(map, &[audience])
             .map_err(|_| VerifyError::Audience(claims.aud.clone()))?;
         let now = now
             .duration_since(UNIX_EPOCH)
             .map_err(|_| VerifyError::Expired)?
             .as_secs();
         let leeway = leeway.as_secs();
-        jwt::check_times(&map, now, leeway as i64, leeway)?;
+        jwt::check_times(map, now, leeway as i64, leeway)?;
         Ok(claims)
     }
 }

@@ -135,12 +135,6 @@ impl KeySet {
             return Ok(k);
         }
         let have_keys = self.keys.load().is_some();
-        let unavailable = |why: Option<&str>| {
-            KeyError::Unavailable(
-                why.unwrap_or("the provider's keys could not be fetched yet")
-                    .to_string(),
-            )
-        };
         if let Some(last) = fetched.as_ref() {
             // A fetch that ended after this request arrived is as fresh as one it would make:
             // take its answer instead of queueing a fetch each (a slow provider would
@@ -154,7 +148,11 @@ impl KeySet {
                 return Err(if have_keys {
                     KeyError::Unknown
                 } else {
-                    unavailable(last.failed.as_deref())
+                    KeyError::Unavailable(
+                        last.failed.clone().unwrap_or_else(|| {
+                            "the provider's keys could not be fetched yet".into()
+                        }),
+                    )
                 });
             }
         }
