@@ -129,15 +129,7 @@ async fn the_last_enabled_admin_cannot_demote_or_disable_themselves() {
     );
 
     // With a second admin, the first may step down.
-    let (s, _) = api(
-        &issuer,
-        "POST",
-        "/users",
-        Some(BOSS),
-        Some(json!({"name": "deputy", "password": "deputy-pw", "admin": true})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    add_deputy(&issuer).await;
     let (s, e) = api(
         &issuer,
         "PATCH",

@@ -10,17 +10,6 @@ use std::process::Command;
 use common::*;
 use token_issuer::keys::KeyMaterial;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("the program is installed");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
-
 /// What a Node platform API does with our files: read the key, pair it with the certificate.
 const NODE_READ: &str = r#"
 const crypto = require("crypto"), fs = require("fs");

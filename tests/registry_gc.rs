@@ -106,15 +106,9 @@ fn manifest(config: &(String, usize), layers: &[(String, usize)]) -> Value {
 }
 
 async fn gc_runs(issuer: &Issuer) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", issuer.url()))
+    issuer
+        .metric("token_issuer_registry_gc_runs_total")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("token_issuer_registry_gc_runs_total "))
-        .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
 

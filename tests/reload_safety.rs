@@ -17,15 +17,9 @@ const ISSUER: &str = "issuer.test";
 
 /// `token_issuer_reloads_total{result="ok"}`.
 async fn reloads(issuer: &Issuer) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", issuer.url()))
+    issuer
+        .metric("token_issuer_reloads_total{result=\"ok\"}")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("token_issuer_reloads_total{result=\"ok\"} "))
-        .and_then(|v| v.parse().ok())
         .expect("the reload counter")
 }
 

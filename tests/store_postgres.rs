@@ -159,15 +159,7 @@ async fn concurrent_patches_of_different_fields_all_land_on_postgres() {
     add_boss(&dir.join("a/issuer.toml"));
     concurrent_patches_lose_nothing(&issuer).await;
     // Two admins stepping down at once: the table lock lets one through, never both.
-    let (s, _) = api(
-        &issuer,
-        "POST",
-        "/users",
-        Some(BOSS),
-        Some(json!({"name": "deputy", "password": "deputy-pw", "admin": true})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    add_deputy(&issuer).await;
     let demote = json!({"admin": false});
     let (a, b) = tokio::join!(
         api(

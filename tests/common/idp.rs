@@ -61,7 +61,7 @@ impl Idp {
     /// The same over https, with a certificate for 127.0.0.1 from a CA of its own
     /// ([`Idp::ca_pem`], for the issuer's `ca_file`).
     pub async fn start_tls() -> Self {
-        use poem::listener::{Acceptor, Listener, RustlsCertificate, RustlsConfig};
+        use poem::listener::{Listener, RustlsCertificate, RustlsConfig};
         let ca_key = rcgen::KeyPair::generate().expect("ca key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -76,21 +76,10 @@ impl Idp {
                 .key(leaf_key.serialize_pem())
                 .cert(leaf.pem()),
         );
-        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
-            .rustls(tls)
-            .into_acceptor()
-            .await
-            .expect("bind a loopback port");
-        let port = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .expect("tcp")
-            .port();
         let state = Arc::new(IdpState::default());
+        let listener = poem::listener::TcpListener::bind("127.0.0.1:0").rustls(tls);
+        let (port, task) = super::serve_on(listener, routes(&state)).await;
         *state.issuer.lock().expect("lock") = format!("https://127.0.0.1:{port}");
-        let app = routes(&state);
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
         let idp = Self {
             port,
             state,

@@ -27,8 +27,21 @@ pub async fn serve_loopback(
     port: u16,
     app: impl poem::Endpoint + 'static,
 ) -> (u16, tokio::task::JoinHandle<()>) {
-    use poem::listener::{Acceptor, Listener};
-    let acceptor = poem::listener::TcpListener::bind(format!("127.0.0.1:{port}"))
+    serve_on(
+        poem::listener::TcpListener::bind(format!("127.0.0.1:{port}")),
+        app,
+    )
+    .await
+}
+
+/// Serves `app` on `listener` (plain TCP, or wrapped in TLS); returns the port it got and the
+/// server task.
+pub async fn serve_on(
+    listener: impl poem::listener::Listener + 'static,
+    app: impl poem::Endpoint + 'static,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use poem::listener::Acceptor;
+    let acceptor = listener
         .into_acceptor()
         .await
         .expect("bind a loopback port");
@@ -40,6 +53,18 @@ pub async fn serve_loopback(
         let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
     });
     (port, task)
+}
+
+/// Runs `cmd`, which must succeed; its standard output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the program is installed");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -214,6 +239,19 @@ impl Issuer {
             proc: Proc::spawn("token-issuer", cmd, dir.join(format!("issuer-{port}.log"))),
             port,
         }
+    }
+
+    /// One series of `/metrics` (`name{labels}` as exposed), if it is there.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
     }
 
     pub async fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {

@@ -155,6 +155,19 @@ where
 
 pub const BOSS: (&str, &str) = ("boss", "boss-pw");
 
+/// A second admin, `deputy` (password `deputy-pw`), added by [`BOSS`] through the admin API.
+pub async fn add_deputy(issuer: &Issuer) {
+    let (s, e) = api(
+        issuer,
+        "POST",
+        "/users",
+        Some(BOSS),
+        Some(json!({"name": "deputy", "password": "deputy-pw", "admin": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{e}");
+}
+
 /// The first admin, [`BOSS`], added with the CLI against the store `config` names.
 pub fn add_boss(config: &Path) {
     ok(&cli(
