@@ -21,16 +21,6 @@ fn config(registry_port: u16) -> String {
         .build()
 }
 
-fn header(token: &str) -> serde_json::Value {
-    let head = token.split('.').next().expect("header");
-    serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(head.as_bytes())
-            .expect("b64"),
-    )
-    .expect("json")
-}
-
 /// Push, then pull into a fresh layout: the layer's bytes come back.
 fn round_trip(dir: &Path, host: &str, label: &str) {
     let layout = dir.join(format!("image-{label}"));
@@ -99,16 +89,13 @@ async fn through_every_registry(key_type: &str, alg: &str, kty: &str) {
     let issuer = Issuer::start(dir, &config(builtin), &[]).await;
 
     // The key's type decides the algorithm, in tokens and in the JWKS.
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}?service={SERVICE}", issuer.realm()))
-        .basic_auth("alice", Some("alice-pw"))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let h = header(body["token"].as_str().expect("token"));
+    let token = token_at(
+        &format!("{}?service={SERVICE}", issuer.realm()),
+        "alice",
+        "alice-pw",
+    )
+    .await;
+    let h = jwt_header(&token);
     let kid = std::fs::read_to_string(dir.join(format!("{ISSUER}.kid"))).expect("kid");
     assert_eq!(h["alg"], alg, "{h}");
     assert_eq!(h["kid"], kid.as_str());

@@ -52,17 +52,11 @@ fn jose_to_der(sig: &[u8]) -> Vec<u8> {
 }
 
 async fn token(issuer: &Issuer) -> String {
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(issuer.realm())
-        .query(&[("service", SERVICE), ("scope", "repository:org/app:pull")])
-        .basic_auth("alice", Some("alice-pw"))
-        .send()
-        .await
-        .expect("realm")
-        .json()
-        .await
-        .expect("json");
-    body["token"].as_str().expect("a token").to_string()
+    let url = format!(
+        "{}?service={SERVICE}&scope=repository:org/app:pull",
+        issuer.realm()
+    );
+    token_at(&url, "alice", "alice-pw").await
 }
 
 async fn check(dir: &Path, key_type: &str, alg: &str, digest: &str) {
@@ -98,12 +92,7 @@ async fn check(dir: &Path, key_type: &str, alg: &str, digest: &str) {
     assert_eq!(served, pem, "the endpoint serves the file's bytes");
 
     let jwt = token(&issuer).await;
-    let head: serde_json::Value = serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(jwt.split('.').next().expect("head").as_bytes())
-            .expect("b64"),
-    )
-    .expect("head");
+    let head = jwt_header(&jwt);
     assert_eq!(head["alg"], alg);
 
     // OpenSSL with only the .pub file.

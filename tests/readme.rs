@@ -303,23 +303,14 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     };
     let http = reqwest::Client::new();
     let token_kid = || async {
-        let body: serde_json::Value = http
-            .get(format!("{issuer_url}/v1/registry?service=registry.example.test&scope=repository:org/app:pull"))
-            .basic_auth("reader", Some("r3ader"))
-            .send()
-            .await
-            .expect("realm")
-            .json()
-            .await
-            .expect("json");
-        let token = body["token"].as_str().expect("token").to_string();
-        let head: serde_json::Value = serde_json::from_slice(
-            &data_encoding::BASE64URL_NOPAD
-                .decode(token.split('.').next().expect("head").as_bytes())
-                .expect("b64"),
+        let token = token_at(
+            &format!("{issuer_url}/v1/registry?service=registry.example.test&scope=repository:org/app:pull"),
+            "reader",
+            "r3ader",
         )
-        .expect("head");
-        (head["kid"].as_str().expect("kid").to_string(), token)
+        .await;
+        let kid = jwt_header(&token)["kid"].as_str().expect("kid").to_string();
+        (kid, token)
     };
     let certs_listed = || async {
         http.get(format!("{issuer_url}/v1/registry/certs"))

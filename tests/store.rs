@@ -15,17 +15,7 @@ async fn sqlite_store_admin_api_and_skopeo_through_distribution() {
     let cfg_path = dir.join("issuer.toml");
     let issuer = start(dir, "sqlite://store.db", 5, &env).await;
     // The first admin comes from the CLI, against the same SQLite file the issuer has open.
-    ok(&cli(
-        &[
-            "users",
-            "add",
-            BOSS.0,
-            "--admin",
-            "--config",
-            cfg_path.to_str().expect("utf8"),
-        ],
-        "boss-pw\n",
-    ));
+    add_boss(&cfg_path);
     assert!(
         dir.join("store.db").is_file(),
         "relative to the config file"

@@ -55,6 +55,34 @@ pub async fn serve_on(
     (port, task)
 }
 
+/// A token from the realm at `url` (query included) for `user`:`password`; it must be issued.
+pub async fn token_at(url: &str, user: &str, password: &str) -> String {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .expect("realm")
+        .json()
+        .await
+        .expect("json");
+    body["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {body}"))
+        .to_string()
+}
+
+/// A JWT's header, decoded.
+pub fn jwt_header(token: &str) -> serde_json::Value {
+    let head = token.split('.').next().expect("header");
+    serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(head.as_bytes())
+            .expect("b64"),
+    )
+    .expect("json")
+}
+
 /// Runs `cmd`, which must succeed; its standard output.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("the program is installed");
