@@ -9,7 +9,9 @@ use anyhow::Context;
 use crate::config::{setting, AclRule, Config, KeySources, X5cMode};
 use crate::identity::store::StoreUsers;
 use crate::identity::upstream::Upstream;
-use crate::identity::{damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings};
+use crate::identity::{
+    damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings, Sources,
+};
 use crate::keys::{jwk::Jwks, KeyError, KeyMaterial, PublishedKey};
 use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
 use crate::store::Store;
@@ -220,20 +222,22 @@ async fn build_auth(
         Some(sc) => Some(open_store(sc, htpasswd.as_ref(), cfg, running).await?),
         None => None,
     };
-    Authenticator::new(
+    let capacity = cfg.identity.cache_capacity;
+    let sources = Sources {
         htpasswd,
         store,
-        cfg.upstream
+        upstream: cfg
+            .upstream
             .as_ref()
-            .zip(client.clone())
-            .map(|(u, c)| Upstream::new(u, c)),
-        crate::identity::oidc::Oidc::new(&cfg.oidc, cfg.identity.cache_capacity)?,
+            .zip(client)
+            .map(|(u, c)| Upstream::new(u, c, capacity)),
+        oidc: crate::identity::oidc::Oidc::new(&cfg.oidc, capacity)?,
+    };
+    Authenticator::new(
+        sources,
         CacheSettings {
             local_ttl: Duration::from_secs(cfg.identity.cache_ttl_seconds),
-            upstream_ttl: Duration::from_secs(
-                cfg.upstream.as_ref().map_or(0, |u| u.cache_ttl_seconds),
-            ),
-            capacity: cfg.identity.cache_capacity,
+            capacity,
         },
         cfg.damping.enabled.then(|| Damping::new(&cfg.damping)),
     )

@@ -1,17 +1,20 @@
 //! Who is calling: credentials in, an [`Identity`] out.
 //!
+//! The [`Authenticator`] walks the identity sources (`sources/`, one file each) in the
+//! configured order and owns only what they share ([`checks`]) and the rules between them:
+//! the first source that decides a credential answers; a name a source builds (an API's
+//! answer, an ID token's claims, a directory entry) may not be another source's account; a
+//! credential no source decides costs a check of the same price as a wrong password.
+//!
 //! Successful verifications are cached under a salted hash of the credentials (never the
 //! credentials themselves), so the many token requests of one `docker pull` pay bcrypt once.
 
 mod caller;
+mod checks;
 pub mod damping;
-pub mod htpasswd;
-pub mod oidc;
-pub mod refresh;
 mod slots;
-pub mod store;
+pub mod sources;
 mod types;
-pub mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,42 +25,48 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use moka::future::Cache;
 
 pub use caller::{Caller, UpstreamCredential};
-use damping::{Damping, Outcome};
-use htpasswd::Htpasswd;
-use slots::BcryptSlots;
-use store::StoreUsers;
+use checks::{Attempt, Checks};
+use damping::Damping;
+pub use sources::{htpasswd, oidc, refresh, store, upstream};
+use sources::{htpasswd::LocalUsers, store::StoreUsers, Answer, IdentitySource};
 pub use types::{AuthError, CacheKey, Credentials, Identity, Source};
-use upstream::Upstream;
 
 /// Failed logins are remembered this long, so a client retrying a bad token in a loop
 /// (or a brute-force run) does not turn into bcrypt work or upstream load.
 const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 pub struct Authenticator {
-    local: Option<Arc<Htpasswd>>,
-    store: Option<StoreUsers>,
-    bcrypt: BcryptSlots,
-    damping: Option<Damping>,
-    upstream: Option<Upstream>,
-    oidc: Option<Arc<oidc::Oidc>>,
-    local_cache: Cache<CacheKey, Arc<Identity>>,
-    upstream_cache: Cache<CacheKey, Arc<Identity>>,
-    failures: Cache<CacheKey, ()>,
+    /// The sources in the order they are asked.
+    chain: Vec<Arc<dyn IdentitySource>>,
+    /// The htpasswd and store sources again by kind: refresh tokens are bound to their
+    /// password hashes, and the admin API manages the store.
+    local: Option<Arc<LocalUsers>>,
+    store: Option<Arc<StoreUsers>>,
+    checks: Checks,
+    /// What a name no source holds is checked against (see [`Self::nobody`]); concurrent
+    /// attempts with the same credentials share that check through this (always empty) cache.
+    dummy_hash: Option<Arc<str>>,
+    unknown: Cache<CacheKey, Arc<Identity>>,
     salt: [u8; 32],
+}
+
+/// The sources an [`Authenticator`] asks, by kind; [`Authenticator::new`] puts them in order.
+#[derive(Default)]
+pub struct Sources {
+    pub htpasswd: Option<htpasswd::Htpasswd>,
+    pub store: Option<StoreUsers>,
+    pub upstream: Option<upstream::Upstream>,
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 pub struct CacheSettings {
     pub local_ttl: Duration,
-    pub upstream_ttl: Duration,
     pub capacity: u64,
 }
 
 impl Authenticator {
     pub fn new(
-        local: Option<Htpasswd>,
-        store: Option<StoreUsers>,
-        upstream: Option<Upstream>,
-        oidc: Option<Arc<oidc::Oidc>>,
+        sources: Sources,
         cache: CacheSettings,
         damping: Option<Damping>,
     ) -> anyhow::Result<Self> {
@@ -65,28 +74,42 @@ impl Authenticator {
         SystemRandom::new()
             .fill(&mut salt)
             .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-        let build = |ttl: Duration| {
-            Cache::builder()
-                .max_capacity(cache.capacity)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build()
+        let local = sources
+            .htpasswd
+            .map(|f| Arc::new(LocalUsers::new(f, cache.local_ttl, cache.capacity)));
+        let store = sources.store.map(Arc::new);
+        // A name no source knows costs a check of the file's usual cost (or the store's).
+        let dummy_hash = match (&local, &store) {
+            (Some(l), _) => Some(l.file.dummy_hash().into()),
+            (None, Some(s)) => Some(s.dummy_hash.as_str().into()),
+            (None, None) => None,
         };
         let failure_ttl = store
             .as_ref()
             .map_or(FAILURE_TTL, |s| FAILURE_TTL.min(s.ttl));
+        // The order: an ID token is recognised by its shape and decided by its provider
+        // alone; then the sources that hold names (htpasswd before the store), then the
+        // upstream API, which decides every name left.
+        let mut chain: Vec<Arc<dyn IdentitySource>> = Vec::new();
+        if let Some(o) = sources.oidc {
+            chain.push(o);
+        }
+        if let Some(l) = &local {
+            chain.push(l.clone());
+        }
+        if let Some(s) = &store {
+            chain.push(s.clone());
+        }
+        if let Some(u) = sources.upstream {
+            chain.push(Arc::new(u));
+        }
         Ok(Self {
-            local: local.map(Arc::new),
+            chain,
+            local,
             store,
-            bcrypt: BcryptSlots::new(),
-            damping,
-            upstream,
-            oidc,
-            local_cache: build(cache.local_ttl),
-            upstream_cache: build(cache.upstream_ttl),
-            failures: Cache::builder()
-                .max_capacity(cache.capacity)
-                .time_to_live(failure_ttl)
-                .build(),
+            checks: Checks::new(damping, cache.capacity, failure_ttl),
+            dummy_hash,
+            unknown: Cache::builder().max_capacity(cache.capacity).build(),
             salt,
         })
     }
@@ -102,11 +125,8 @@ impl Authenticator {
         key
     }
 
-    /// Local users first; a user they do not know goes to the upstream API, if there is one.
-    /// Concurrent lookups of the same credentials share one verification. Credentials already
-    /// verified are answered from the cache; others are damped first (see [`damping`]).
-    /// `key` is [`Self::cache_key`] of `creds` (the caller keeps it for per-repository caching);
-    /// `client` is the caller's address, as the realm determined it.
+    /// The caller `creds` prove. `client` is the caller's address, as the realm determined
+    /// it (damping counts by it).
     pub async fn authenticate(
         &self,
         creds: &Credentials,
@@ -125,73 +145,44 @@ impl Authenticator {
     ) -> Result<Arc<Identity>, AuthError> {
         // The same refused credential again within seconds (containerd's GET after its POST, a
         // retry loop): answered from memory, not counted as another failure.
-        if self.failures.contains_key(&key) {
+        if self.checks.refused_lately(&key) {
             return Err(AuthError::BadCredentials);
         }
-        // An ID token of a configured provider is decided by that provider alone (no damping:
-        // a signature cannot be guessed, and checking one costs less than the damping would).
-        if let Some(oidc) = &self.oidc {
-            if let Some(result) = Box::pin(oidc.identify(&creds.password, key)).await {
-                return Box::pin(self.oidc_identity(result?)).await;
-            }
-        }
-        let local_knows = self
-            .local
-            .as_ref()
-            .is_some_and(|l| l.knows(&creds.username));
-        // Sources in order: htpasswd, store, upstream. A name the store must decide while the
-        // database is away is a 503, not a guess.
-        if let (false, Some(users)) = (local_knows, &self.store) {
-            if let Some(entry) = Box::pin(users.entry(&creds.username)).await? {
-                return Box::pin(self.authenticate_stored(users, entry, creds, key, client)).await;
-            }
-        }
-        let via_upstream = self.upstream.is_some() && !local_knows;
-        let cache = if via_upstream {
-            &self.upstream_cache
-        } else {
-            &self.local_cache
+        let at = Attempt {
+            creds,
+            key,
+            client,
+            checks: &self.checks,
         };
-        if let Some(id) = cache.get(&key).await {
-            crate::metrics::get().cache_hits.inc();
-            return Ok(id);
+        for (i, source) in self.chain.iter().enumerate() {
+            match source.answer(&at).await {
+                Answer::NotMine => continue,
+                Answer::Refused(e) => return Err(e),
+                Answer::Known(id) => return Box::pin(self.admit(i, id)).await,
+            }
         }
-        crate::metrics::get().cache_misses.inc();
-        // The futures of the paths past the cache (bcrypt, the store, the upstream API, OIDC
-        // keys) are boxed: they are kilobytes, and unboxed they would make every request's
-        // future that large, copied whole at each layer of the server on the warm path too.
-        // Concurrent requests with the same credentials (a `docker compose pull` of many
-        // images) share one damping plan and one verification.
-        let verify = self.damped(creds, client, |plan| async move {
-            self.check(creds, via_upstream, plan.as_ref()).await
-        });
-        let result = Box::pin(cache.try_get_with(key, verify))
-            .await
-            .map_err(|e: Arc<AuthError>| (*e).clone());
-        if result == Err(AuthError::BadCredentials) {
-            self.failures.insert(key, ()).await;
-        }
-        result
+        Box::pin(self.nobody(&at)).await
     }
 
-    /// An OIDC identity as the rules will see it. Rules match names whatever their source, so
-    /// a name built from claims that is also an htpasswd or store user's is refused: a
-    /// template like `{actor}` must not hand a CI job a person's rules. With a store, its
-    /// groups' grants come along, as fresh as a store user's.
-    async fn oidc_identity(&self, id: Arc<Identity>) -> Result<Arc<Identity>, AuthError> {
-        let taken = self.local.as_ref().is_some_and(|l| l.knows(&id.name))
-            || match &self.store {
-                Some(users) => users.entry(&id.name).await?.is_some(),
-                None => false,
-            };
-        if taken {
-            tracing::warn!(user = %id.name, "OIDC token refused: its name is a local or store user's");
-            return Err(AuthError::Refused(format!(
-                "the OIDC token was refused: the name built from its claims, {:?}, is another user's; change the provider's username template",
-                id.name
-            )));
+    /// The rules between sources for an identity the `i`th source proved: a name it built may
+    /// not be another source's account, and groups from outside take the store's group
+    /// grants, as fresh as a store user's.
+    async fn admit(&self, i: usize, id: Arc<Identity>) -> Result<Arc<Identity>, AuthError> {
+        let source = &self.chain[i];
+        if source.builds_names() {
+            for (j, other) in self.chain.iter().enumerate() {
+                if j != i && other.holds(&id.name).await? {
+                    tracing::warn!(user = ?id.name, source = source.name(), holder = other.name(),
+                        "refused an identity named like another source's account");
+                    return Err(source.taken(&id.name));
+                }
+            }
         }
-        let Some(users) = self.store.as_ref().filter(|_| !id.groups.is_empty()) else {
+        let Some(users) = self
+            .store
+            .as_ref()
+            .filter(|_| source.takes_group_grants() && !id.groups.is_empty())
+        else {
             return Ok(id);
         };
         let rights = users.group_rights(&id.groups).await?;
@@ -205,187 +196,154 @@ impl Authenticator {
         })
     }
 
-    /// Runs a verification under a damping plan (see [`damping`]), settling the plan with
-    /// its outcome: refused counts against the pair and address, accepted refunds.
-    async fn damped<'a, T, F, Fut>(
-        &'a self,
-        creds: &'a Credentials,
-        client: IpAddr,
-        verify: F,
-    ) -> Result<T, AuthError>
-    where
-        F: FnOnce(Option<damping::Plan>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, AuthError>>,
-    {
-        let plan = self
-            .damping
-            .as_ref()
-            .map(|d| d.plan(&creds.username, client));
-        let result = verify(plan.clone()).await;
-        if let (Some(d), Some(p)) = (&self.damping, &plan) {
-            let outcome = match &result {
-                Ok(_) => Outcome::Accepted,
-                Err(AuthError::BadCredentials) => Outcome::Refused,
-                Err(_) => Outcome::Undecided,
-            };
-            d.settle(p, &creds.username, client, outcome);
-        }
-        result
-    }
-
-    /// A store user: bcrypt against the stored hash unless these credentials were verified
-    /// against that same hash recently; then the account's flags.
-    async fn authenticate_stored(
-        &self,
-        users: &StoreUsers,
-        entry: Arc<store::Entry>,
-        creds: &Credentials,
-        key: CacheKey,
-        client: IpAddr,
-    ) -> Result<Arc<Identity>, AuthError> {
-        let hash = entry.password_hash.clone();
-        let known = users.verified.get(&key).await;
-        if known.as_ref().is_some_and(|h| *h != hash) {
-            // The password changed since: check again.
-            users.verified.invalidate(&key).await;
-        }
-        if known.as_ref() == Some(&hash) {
-            crate::metrics::get().cache_hits.inc();
-        } else {
-            crate::metrics::get().cache_misses.inc();
-            let hash = &hash;
-            let verify = self.damped(creds, client, |plan| async move {
-                self.check_hash(hash, creds, plan.as_ref())
-                    .await
-                    .map(|()| hash.clone())
-            });
-            let result = users
-                .verified
-                .try_get_with(key, verify)
-                .await
-                .map_err(|e: Arc<AuthError>| (*e).clone());
-            if let Err(e) = result {
-                if e == AuthError::BadCredentials {
-                    self.failures.insert(key, ()).await;
-                }
-                return Err(e);
-            }
-        }
-        if let Some(why) = entry.refusal() {
-            return Err(AuthError::Refused(why));
-        }
-        Ok(entry.identity.clone())
-    }
-
-    /// Waits for a damped attempt's turn, then checks `creds.password` against `hash`.
-    async fn check_hash(
-        &self,
-        hash: &Arc<str>,
-        creds: &Credentials,
-        plan: Option<&damping::Plan>,
-    ) -> Result<(), AuthError> {
-        let _turn = match (&self.damping, plan) {
-            (Some(d), Some(p)) => Some(d.admit(p).await?),
-            _ => None,
+    /// A credential no source decides costs what a wrong password does: a check against a
+    /// dummy hash of the same cost, under the same damping.
+    async fn nobody(&self, at: &Attempt<'_>) -> Result<Arc<Identity>, AuthError> {
+        let Some(hash) = &self.dummy_hash else {
+            return Err(AuthError::BadCredentials);
         };
-        let suspect = plan.is_some_and(|p| p.suspect);
-        match self.bcrypt(hash.clone(), &creds.password, suspect).await? {
-            true => Ok(()),
-            false => Err(AuthError::BadCredentials),
-        }
-    }
-
-    /// The one bcrypt check, whatever the hash's source: a fair slot (suspects queue apart),
-    /// a blocking thread (~60 ms of CPU must not stall the runtime), and the metrics.
-    async fn bcrypt(
-        &self,
-        hash: Arc<str>,
-        password: &str,
-        suspect: bool,
-    ) -> Result<bool, AuthError> {
-        let pass = password.to_string();
-        let slot = self.bcrypt.acquire(suspect).await?;
-        let ok = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            bcrypt::verify(pass, &hash).unwrap_or(false)
-        })
-        .await
-        .map_err(|_| AuthError::Unavailable("password verification failed".into()))?;
-        let m = crate::metrics::get();
-        if ok {
-            m.bcrypt_match.inc();
-        } else {
-            m.bcrypt_mismatch.inc();
-        }
-        Ok(ok)
+        self.checks
+            .once(&self.unknown, at, |suspect| async move {
+                self.checks
+                    .bcrypt(hash.clone(), &at.creds.password, suspect)
+                    .await?;
+                Err(AuthError::BadCredentials)
+            })
+            .await
     }
 
     /// Records held by brute-force damping (0 when it is off).
     pub fn damping_entries(&self) -> u64 {
-        self.damping.as_ref().map_or(0, Damping::entries)
+        self.checks.damping_entries()
     }
 
     /// Whether the htpasswd file has `name` (a store user may not have it too).
     pub fn local_knows(&self, name: &str) -> bool {
-        self.local.as_ref().is_some_and(|l| l.knows(name))
+        self.local.as_ref().is_some_and(|l| l.file.knows(name))
+    }
+
+    fn local_hash(&self, name: &str) -> Option<&str> {
+        self.local.as_ref().and_then(|l| l.file.hash_of(name))
     }
 
     /// The store, for the admin API (after it has authenticated an admin).
     pub fn store(&self) -> Option<&StoreUsers> {
-        self.store.as_ref()
+        self.store.as_deref()
     }
 
-    /// Waits for a damped attempt's turn, then verifies.
-    async fn check(
-        &self,
-        creds: &Credentials,
-        via_upstream: bool,
-        plan: Option<&damping::Plan>,
-    ) -> Result<Arc<Identity>, AuthError> {
-        let _turn = match (&self.damping, plan) {
-            (Some(d), Some(p)) => Some(d.admit(p).await?),
-            _ => None,
-        };
-        let suspect = plan.is_some_and(|p| p.suspect);
-        match &self.upstream {
-            Some(upstream) if via_upstream => {
-                let id = upstream.whoami(creds).await?;
-                // An API identity named like a local user would get that user's rules.
-                if self.local.as_ref().is_some_and(|l| l.knows(&id.name)) {
-                    tracing::warn!(name = ?id.name, "refused an upstream identity named like a local user");
-                    return Err(AuthError::BadCredentials);
-                }
-                if let Some(users) = &self.store {
-                    if users.entry(&id.name).await?.is_some() {
-                        tracing::warn!(name = ?id.name, "refused an upstream identity named like a store user");
-                        return Err(AuthError::BadCredentials);
-                    }
-                }
-                Ok(Arc::new(id))
+    /// After a reload that replaced the htpasswd file: revokes the refresh tokens of the users
+    /// `self` (the running side) had and `new` removed or gave another hash. Returns how many.
+    pub async fn revoke_changed_local(&self, new: &Authenticator) -> u64 {
+        match (&self.local, &new.store) {
+            (Some(old), Some(users)) => {
+                let now = new.local.as_ref().map(|l| &*l.file);
+                refresh::revoke_changed_local(&old.file, now, &users.refresh).await
             }
-            _ => self.verify_local(creds, suspect).await,
+            _ => 0,
         }
     }
 
-    async fn verify_local(
+    /// The identity behind a refresh token, checked again as its account is now. `client_id`
+    /// is the request's.
+    pub async fn refresh(
         &self,
-        creds: &Credentials,
-        suspect: bool,
-    ) -> Result<Arc<Identity>, AuthError> {
-        // A name no source knows costs what a wrong password does: the check runs against a
-        // dummy hash of the same cost.
-        let (hash, known): (Arc<str>, bool) = match (&self.local, &self.store) {
-            (Some(local), _) => match local.hash_of(&creds.username) {
-                Some(h) => (h.into(), true),
-                None => (local.dummy_hash().into(), false),
-            },
-            (None, Some(users)) => (users.dummy_hash.as_str().into(), false),
-            (None, None) => return Err(AuthError::BadCredentials),
+        token: &str,
+        client_id: Option<&str>,
+        client: IpAddr,
+    ) -> Result<Caller, AuthError> {
+        let Some(users) = &self.store else {
+            return Err(AuthError::Refused(
+                "this token service issues no refresh tokens (no store.url); log in with a password"
+                    .into(),
+            ));
         };
-        match self.bcrypt(hash, &creds.password, suspect).await? {
-            true if known => Ok(Arc::new(Identity::local(&creds.username))),
-            _ => Err(AuthError::BadCredentials),
+        let record = users
+            .refresh
+            .redeem(token, client_id, &self.checks, client)
+            .await?;
+        let user = record.user.as_str();
+        match record.source.as_str() {
+            "store" => {
+                let entry = users
+                    .entry(user)
+                    .await?
+                    .ok_or_else(|| refresh::gone(user))?;
+                if refresh::binding(&entry.password_hash) != record.binding {
+                    return Err(refresh::changed(user));
+                }
+                if let Some(why) = entry.refusal() {
+                    return Err(AuthError::Refused(why));
+                }
+                Ok(Caller::Known(entry.identity.clone()))
+            }
+            "local" => {
+                // Refused, not revoked: with several issuers on one database, this one's
+                // htpasswd file may be the older one. The reload that changes a hash revokes.
+                let hash = self.local_hash(user).ok_or_else(|| refresh::gone(user))?;
+                if refresh::binding(hash) != record.binding {
+                    return Err(refresh::changed(user));
+                }
+                Ok(Caller::Known(Arc::new(Identity::local(user))))
+            }
+            "upstream" => {
+                let creds = refresh::sealed_credentials(token, &record)?;
+                // The platform is asked again (through its cache), so a revoked key revokes
+                // this token too; the credential goes on to the per-repository checks.
+                match self.authenticate(&creds, client).await {
+                    Ok(caller @ Caller::Upstream { .. }) if caller.identity().name == user => {
+                        Ok(caller)
+                    }
+                    Ok(_) | Err(AuthError::BadCredentials) | Err(AuthError::Refused(_)) => {
+                        Err(AuthError::Refused(format!(
+                            "the identity service no longer accepts the credential this refresh \
+                             token was issued for (user {user}); log in again"
+                        )))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Err(refresh::unknown()),
         }
+    }
+
+    /// A refresh token for a caller that has just logged in with a password, or `None`
+    /// when there is no store (or the user has had too many this minute).
+    pub async fn mint_refresh(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+    ) -> Result<Option<String>, AuthError> {
+        let identity = caller.identity();
+        let Some(users) = &self.store else {
+            return Ok(None);
+        };
+        let (source, binding, sealed) = match identity.source {
+            // An ID token's holder asks with a fresh one; a refresh token would outlive it.
+            Source::Anonymous | Source::Oidc => return Ok(None),
+            Source::Local => {
+                let Some(hash) = self.local_hash(&identity.name) else {
+                    return Ok(None);
+                };
+                ("local", refresh::binding(hash), None)
+            }
+            Source::Store => {
+                let Some(entry) = users.entry(&identity.name).await? else {
+                    return Ok(None);
+                };
+                ("store", refresh::binding(&entry.password_hash), None)
+            }
+            Source::Upstream => match caller {
+                Caller::Upstream { credential, .. } => {
+                    ("upstream", String::new(), Some(credential.credentials()))
+                }
+                Caller::Known(_) => return Ok(None),
+            },
+        };
+        users
+            .refresh
+            .mint(&identity.name, source, client_id, binding, sealed)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("refresh token database: {e}")))
     }
 }
 

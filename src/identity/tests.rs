@@ -1,3 +1,4 @@
+use super::htpasswd::Htpasswd;
 use super::*;
 
 fn creds(u: &str, p: &str) -> Credentials {
@@ -24,14 +25,17 @@ async fn local_users_and_cache() {
     let file = Htpasswd::parse(&format!("alice:{h}\n")).expect("parse");
     let settings = CacheSettings {
         local_ttl: Duration::from_secs(60),
-        upstream_ttl: Duration::ZERO,
         capacity: 100,
     };
-    let auth = Authenticator::new(Some(file), None, None, None, settings, None).expect("auth");
+    let sources = Sources {
+        htpasswd: Some(file),
+        ..Sources::default()
+    };
+    let auth = Authenticator::new(sources, settings, None).expect("auth");
+    let cached = || async { auth.local.as_ref().expect("htpasswd").cached().await };
     let alice = login(&auth, "alice", "pw").await.expect("ok");
     assert_eq!(alice.name, "alice");
-    auth.local_cache.run_pending_tasks().await;
-    assert_eq!(auth.local_cache.entry_count(), 1);
+    assert_eq!(cached().await, 1);
     assert_eq!(
         login(&auth, "alice", "nope").await,
         Err(AuthError::BadCredentials)
@@ -40,15 +44,10 @@ async fn local_users_and_cache() {
         login(&auth, "bob", "pw").await,
         Err(AuthError::BadCredentials)
     );
-    auth.local_cache.run_pending_tasks().await;
-    assert_eq!(
-        auth.local_cache.entry_count(),
-        1,
-        "failures are not cached as identities"
-    );
+    assert_eq!(cached().await, 1, "failures are not cached as identities");
     assert!(auth
-        .failures
-        .contains_key(&auth.cache_key(&creds("alice", "nope"))));
+        .checks
+        .refused_lately(&auth.cache_key(&creds("alice", "nope"))));
     // The key depends on both halves and on where the split falls.
     assert_ne!(
         auth.cache_key(&creds("ab", "c")),
@@ -82,11 +81,14 @@ async fn sources_are_asked_in_order_and_a_name_nobody_knows_costs_a_check() {
     let users = StoreUsers::new(store, ttl, ttl, 100, ttl).expect("users");
     let settings = CacheSettings {
         local_ttl: ttl,
-        upstream_ttl: Duration::ZERO,
         capacity: 100,
     };
-    let auth =
-        Authenticator::new(Some(file), Some(users), None, None, settings, None).expect("auth");
+    let sources = Sources {
+        htpasswd: Some(file),
+        store: Some(users),
+        ..Sources::default()
+    };
+    let auth = Authenticator::new(sources, settings, None).expect("auth");
     let alice = login(&auth, "alice", "file-pw")
         .await
         .expect("htpasswd decides alice");

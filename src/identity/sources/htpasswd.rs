@@ -1,9 +1,72 @@
-//! Local users from an htpasswd file (bcrypt only, as distribution's htpasswd auth).
+//! Local users from an htpasswd file (bcrypt only, as distribution's htpasswd auth): the
+//! source decides the names the file has; a verified credential is kept for
+//! `identity.cache_ttl_seconds`, so a pull's many token requests pay bcrypt once.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
+use futures::future::BoxFuture;
+use moka::future::Cache;
+
+use super::{Answer, IdentitySource};
+use crate::identity::checks::Attempt;
+use crate::identity::types::{AuthError, CacheKey, Identity};
+
+/// The file as an identity source.
+pub(crate) struct LocalUsers {
+    pub(crate) file: Arc<Htpasswd>,
+    verified: Cache<CacheKey, Arc<Identity>>,
+}
+
+impl LocalUsers {
+    pub(crate) fn new(file: Htpasswd, ttl: Duration, capacity: u64) -> Self {
+        Self {
+            file: Arc::new(file),
+            verified: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn cached(&self) -> u64 {
+        self.verified.run_pending_tasks().await;
+        self.verified.entry_count()
+    }
+}
+
+impl IdentitySource for LocalUsers {
+    fn name(&self) -> &'static str {
+        "htpasswd"
+    }
+
+    fn answer<'a>(&'a self, at: &'a Attempt<'a>) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            let Some(hash) = self.file.hash_of(&at.creds.username) else {
+                return Answer::NotMine;
+            };
+            let hash: Arc<str> = hash.into();
+            let name = &at.creds.username;
+            at.checks
+                .once(&self.verified, at, |suspect| async move {
+                    match at.checks.bcrypt(hash, &at.creds.password, suspect).await? {
+                        true => Ok(Arc::new(Identity::local(name))),
+                        false => Err(AuthError::BadCredentials),
+                    }
+                })
+                .await
+                .into()
+        })
+    }
+
+    fn holds<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(self.file.knows(name)) })
+    }
+}
 
 pub struct Htpasswd {
     users: HashMap<String, String>,

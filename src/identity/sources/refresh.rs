@@ -27,8 +27,9 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use moka::future::Cache;
 
-use super::types::{AuthError, Credentials, Identity, Source};
-use super::{Authenticator, Caller};
+use super::htpasswd::Htpasswd;
+use crate::identity::checks::Checks;
+use crate::identity::types::{AuthError, Credentials};
 use crate::store::{self, RefreshRecord, Store, StoreError};
 
 /// What every refresh token starts with (and secret scanners can look for).
@@ -75,7 +76,7 @@ fn seal_key(token: &str) -> [u8; 32] {
 }
 
 /// Ties a token to the password hash it was issued under.
-pub(super) fn binding(password_hash: &str) -> String {
+pub(crate) fn binding(password_hash: &str) -> String {
     HEXLOWER.encode(digest::digest(&digest::SHA256, password_hash.as_bytes()).as_ref())
 }
 
@@ -128,7 +129,7 @@ impl RefreshTokens {
 
     /// Issues and stores a refresh token for `user`; `None` when this user has had too many
     /// this minute.
-    async fn mint(
+    pub(crate) async fn mint(
         &self,
         user: &str,
         source: &str,
@@ -204,61 +205,19 @@ impl RefreshTokens {
     }
 }
 
-impl Authenticator {
-    /// After a reload that replaced the htpasswd file: revokes the refresh tokens of the users
-    /// `self` (the running side) had and `new` removed or gave another hash. Returns how many.
-    pub async fn revoke_changed_local(&self, new: &Authenticator) -> u64 {
-        let (Some(old), Some(users)) = (&self.local, &new.store) else {
-            return 0;
-        };
-        let mut revoked = 0;
-        for (name, hash) in old.entries() {
-            let now = new.local.as_ref().and_then(|l| l.hash_of(name));
-            if now == Some(hash) {
-                continue;
-            }
-            // Tokens bound to the new hash stay: another issuer of the same database that
-            // read the new file first may have issued them.
-            let keep = now.map(binding);
-            match users
-                .store
-                .revoke_local_refresh_tokens(name, keep.as_deref())
-                .await
-            {
-                Ok(n) => revoked += n,
-                Err(e) => tracing::warn!(
-                    user = ?name,
-                    "the refresh tokens of a changed htpasswd user were not revoked: {e}"
-                ),
-            }
-        }
-        if revoked > 0 {
-            users.refresh.invalidate_all();
-            tracing::info!(
-                revoked,
-                "refresh tokens of htpasswd users removed or given a new password revoked"
-            );
-        }
-        revoked
-    }
-
-    /// The identity behind a refresh token, checked again as it is now. `client_id` is the
-    /// request's (a GET from containerd's fallback sends none, and is not held to it).
-    pub async fn refresh(
+impl RefreshTokens {
+    /// The record behind `token`, if it may be used now: known, unexpired, and (when the
+    /// request names one) issued to the same `client_id` (a GET from containerd's fallback
+    /// sends none, and is not held to it). The account it stands for is checked by the caller.
+    pub(crate) async fn redeem(
         &self,
         token: &str,
         client_id: Option<&str>,
+        checks: &Checks,
         client: IpAddr,
-    ) -> Result<Caller, AuthError> {
-        let Some(users) = &self.store else {
-            return Err(AuthError::Refused(
-                "this token service issues no refresh tokens (no store.url); log in with a password"
-                    .into(),
-            ));
-        };
-        let refresh = &users.refresh;
+    ) -> Result<Arc<RefreshRecord>, AuthError> {
         let id_hash = id_hash(token);
-        let record = match refresh.cached(&id_hash).await {
+        let record = match self.cached(&id_hash).await {
             Some(hit) => hit,
             None if !looks_like(token) => None,
             // Unknown tokens are damped per address like wrong passwords: each one costs a
@@ -268,16 +227,9 @@ impl Authenticator {
                     username: String::new(),
                     password: String::new(),
                 };
-                let found = self
-                    .damped(&probe, client, |plan| async move {
-                        let _turn = match (&self.damping, plan.as_ref()) {
-                            (Some(d), Some(p)) => Some(d.admit(p).await?),
-                            _ => None,
-                        };
-                        refresh
-                            .lookup(id_hash)
-                            .await?
-                            .ok_or(AuthError::BadCredentials)
+                let found = checks
+                    .damped(&probe, client, |_| async move {
+                        self.lookup(id_hash).await?.ok_or(AuthError::BadCredentials)
                     })
                     .await;
                 match found {
@@ -302,108 +254,75 @@ impl Authenticator {
                 )));
             }
         }
-        let gone = || {
-            AuthError::Refused(format!(
-                "the account {} no longer exists; log in as another user",
-                record.user
-            ))
-        };
-        let changed = || {
-            AuthError::Refused(format!(
-                "the password of {} changed after this refresh token was issued; log in again",
-                record.user
-            ))
-        };
-        match record.source.as_str() {
-            "store" => {
-                let entry = users.entry(&record.user).await?.ok_or_else(gone)?;
-                if binding(&entry.password_hash) != record.binding {
-                    return Err(changed());
-                }
-                if let Some(why) = entry.refusal() {
-                    return Err(AuthError::Refused(why));
-                }
-                Ok(Caller::Known(entry.identity.clone()))
-            }
-            "local" => {
-                // Refused, not revoked: with several issuers on one database, this one's
-                // htpasswd file may be the older one. The reload that changes a hash revokes.
-                let hash = self
-                    .local
-                    .as_ref()
-                    .and_then(|l| l.hash_of(&record.user))
-                    .ok_or_else(gone)?;
-                if binding(hash) != record.binding {
-                    return Err(changed());
-                }
-                Ok(Caller::Known(Arc::new(Identity::local(&record.user))))
-            }
-            "upstream" => {
-                let creds = record
-                    .sealed
-                    .as_deref()
-                    .and_then(|s| open(&seal_key(token), s))
-                    .ok_or_else(|| AuthError::Refused(UNKNOWN.into()))?;
-                // The platform is asked again (through its cache), so a revoked key revokes
-                // this token too; the credential goes on to the per-repository checks.
-                match self.authenticate(&creds, client).await {
-                    Ok(caller @ Caller::Upstream { .. })
-                        if caller.identity().name == record.user =>
-                    {
-                        Ok(caller)
-                    }
-                    Ok(_) | Err(AuthError::BadCredentials) | Err(AuthError::Refused(_)) => {
-                        Err(AuthError::Refused(format!(
-                            "the identity service no longer accepts the credential this refresh \
-                             token was issued for (user {}); log in again",
-                            record.user
-                        )))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            _ => Err(AuthError::Refused(UNKNOWN.into())),
+        Ok(record)
+    }
+}
+
+/// The platform credential sealed into an upstream identity's `record` (only `token` opens it).
+pub(crate) fn sealed_credentials(
+    token: &str,
+    record: &RefreshRecord,
+) -> Result<Credentials, AuthError> {
+    record
+        .sealed
+        .as_deref()
+        .and_then(|s| open(&seal_key(token), s))
+        .ok_or_else(|| AuthError::Refused(UNKNOWN.into()))
+}
+
+/// The refusals of a token whose account is gone or has another password now.
+pub(crate) fn gone(user: &str) -> AuthError {
+    AuthError::Refused(format!(
+        "the account {user} no longer exists; log in as another user"
+    ))
+}
+
+pub(crate) fn changed(user: &str) -> AuthError {
+    AuthError::Refused(format!(
+        "the password of {user} changed after this refresh token was issued; log in again"
+    ))
+}
+
+pub(crate) fn unknown() -> AuthError {
+    AuthError::Refused(UNKNOWN.into())
+}
+
+/// After a reload that replaced the htpasswd file: revokes the refresh tokens of the users
+/// `old` had and `new` removed or gave another hash. Returns how many.
+pub(crate) async fn revoke_changed_local(
+    old: &Htpasswd,
+    new: Option<&Htpasswd>,
+    tokens: &RefreshTokens,
+) -> u64 {
+    let mut revoked = 0;
+    for (name, hash) in old.entries() {
+        let now = new.and_then(|l| l.hash_of(name));
+        if now == Some(hash) {
+            continue;
+        }
+        // Tokens bound to the new hash stay: another issuer of the same database that read
+        // the new file first may have issued them.
+        let keep = now.map(binding);
+        match tokens
+            .store
+            .revoke_local_refresh_tokens(name, keep.as_deref())
+            .await
+        {
+            Ok(n) => revoked += n,
+            Err(e) => tracing::warn!(
+                user = ?name,
+                "the refresh tokens of a changed htpasswd user were not revoked: {e}"
+            ),
         }
     }
-
-    /// A refresh token for a caller that has just logged in with a password, or `None`
-    /// when there is no store (or the user has had too many this minute).
-    pub async fn mint_refresh(
-        &self,
-        caller: &Caller,
-        client_id: &str,
-    ) -> Result<Option<String>, AuthError> {
-        let identity = caller.identity();
-        let Some(users) = &self.store else {
-            return Ok(None);
-        };
-        let (source, binding, sealed) = match identity.source {
-            // An ID token's holder asks with a fresh one; a refresh token would outlive it.
-            Source::Anonymous | Source::Oidc => return Ok(None),
-            Source::Local => {
-                let hash = self.local.as_ref().and_then(|l| l.hash_of(&identity.name));
-                let Some(hash) = hash else { return Ok(None) };
-                ("local", binding(hash), None)
-            }
-            Source::Store => {
-                let Some(entry) = users.entry(&identity.name).await? else {
-                    return Ok(None);
-                };
-                ("store", binding(&entry.password_hash), None)
-            }
-            Source::Upstream => match caller {
-                Caller::Upstream { credential, .. } => {
-                    ("upstream", String::new(), Some(credential.credentials()))
-                }
-                Caller::Known(_) => return Ok(None),
-            },
-        };
-        users
-            .refresh
-            .mint(&identity.name, source, client_id, binding, sealed)
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("refresh token database: {e}")))
+    if revoked > 0 {
+        tokens.invalidate_all();
+        tracing::info!(
+            revoked,
+            "refresh tokens of htpasswd users removed or given a new password revoked"
+        );
     }
+    revoked
 }
 
 #[cfg(test)]

@@ -15,30 +15,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use moka::future::Cache;
 
-use super::types::{AuthError, CacheKey, Identity, Source};
+use super::refresh::RefreshTokens;
+use super::{Answer, IdentitySource};
+use crate::identity::checks::Attempt;
+use crate::identity::types::{AuthError, CacheKey, Identity, Source};
 use crate::store::{self, Account, Store};
 
 pub struct StoreUsers {
     pub store: Arc<Store>,
     /// `store.cache_ttl_seconds`: also caps how long a refused credential is remembered, so
     /// a user created (or a password set) just after a refused attempt works within it.
-    pub(super) ttl: Duration,
+    pub(crate) ttl: Duration,
     accounts: Cache<String, Option<Arc<Entry>>>,
     /// Group name → its grants, for identities whose groups come from OIDC claims; the same
     /// TTL as `accounts`.
     group_rights: Cache<String, Arc<Vec<store::Rights>>>,
-    pub(super) verified: Cache<CacheKey, Arc<str>>,
+    verified: Cache<CacheKey, Arc<str>>,
     /// Checked against for names the store does not know (when nothing else will check
     /// them), so that unknown names cost the same bcrypt work as wrong passwords.
-    pub(super) dummy_hash: String,
+    pub(crate) dummy_hash: String,
     /// Refresh tokens live in the same store.
-    pub refresh: super::refresh::RefreshTokens,
+    pub refresh: RefreshTokens,
 }
 
 /// A store user as the request path uses them.
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub identity: Arc<Identity>,
     pub password_hash: Arc<str>,
     disabled: bool,
@@ -54,12 +58,7 @@ impl StoreUsers {
         refresh_lifetime: Duration,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            refresh: super::refresh::RefreshTokens::new(
-                store.clone(),
-                refresh_lifetime,
-                ttl,
-                capacity,
-            ),
+            refresh: RefreshTokens::new(store.clone(), refresh_lifetime, ttl, capacity),
             store,
             ttl,
             accounts: Cache::builder()
@@ -80,7 +79,7 @@ impl StoreUsers {
 
     /// The store's user called `name`, from the cache or (once per TTL, shared by concurrent
     /// callers) the database.
-    pub(super) async fn entry(&self, name: &str) -> Result<Option<Arc<Entry>>, AuthError> {
+    pub(crate) async fn entry(&self, name: &str) -> Result<Option<Arc<Entry>>, AuthError> {
         // Names the store can never hold are not worth a query (nor a cache slot).
         if !store::valid_name(name) {
             return Ok(None);
@@ -100,7 +99,7 @@ impl StoreUsers {
     }
 
     /// The grants of `groups` (names a store may hold; others have none), cached per group.
-    pub(super) async fn group_rights(
+    pub(crate) async fn group_rights(
         &self,
         groups: &[String],
     ) -> Result<Vec<store::Rights>, AuthError> {
@@ -133,10 +132,77 @@ impl StoreUsers {
     }
 }
 
+impl IdentitySource for StoreUsers {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    /// A store user: bcrypt against the stored hash unless these credentials were verified
+    /// against that same hash recently; then the account's flags. A name the store must
+    /// decide while the database is away is a 503, not a guess.
+    fn answer<'a>(&'a self, at: &'a Attempt<'a>) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            match self.entry(&at.creds.username).await {
+                Ok(Some(entry)) => self.verify(entry, at).await.into(),
+                Ok(None) => Answer::NotMine,
+                Err(e) => Answer::Refused(e),
+            }
+        })
+    }
+
+    fn holds<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move { Ok(self.entry(name).await?.is_some()) })
+    }
+}
+
+impl StoreUsers {
+    async fn verify(
+        &self,
+        entry: Arc<Entry>,
+        at: &Attempt<'_>,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let hash = entry.password_hash.clone();
+        let known = self.verified.get(&at.key).await;
+        if known.as_ref().is_some_and(|h| *h != hash) {
+            // The password changed since: check again.
+            self.verified.invalidate(&at.key).await;
+        }
+        if known.as_ref() == Some(&hash) {
+            crate::metrics::get().cache_hits.inc();
+        } else {
+            crate::metrics::get().cache_misses.inc();
+            let hash = &hash;
+            let verify = at.checks.damped(at.creds, at.client, |suspect| async move {
+                match at
+                    .checks
+                    .bcrypt(hash.clone(), &at.creds.password, suspect)
+                    .await?
+                {
+                    true => Ok(hash.clone()),
+                    false => Err(AuthError::BadCredentials),
+                }
+            });
+            let result = Box::pin(self.verified.try_get_with(at.key, verify))
+                .await
+                .map_err(|e: Arc<AuthError>| (*e).clone());
+            if let Err(e) = result {
+                if e == AuthError::BadCredentials {
+                    at.checks.remember_failure(at.key).await;
+                }
+                return Err(e);
+            }
+        }
+        if let Some(why) = entry.refusal() {
+            return Err(AuthError::Refused(why));
+        }
+        Ok(entry.identity.clone())
+    }
+}
+
 impl Entry {
     /// Why the account may not log in now (checked after the password, so a guesser learns
     /// nothing about accounts).
-    pub(super) fn refusal(&self) -> Option<String> {
+    pub(crate) fn refusal(&self) -> Option<String> {
         if self.disabled {
             return Some(format!(
                 "the account {} is disabled; ask an administrator to enable it",

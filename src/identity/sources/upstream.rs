@@ -3,9 +3,17 @@
 //! else (5xx, timeout, refused, a body that is not the documented JSON) → unavailable, which
 //! the realm turns into a 503: never a token on a guess.
 
-use super::types::{AuthError, Credentials, Identity, Source};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use moka::future::Cache;
+
+use super::{Answer, IdentitySource};
 use crate::config::{CredentialForwarding, UpstreamConfig};
-use crate::upstream::{call, unavailable, Answer, Client, Endpoint, UpstreamError};
+use crate::identity::checks::Attempt;
+use crate::identity::types::{AuthError, CacheKey, Credentials, Identity, Source};
+use crate::upstream::{self as api, call, unavailable, Client, Endpoint, UpstreamError};
 
 impl From<UpstreamError> for AuthError {
     fn from(e: UpstreamError) -> Self {
@@ -22,11 +30,41 @@ pub struct Upstream {
     username_pointer: String,
     match_username: bool,
     groups_pointer: Option<String>,
+    /// Verified credentials, for `upstream.cache_ttl_seconds`.
+    verified: Cache<CacheKey, Arc<Identity>>,
+}
+
+impl IdentitySource for Upstream {
+    fn name(&self) -> &'static str {
+        "upstream"
+    }
+
+    /// Every name the sources before it did not hold is the API's to decide.
+    fn answer<'a>(&'a self, at: &'a Attempt<'a>) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            at.checks
+                .once(&self.verified, at, |_| async move {
+                    Ok(Arc::new(self.whoami(at.creds).await?))
+                })
+                .await
+                .into()
+        })
+    }
+
+    fn builds_names(&self) -> bool {
+        true
+    }
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, client: Client) -> Self {
+    pub fn new(cfg: &UpstreamConfig, client: Client, capacity: u64) -> Self {
         Self {
+            verified: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(
+                    Duration::from_secs(cfg.cache_ttl_seconds).max(Duration::from_millis(1)),
+                )
+                .build(),
             client,
             url: cfg.url.clone(),
             forwarding: cfg.credentials,
@@ -46,8 +84,8 @@ impl Upstream {
         )
         .await?
         {
-            Answer::Granted(body) => body,
-            Answer::Refused(status) => {
+            api::Answer::Granted(body) => body,
+            api::Answer::Refused(status) => {
                 tracing::debug!(user = %creds.username, %status, "upstream identity refused the credential");
                 return Err(AuthError::BadCredentials);
             }

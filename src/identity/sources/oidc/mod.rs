@@ -18,8 +18,12 @@ use data_encoding::BASE64URL_NOPAD;
 use moka::future::Cache;
 use serde_json::{Map, Value};
 
-use super::types::{AuthError, CacheKey, Identity, Source};
+use futures::future::BoxFuture;
+
+use super::{Answer, IdentitySource};
 use crate::config::OidcConfig;
+use crate::identity::checks::Attempt;
+use crate::identity::types::{AuthError, CacheKey, Identity, Source};
 use claims::{Rule, Template};
 use jwks::{KeyError, KeySet};
 
@@ -142,7 +146,7 @@ impl Oidc {
     }
 
     /// The identity `token` proves (`key` is its salted hash), or why not.
-    pub(super) async fn identify(
+    async fn identify(
         &self,
         token: &str,
         key: CacheKey,
@@ -167,6 +171,38 @@ impl Oidc {
             Err(e) => tracing::warn!(issuer = %provider.issuer, "OIDC token not verified: {e}"),
         }
         Some(result)
+    }
+}
+
+/// A token of a configured provider is decided by that provider alone, with no damping: a
+/// signature cannot be guessed, and checking one costs less than the damping would.
+impl IdentitySource for Oidc {
+    fn name(&self) -> &'static str {
+        "oidc"
+    }
+
+    fn answer<'a>(&'a self, at: &'a Attempt<'a>) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            match self.identify(&at.creds.password, at.key).await {
+                None => Answer::NotMine,
+                Some(result) => result.into(),
+            }
+        })
+    }
+
+    fn builds_names(&self) -> bool {
+        true
+    }
+
+    /// A template like `{actor}` must not hand a CI job a person's rules.
+    fn taken(&self, name: &str) -> AuthError {
+        AuthError::Refused(format!(
+            "the OIDC token was refused: the name built from its claims, {name:?}, is another user's; change the provider's username template"
+        ))
+    }
+
+    fn takes_group_grants(&self) -> bool {
+        true
     }
 }
 
