@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::config::{setting, AclRule, Config, KeySources, X5cMode};
+use crate::identity::ldap::LdapUsers;
 use crate::identity::store::StoreUsers;
 use crate::identity::upstream::Upstream;
 use crate::identity::{
@@ -112,10 +113,11 @@ impl App {
             && cfg.store.is_none()
             && cfg.upstream.is_none()
             && cfg.oidc.is_empty()
+            && cfg.ldap.is_none()
             && !cfg.identity.anonymous
         {
             anyhow::bail!(
-                "no identity source: set {}, store.url, upstream.url or an [[oidc]] provider (or allow anonymous callers with identity.anonymous = true)",
+                "no identity source: set {}, store.url, ldap.url, upstream.url or an [[oidc]] provider (or allow anonymous callers with identity.anonymous = true)",
                 setting("identity.htpasswd")
             );
         }
@@ -204,8 +206,9 @@ fn identity_fingerprint(cfg: &Config, htpasswd: Option<&str>) -> String {
     });
     // Debug text of plain config data: equal text is equal settings.
     format!(
-        "upstream={:?};identity={:?};store={:?};damping={:?};oidc={:?};refresh_ttl_days={};htpasswd={htpasswd}",
-        cfg.upstream, cfg.identity, cfg.store, cfg.damping, cfg.oidc, cfg.token.refresh_ttl_days
+        "upstream={:?};identity={:?};store={:?};damping={:?};oidc={:?};refresh_ttl_days={};htpasswd={htpasswd};ldap={:?}",
+        cfg.upstream, cfg.identity, cfg.store, cfg.damping, cfg.oidc, cfg.token.refresh_ttl_days,
+        cfg.ldap.as_ref().map(|l| l.fingerprint())
     )
 }
 
@@ -232,6 +235,16 @@ async fn build_auth(
             .zip(client)
             .map(|(u, c)| Upstream::new(u, c, capacity)),
         oidc: crate::identity::oidc::Oidc::new(&cfg.oidc, capacity)?,
+        ldap: match &cfg.ldap {
+            Some(l) => {
+                let ttl = Duration::from_secs(cfg.identity.cache_ttl_seconds);
+                let users = LdapUsers::new(l, ttl, capacity)?;
+                users.probe().await;
+                Some(users)
+            }
+            None => None,
+        },
+        ldap_position: cfg.ldap.as_ref().map(|l| l.position).unwrap_or_default(),
     };
     Authenticator::new(
         sources,

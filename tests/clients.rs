@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::idp::Idp;
+use common::slapd::{person, Slapd};
 use common::targets::*;
 use common::*;
 
@@ -329,7 +330,22 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str, id_token: &
     let err = docker.refused(&["push", &other], None);
     assert!(err.contains(docker.words.denied), "{label}: {err}");
     docker.ok(&["logout", host], None);
-    docker.ok(&["rmi", &image, &other, &ci], None);
+
+    // A directory user (LDAP, its group's rule): login with the directory password, push, pull.
+    let team = format!("{host}/team/app:latest");
+    docker.ok(&["tag", &image, &team], None);
+    let out = docker.ok(
+        &["login", "-u", "dora", "--password-stdin", host],
+        Some("dora-pw"),
+    );
+    assert!(out.contains(docker.words.login_ok), "{label}: {out}");
+    docker.ok(&["push", &team], None);
+    docker.ok(&["rmi", &team], None);
+    docker.ok(&["pull", &team], None);
+    let err = docker.refused(&["push", &other], None);
+    assert!(err.contains(docker.words.denied), "{label}: {err}");
+    docker.ok(&["logout", host], None);
+    docker.ok(&["rmi", &image, &other, &ci, &team], None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,12 +370,15 @@ async fn buildah_against_every_registry() {
 }
 
 async fn against_every_registry(docker: &Docker, tmp: &Path) {
-    // A CI system's OIDC provider, trusted by every target's issuer.
+    // A CI system's OIDC provider and a directory, trusted by every target's issuer.
     let idp = Idp::start().await;
+    let directory = Slapd::start(tmp, &[person("dora", "dora-pw", &["team"])], false);
     let extra = format!(
         "[[oidc]]\nissuer = \"{}\"\naudiences = [\"{SERVICE}\"]\nusername = \"{{sub}}\"\n\
-         [[acl]]\naccount = \"ci-bot\"\nname = \"org/ci\"\nactions = [\"pull\", \"push\"]\n",
-        idp.issuer()
+         [[acl]]\naccount = \"ci-bot\"\nname = \"org/ci\"\nactions = [\"pull\", \"push\"]\n\
+         [[acl]]\ngroup = \"team\"\nname = \"team/*\"\nactions = [\"pull\", \"push\"]\n{}",
+        idp.issuer(),
+        directory.section(tmp)
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -8,7 +8,6 @@
 # upstream alone). Meanwhile other, warm users keep asking at a modest rate: their p99 says
 # whether a roll-out starves everyone else.
 cold_n=${BENCH_COLD_N:-1000}
-cold_conns=256
 cold_upstream_concurrent=64   # the default of upstream.max_concurrent, written out
 cores=$(nproc)
 
@@ -51,23 +50,6 @@ TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/cold.toml" --listen "127.0.0.1
 wait_up "http://127.0.0.1:$cold_port/healthz"
 cold_url="http://127.0.0.1:$cold_port/v1/registry?service=bench&scope=repository:org/app:pull,push"
 
-# One curl config of transfers, one per "user:password" line on stdin, each with its own credentials.
-cold_config() { # $1 = output file; stdin: "user:password" lines
-  local first=1
-  while read -r pair; do
-    [ $first = 1 ] || echo next
-    first=0
-    printf 'url = "%s"\nuser = "%s"\noutput = "/dev/null"\nsilent\nwrite-out = "%%{http_code}\\n"\n' "$cold_url" "$pair"
-  done > "$1"
-}
-# Runs a config with $cold_conns transfers at once; prints "seconds ok_count".
-cold_run() {
-  local t0 t1 codes
-  t0=$(date +%s.%N)
-  codes=$(curl -Z --parallel-max "$cold_conns" -K "$1" 2>/dev/null) || true
-  t1=$(date +%s.%N)
-  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b-a}') $(grep -c '^200$' <<<"$codes")"
-}
 # Warm users at a modest, steady rate (4 connections, 10 ms apart each) while a cold run goes:
 # the local users' script with a delay.
 lua local

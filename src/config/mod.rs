@@ -18,6 +18,7 @@ use layers::{describe, seed_env, warn_overridden};
 
 mod key_sources;
 mod layers;
+pub mod ldap;
 pub mod limits;
 pub mod observe;
 pub mod oidc;
@@ -26,6 +27,7 @@ pub mod store;
 pub mod upstream;
 mod validate;
 pub use key_sources::KeySources;
+pub use ldap::{LdapConfig, LdapPosition};
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
 pub use oidc::{ClaimRule, OidcConfig};
@@ -74,6 +76,7 @@ pub struct Config {
     pub oidc: Vec<OidcConfig>,
     pub registry: Option<RegistryConfig>,
     pub store: Option<StoreConfig>,
+    pub ldap: Option<LdapConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -267,6 +270,17 @@ impl Config {
                 .unwrap_or_default();
         }
         if let Some(f) = file {
+            // A config file is read, copied and shown: the directory's password stays out of it.
+            if Figment::from(Toml::file(f))
+                .find_value("ldap.bind_password")
+                .is_ok()
+            {
+                bail!(
+                    "ldap.bind_password in {}: set TOKEN_ISSUER_LDAP__BIND_PASSWORD or \
+                     ldap.bind_password_file instead of the password in the config file",
+                    f.display()
+                );
+            }
             warn_overridden(&fig, f);
         }
         cfg.validate()?;

@@ -33,6 +33,9 @@ impl Config {
         if let Some(s) = &self.store {
             s.validate()?;
         }
+        if let Some(l) = &self.ldap {
+            l.validate()?;
+        }
         if !(60..=86_400).contains(&self.token.ttl_seconds) {
             bail!(
                 "{}: {} is out of range; clients treat anything under 60 s as 60, and 86400 is the most allowed",

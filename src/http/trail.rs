@@ -36,6 +36,7 @@ fn source(s: Source) -> &'static str {
         Source::Store => "store",
         Source::Upstream => "upstream",
         Source::Oidc => "oidc",
+        Source::Ldap => "ldap",
     }
 }
 

@@ -24,10 +24,11 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use moka::future::Cache;
 
+use crate::config::LdapPosition;
 pub use caller::{Caller, UpstreamCredential};
 use checks::{Attempt, Checks};
 use damping::Damping;
-pub use sources::{htpasswd, oidc, refresh, store, upstream};
+pub use sources::{htpasswd, ldap, oidc, refresh, store, upstream};
 use sources::{htpasswd::LocalUsers, store::StoreUsers, Answer, IdentitySource};
 pub use types::{AuthError, CacheKey, Credentials, Identity, Source};
 
@@ -57,6 +58,8 @@ pub struct Sources {
     pub store: Option<StoreUsers>,
     pub upstream: Option<upstream::Upstream>,
     pub oidc: Option<Arc<oidc::Oidc>>,
+    pub ldap: Option<ldap::LdapUsers>,
+    pub ldap_position: crate::config::LdapPosition,
 }
 
 pub struct CacheSettings {
@@ -88,18 +91,23 @@ impl Authenticator {
             .as_ref()
             .map_or(FAILURE_TTL, |s| FAILURE_TTL.min(s.ttl));
         // The order: an ID token is recognised by its shape and decided by its provider
-        // alone; then the sources that hold names (htpasswd before the store), then the
-        // upstream API, which decides every name left.
+        // alone; then the sources that hold names (htpasswd before the store, the directory
+        // where `ldap.position` puts it), then the upstream API, which decides every name left.
         let mut chain: Vec<Arc<dyn IdentitySource>> = Vec::new();
         if let Some(o) = sources.oidc {
             chain.push(o);
         }
+        let directory = sources.ldap.map(|d| Arc::new(d) as Arc<dyn IdentitySource>);
+        let at = |p: LdapPosition| directory.clone().filter(|_| sources.ldap_position == p);
+        chain.extend(at(LdapPosition::First));
         if let Some(l) = &local {
             chain.push(l.clone());
         }
+        chain.extend(at(LdapPosition::AfterHtpasswd));
         if let Some(s) = &store {
             chain.push(s.clone());
         }
+        chain.extend(at(LdapPosition::AfterStore));
         if let Some(u) = sources.upstream {
             chain.push(Arc::new(u));
         }
@@ -319,7 +327,9 @@ impl Authenticator {
         };
         let (source, binding, sealed) = match identity.source {
             // An ID token's holder asks with a fresh one; a refresh token would outlive it.
-            Source::Anonymous | Source::Oidc => return Ok(None),
+            // A directory user's token would outlive a password change or a disabled account
+            // the directory tells us of only at a bind, which a refresh token never makes.
+            Source::Anonymous | Source::Oidc | Source::Ldap => return Ok(None),
             Source::Local => {
                 let Some(hash) = self.local_hash(&identity.name) else {
                     return Ok(None);

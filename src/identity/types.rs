@@ -26,6 +26,8 @@ pub enum Source {
     Upstream,
     /// An OIDC ID token's claims, through a provider's templates.
     Oidc,
+    /// A directory entry, its password checked by a bind.
+    Ldap,
 }
 
 impl Identity {

@@ -151,8 +151,8 @@ impl Policy {
             None if who.source == Source::Store => {
                 (store_grant(who, scope), DecidedBy::StoreGrants)
             }
-            // An OIDC identity's groups may have grants in the store.
-            None if who.source == Source::Oidc && !who.rights.is_empty() => {
+            // An OIDC or directory identity's groups may have grants in the store.
+            None if matches!(who.source, Source::Oidc | Source::Ldap) && !who.rights.is_empty() => {
                 (store_grant(who, scope), DecidedBy::StoreGrants)
             }
             None => (Vec::new(), DecidedBy::NoRule),

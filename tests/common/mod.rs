@@ -16,6 +16,7 @@ pub use config::ConfigBuilder;
 pub mod fake_api;
 pub mod idp;
 pub mod postgres;
+pub mod slapd;
 pub mod store_api;
 pub mod targets;
 
@@ -74,10 +75,19 @@ pub async fn token_at(url: &str, user: &str, password: &str) -> String {
 
 /// A JWT's header, decoded.
 pub fn jwt_header(token: &str) -> serde_json::Value {
-    let head = token.split('.').next().expect("header");
+    jwt_part(token, 0)
+}
+
+/// A JWT's claims, decoded (not verified).
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    jwt_part(token, 1)
+}
+
+fn jwt_part(token: &str, i: usize) -> serde_json::Value {
+    let part = token.split('.').nth(i).expect("a JWT part");
     serde_json::from_slice(
         &data_encoding::BASE64URL_NOPAD
-            .decode(head.as_bytes())
+            .decode(part.as_bytes())
             .expect("b64"),
     )
     .expect("json")

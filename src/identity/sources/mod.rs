@@ -7,6 +7,7 @@
 //! `app::build_auth` builds the chain.
 
 pub mod htpasswd;
+pub mod ldap;
 pub mod oidc;
 pub mod refresh;
 pub mod store;

@@ -1,0 +1,366 @@
+//! LDAP as an identity source, against a real slapd started by each test
+//! (tests/common/slapd.rs): groups into rules, refusals that look alike, no bind ever made for
+//! an empty password, names that try to be filters, an ambiguous filter, the directory going
+//! away and coming back, ldaps:// with a test CA, the place in the chain, and a push and pull
+//! through distribution 2.8 as a directory user.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::slapd::{person, user_dn, Person, Slapd};
+use common::*;
+
+const SERVICE: &str = "registry.test";
+const ISSUER: &str = "issuer.test";
+
+fn people() -> Vec<Person<'static>> {
+    vec![
+        person("alice", "alice-pw", &["devs", "ops"]),
+        person("bob", "bob-pw", &[]),
+        person("carol", "carol-pw", &["admins"]),
+        Person {
+            ou: Some("staff"),
+            ..person("dup", "dup-pw", &[])
+        },
+        Person {
+            ou: Some("contractors"),
+            ..person("dup", "dup-pw", &[])
+        },
+    ]
+}
+
+/// The issuer's config for `directory`: `[ldap]` with `extra` lines, local users `local` and
+/// `carol` (a name the directory has too), and rules by group.
+fn config(dir: &Path, directory: &Slapd, extra: &str) -> String {
+    gen_cert(dir, ISSUER);
+    write_users(dir, &[("local", "local-pw"), ("carol", "local-carol-pw")]);
+    ConfigBuilder::new(ISSUER, SERVICE)
+        .section(&format!(
+            "{}timeout_seconds = 2\n{extra}",
+            directory.section(dir)
+        ))
+        .section(
+            "[[acl]]\ngroup = \"devs\"\nname = \"org/*\"\nactions = [\"pull\", \"push\"]\n\
+             [[acl]]\ngroup = \"ops\"\nname = \"ops/*\"\nactions = [\"pull\"]\n\
+             [[acl]]\ngroup = \"admins\"\nname = \"prod/*\"\nactions = [\"pull\", \"push\"]\n\
+             [[acl]]\naccount = \"*\"\nname = \"${account}/*\"\nactions = [\"pull\", \"push\"]",
+        )
+        .build()
+}
+
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+    challenge: Option<String>,
+}
+
+async fn ask(issuer: &Issuer, user: &str, password: &str, scopes: &[&str]) -> Answer {
+    let mut q = vec![("service", SERVICE)];
+    q.extend(scopes.iter().map(|s| ("scope", *s)));
+    let r = reqwest::Client::new()
+        .get(issuer.realm())
+        .query(&q)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .expect("realm");
+    let status = r.status().as_u16();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    Answer {
+        status,
+        body: r.json().await.expect("json"),
+        challenge,
+    }
+}
+
+/// The granted access of a token answer, as (name, actions) pairs.
+fn access(a: &Answer) -> Vec<(String, Vec<String>)> {
+    let token = a.body["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {} {}", a.status, a.body));
+    let mut out: Vec<(String, Vec<String>)> = jwt_claims(token)["access"]
+        .as_array()
+        .expect("access")
+        .iter()
+        .map(|e| {
+            let actions = e["actions"]
+                .as_array()
+                .expect("actions")
+                .iter()
+                .map(|a| a.as_str().expect("str").to_string())
+                .collect();
+            (e["name"].as_str().expect("name").to_string(), actions)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn setup(tmp: &Path, tls: bool, extra: &str) -> (Slapd, Issuer) {
+    let directory = Slapd::start(tmp, &people(), tls);
+    let issuer = Issuer::start(tmp, &config(tmp, &directory, extra), &[]).await;
+    (directory, issuer)
+}
+
+#[tokio::test]
+async fn a_user_in_two_groups_gets_exactly_their_scopes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_directory, issuer) = setup(tmp.path(), false, "").await;
+    let scopes = [
+        "repository:org/app:pull,push",
+        "repository:ops/tool:pull,push",
+        "repository:prod/site:pull",
+        "repository:alice/own:push",
+    ];
+    // The name as typed matches the directory ignoring case; the token carries the
+    // directory's own spelling, which is what rules see.
+    for typed in ["alice", "ALICE"] {
+        let a = ask(&issuer, typed, "alice-pw", &scopes).await;
+        assert_eq!(a.status, 200, "{typed}: {}", a.body);
+        let token = a.body["token"].as_str().expect("token");
+        assert_eq!(jwt_claims(token)["sub"], "alice");
+        let pp = |n: &str, a: &[&str]| (n.to_string(), a.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            access(&a),
+            vec![
+                pp("alice/own", &["push"]),
+                pp("ops/tool", &["pull"]),
+                pp("org/app", &["pull", "push"]),
+            ]
+        );
+    }
+    // bob is in no group: only his own namespace.
+    let b = ask(&issuer, "bob", "bob-pw", &scopes[..1]).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert!(access(&b).is_empty(), "{:?}", access(&b));
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_user_look_the_same() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_directory, issuer) = setup(tmp.path(), false, "").await;
+    let wrong = ask(&issuer, "alice", "not-her-password", &[]).await;
+    let unknown = ask(&issuer, "mallory", "alice-pw", &[]).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(unknown.status, 401, "{}", unknown.body);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.challenge, unknown.challenge);
+    assert!(wrong.challenge.is_some());
+}
+
+#[tokio::test]
+async fn an_empty_password_is_refused_with_no_bind_made() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (directory, issuer) = setup(tmp.path(), false, "").await;
+    let alice = user_dn("alice", None);
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
+    assert_eq!(directory.binds_as(&alice), 1, "{}", directory.log());
+    // slapd here accepts a DN with no password as an anonymous bind: a bind made with it
+    // would "succeed".
+    let empty = ask(&issuer, "alice", "", &[]).await;
+    assert_eq!(empty.status, 401, "{}", empty.body);
+    // bob's login comes after: once its bind is in the log, an empty-password bind for alice
+    // would be too.
+    assert_eq!(ask(&issuer, "bob", "bob-pw", &[]).await.status, 200);
+    assert_eq!(directory.binds_as(&user_dn("bob", None)), 1);
+    assert_eq!(directory.binds_as(&alice), 1, "{}", directory.log());
+}
+
+#[tokio::test]
+async fn names_written_as_filters_match_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (directory, issuer) = setup(tmp.path(), false, "").await;
+    // Each of these, put into the filter unescaped, would select alice alone (or everyone).
+    for name in [
+        "*",
+        "ali*",
+        "alice)(uid=alice",
+        "admin)(uid=*",
+        "*)(|(uid=*",
+        "alice\\",
+    ] {
+        let a = ask(&issuer, name, "alice-pw", &["repository:org/app:pull"]).await;
+        assert_eq!(a.status, 401, "{name}: {}", a.body);
+    }
+    assert_eq!(ask(&issuer, "bob", "bob-pw", &[]).await.status, 200);
+    assert_eq!(directory.binds_as(&user_dn("bob", None)), 1);
+    assert_eq!(directory.binds_as(&user_dn("alice", None)), 0);
+}
+
+#[tokio::test]
+async fn a_name_matching_two_entries_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (directory, issuer) = setup(tmp.path(), false, "").await;
+    let a = ask(&issuer, "dup", "dup-pw", &[]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(ask(&issuer, "bob", "bob-pw", &[]).await.status, 200);
+    assert_eq!(directory.binds_as(&user_dn("dup", Some("staff"))), 0);
+    assert_eq!(directory.binds_as(&user_dn("dup", Some("contractors"))), 0);
+    let log = issuer.proc.log_text();
+    assert!(
+        log.contains("several directory entries match the name") && log.contains("entries=2"),
+        "{log}"
+    );
+    assert!(!log.contains("dup-pw"), "a password in the log:\n{log}");
+}
+
+#[tokio::test]
+async fn the_directory_down_is_a_503_and_its_return_needs_no_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut directory, issuer) = setup(tmp.path(), false, "").await;
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
+    directory.stop();
+
+    let t0 = Instant::now();
+    let a = ask(&issuer, "bob", "bob-pw", &[]).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(a.body["errors"][0]["code"], "UNAVAILABLE");
+    let message = a.body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains(&directory.url), "{message}");
+    // A login verified before the outage is still known for identity.cache_ttl_seconds.
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
+
+    directory.start_again();
+    // The pooled connection that died with the server is replaced, not reused.
+    let b = ask(&issuer, "bob", "bob-pw", &[]).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(directory.binds_as(&user_dn("bob", None)), 1);
+}
+
+#[tokio::test]
+async fn ldaps_with_a_test_ca() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let directory = Slapd::start(tmp.path(), &people(), true);
+    let ca = directory.ca.clone().expect("a CA");
+    let trusting = format!("ca_file = {:?}", ca.display().to_string());
+    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &directory, &trusting), &[]).await;
+    let a = ask(&issuer, "alice", "alice-pw", &["repository:org/app:push"]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(access(&a), vec![("org/app".into(), vec!["push".into()])]);
+
+    // Without the CA the server's certificate is not trusted: the directory is unavailable,
+    // never skipped.
+    let other = tmp.path().join("untrusting");
+    std::fs::create_dir_all(&other).expect("dir");
+    let issuer = Issuer::start(&other, &config(&other, &directory, ""), &[]).await;
+    let a = ask(&issuer, "alice", "alice-pw", &[]).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+}
+
+#[tokio::test]
+async fn one_name_in_two_sources_is_refused_wherever_the_directory_sits() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_directory, issuer) = setup(tmp.path(), false, "").await;
+    // After the htpasswd file (the default): the file's carol decides, with the file's password.
+    assert_eq!(
+        ask(&issuer, "carol", "local-carol-pw", &[]).await.status,
+        200
+    );
+    assert_eq!(ask(&issuer, "carol", "carol-pw", &[]).await.status, 401);
+    assert_eq!(ask(&issuer, "local", "local-pw", &[]).await.status, 200);
+
+    // First in the chain: the directory's carol is refused, not given the file's carol's
+    // rules, and the file's users still log in.
+    let other = tmp.path().join("first");
+    std::fs::create_dir_all(&other).expect("dir");
+    let directory = Slapd::start(&other, &people(), false);
+    let issuer = Issuer::start(
+        &other,
+        &config(&other, &directory, "position = \"first\""),
+        &[],
+    )
+    .await;
+    let a = ask(&issuer, "carol", "carol-pw", &[]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(ask(&issuer, "local", "local-pw", &[]).await.status, 200);
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn push_and_pull_through_distribution_as_a_directory_user() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let (_directory, issuer) = setup(dir, false, "").await;
+    let registry = Registry::start(
+        dir,
+        &issuer.realm(),
+        SERVICE,
+        ISSUER,
+        &dir.join(format!("{ISSUER}.crt")),
+    )
+    .await;
+    let layout = dir.join("image");
+    oci_layout(&layout, "latest", b"hello from the directory");
+    let dest = format!("docker://{}/org/app:latest", registry.host());
+    let out = push(dir, &layout, &dest, "alice:alice-pw");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = dir.join("pulled");
+    let out = pull(dir, &dest, &back, "alice:alice-pw");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // bob is in no group: no push to org/.
+    let out = push(dir, &layout, &dest, "bob:bob-pw");
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn a_directory_unreachable_at_start_up_is_a_warning_not_an_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut directory = Slapd::start(tmp.path(), &people(), false);
+    directory.stop();
+    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &directory, ""), &[]).await;
+    let log = issuer.proc.log_text();
+    assert!(
+        log.contains("WARN") && log.contains("logins of directory users get 503 until it answers"),
+        "{log}"
+    );
+    assert_eq!(ask(&issuer, "local", "local-pw", &[]).await.status, 200);
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 503);
+    directory.start_again();
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_upstream_identity_named_like_a_directory_user_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let directory = Slapd::start(dir, &people(), false);
+    let api = common::fake_api::FakeApi::start().await;
+    api.state.add("key-alice", "alice", &[], &[]);
+    api.state.add("key-eve", "eve", &[], &[]);
+    let config = config(
+        dir,
+        &directory,
+        &format!(
+            "[upstream]\nurl = \"{}\"\nusername_pointer = \"/data/slug\"\nmatch_username = false\n",
+            api.url("/api/v2/whoami")
+        ),
+    );
+    let issuer = Issuer::start(dir, &config, &[]).await;
+    // The API may say whom a key belongs to, but not that it is the directory's alice.
+    let a = ask(
+        &issuer,
+        "device",
+        "key-alice",
+        &["repository:alice/own:push"],
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let e = ask(&issuer, "device", "key-eve", &["repository:eve/own:push"]).await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(access(&e), vec![("eve/own".into(), vec!["push".into()])]);
+    assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
+}
