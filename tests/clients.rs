@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::idp::Idp;
-use common::slapd::{person, Slapd};
+use common::slapd::{person, Slapd, Transport};
 use common::targets::*;
 use common::*;
 
@@ -372,7 +372,11 @@ async fn buildah_against_every_registry() {
 async fn against_every_registry(docker: &Docker, tmp: &Path) {
     // A CI system's OIDC provider and a directory, trusted by every target's issuer.
     let idp = Idp::start().await;
-    let directory = Slapd::start(tmp, &[person("dora", "dora-pw", &["team"])], false);
+    let directory = Slapd::start(
+        tmp,
+        &[person("dora", "dora-pw", &["team"])],
+        Transport::Plain,
+    );
     let extra = format!(
         "[[oidc]]\nissuer = \"{}\"\naudiences = [\"{SERVICE}\"]\nusername = \"{{sub}}\"\n\
          [[acl]]\naccount = \"ci-bot\"\nname = \"org/ci\"\nactions = [\"pull\", \"push\"]\n\

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::slapd::{person, user_dn, Person, Slapd};
+use common::slapd::{person, user_dn, Person, Slapd, Transport};
 use common::*;
 
 const SERVICE: &str = "registry.test";
@@ -27,6 +27,11 @@ fn people() -> Vec<Person<'static>> {
         Person {
             ou: Some("contractors"),
             ..person("dup", "dup-pw", &[])
+        },
+        // In a group named like the admins' one, but outside ou=groups.
+        Person {
+            member_of: &["cn=admins,ou=selfservice,dc=example,dc=test"],
+            ..person("erin", "erin-pw", &["devs"])
         },
     ]
 }
@@ -101,7 +106,7 @@ fn access(a: &Answer) -> Vec<(String, Vec<String>)> {
     out
 }
 
-async fn setup(tmp: &Path, tls: bool, extra: &str) -> (Slapd, Issuer) {
+async fn setup(tmp: &Path, tls: Transport, extra: &str) -> (Slapd, Issuer) {
     let directory = Slapd::start(tmp, &people(), tls);
     let issuer = Issuer::start(tmp, &config(tmp, &directory, extra), &[]).await;
     (directory, issuer)
@@ -110,7 +115,7 @@ async fn setup(tmp: &Path, tls: bool, extra: &str) -> (Slapd, Issuer) {
 #[tokio::test]
 async fn a_user_in_two_groups_gets_exactly_their_scopes() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (_directory, issuer) = setup(tmp.path(), false, "").await;
+    let (_directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     let scopes = [
         "repository:org/app:pull,push",
         "repository:ops/tool:pull,push",
@@ -141,9 +146,28 @@ async fn a_user_in_two_groups_gets_exactly_their_scopes() {
 }
 
 #[tokio::test]
+async fn groups_from_member_of_count_only_under_the_group_base() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let directory = Slapd::start(tmp.path(), &people(), Transport::Plain);
+    let config = config(tmp.path(), &directory, "").replace(
+        "group_filter = \"(&(objectClass=groupOfNames)(member={dn}))\"",
+        "member_of_attribute = \"memberOf\"",
+    );
+    assert!(config.contains("member_of_attribute"), "{config}");
+    let issuer = Issuer::start(tmp.path(), &config, &[]).await;
+    let scopes = ["repository:org/app:push", "repository:prod/site:push"];
+    let e = ask(&issuer, "erin", "erin-pw", &scopes).await;
+    assert_eq!(access(&e), vec![("org/app".into(), vec!["push".into()])]);
+    let c = ask(&issuer, "carol", "carol-pw", &scopes).await;
+    assert_eq!(c.status, 401, "the file's carol decides: {}", c.body);
+    let a = ask(&issuer, "alice", "alice-pw", &["repository:ops/x:pull"]).await;
+    assert_eq!(access(&a), vec![("ops/x".into(), vec!["pull".into()])]);
+}
+
+#[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_look_the_same() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (_directory, issuer) = setup(tmp.path(), false, "").await;
+    let (_directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     let wrong = ask(&issuer, "alice", "not-her-password", &[]).await;
     let unknown = ask(&issuer, "mallory", "alice-pw", &[]).await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);
@@ -156,7 +180,7 @@ async fn a_wrong_password_and_an_unknown_user_look_the_same() {
 #[tokio::test]
 async fn an_empty_password_is_refused_with_no_bind_made() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (directory, issuer) = setup(tmp.path(), false, "").await;
+    let (directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     let alice = user_dn("alice", None);
     assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
     assert_eq!(directory.binds_as(&alice), 1, "{}", directory.log());
@@ -174,7 +198,7 @@ async fn an_empty_password_is_refused_with_no_bind_made() {
 #[tokio::test]
 async fn names_written_as_filters_match_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (directory, issuer) = setup(tmp.path(), false, "").await;
+    let (directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     // Each of these, put into the filter unescaped, would select alice alone (or everyone).
     for name in [
         "*",
@@ -195,7 +219,7 @@ async fn names_written_as_filters_match_nothing() {
 #[tokio::test]
 async fn a_name_matching_two_entries_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (directory, issuer) = setup(tmp.path(), false, "").await;
+    let (directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     let a = ask(&issuer, "dup", "dup-pw", &[]).await;
     assert_eq!(a.status, 401, "{}", a.body);
     assert_eq!(ask(&issuer, "bob", "bob-pw", &[]).await.status, 200);
@@ -212,7 +236,7 @@ async fn a_name_matching_two_entries_is_refused() {
 #[tokio::test]
 async fn the_directory_down_is_a_503_and_its_return_needs_no_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (mut directory, issuer) = setup(tmp.path(), false, "").await;
+    let (mut directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
     directory.stop();
 
@@ -234,29 +258,56 @@ async fn the_directory_down_is_a_503_and_its_return_needs_no_restart() {
 }
 
 #[tokio::test]
-async fn ldaps_with_a_test_ca() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let directory = Slapd::start(tmp.path(), &people(), true);
-    let ca = directory.ca.clone().expect("a CA");
-    let trusting = format!("ca_file = {:?}", ca.display().to_string());
-    let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &directory, &trusting), &[]).await;
-    let a = ask(&issuer, "alice", "alice-pw", &["repository:org/app:push"]).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(access(&a), vec![("org/app".into(), vec!["push".into()])]);
+async fn ldaps_and_start_tls_with_a_test_ca() {
+    for (tls, extra) in [
+        (Transport::Ldaps, ""),
+        (Transport::StartTls, "start_tls = true\n"),
+    ] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let directory = Slapd::start(tmp.path(), &people(), tls);
+        let ca = directory.ca.clone().expect("a CA");
+        let trusting = format!("{extra}ca_file = {:?}", ca.display().to_string());
+        let trusted = config(tmp.path(), &directory, &trusting);
+        let issuer = Issuer::start(tmp.path(), &trusted, &[]).await;
+        let a = ask(&issuer, "alice", "alice-pw", &["repository:org/app:push"]).await;
+        assert_eq!(a.status, 200, "{}: {}", directory.url, a.body);
+        assert_eq!(access(&a), vec![("org/app".into(), vec!["push".into()])]);
+        let log = directory.log();
+        assert!(log.contains("TLS established"), "{log}");
 
-    // Without the CA the server's certificate is not trusted: the directory is unavailable,
-    // never skipped.
-    let other = tmp.path().join("untrusting");
-    std::fs::create_dir_all(&other).expect("dir");
-    let issuer = Issuer::start(&other, &config(&other, &directory, ""), &[]).await;
+        // Without the CA the server's certificate is not trusted: the directory is
+        // unavailable, never skipped.
+        let other = tmp.path().join("untrusting");
+        std::fs::create_dir_all(&other).expect("dir");
+        let issuer = Issuer::start(&other, &config(&other, &directory, extra), &[]).await;
+        let a = ask(&issuer, "alice", "alice-pw", &[]).await;
+        assert_eq!(a.status, 503, "{}: {}", directory.url, a.body);
+    }
+}
+
+#[tokio::test]
+async fn a_directory_that_never_answers_is_a_503_within_the_timeout() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Connections are accepted by the kernel and never read.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let directory = Slapd::start(tmp.path(), &people(), Transport::Plain);
+    let silent_config = config(tmp.path(), &directory, "")
+        .replace(&directory.url, &format!("ldap://127.0.0.1:{port}"));
+    let issuer = Issuer::start(tmp.path(), &silent_config, &[]).await;
+    let t0 = Instant::now();
     let a = ask(&issuer, "alice", "alice-pw", &[]).await;
     assert_eq!(a.status, 503, "{}", a.body);
+    let message = a.body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("no answer within 2 s"), "{message}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert_eq!(ask(&issuer, "local", "local-pw", &[]).await.status, 200);
 }
 
 #[tokio::test]
 async fn one_name_in_two_sources_is_refused_wherever_the_directory_sits() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (_directory, issuer) = setup(tmp.path(), false, "").await;
+    let (_directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
     // After the htpasswd file (the default): the file's carol decides, with the file's password.
     assert_eq!(
         ask(&issuer, "carol", "local-carol-pw", &[]).await.status,
@@ -269,7 +320,7 @@ async fn one_name_in_two_sources_is_refused_wherever_the_directory_sits() {
     // rules, and the file's users still log in.
     let other = tmp.path().join("first");
     std::fs::create_dir_all(&other).expect("dir");
-    let directory = Slapd::start(&other, &people(), false);
+    let directory = Slapd::start(&other, &people(), Transport::Plain);
     let issuer = Issuer::start(
         &other,
         &config(&other, &directory, "position = \"first\""),
@@ -286,7 +337,7 @@ async fn one_name_in_two_sources_is_refused_wherever_the_directory_sits() {
 async fn push_and_pull_through_distribution_as_a_directory_user() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let (_directory, issuer) = setup(dir, false, "").await;
+    let (_directory, issuer) = setup(dir, Transport::Plain, "").await;
     let registry = Registry::start(
         dir,
         &issuer.realm(),
@@ -319,7 +370,7 @@ async fn push_and_pull_through_distribution_as_a_directory_user() {
 #[tokio::test]
 async fn a_directory_unreachable_at_start_up_is_a_warning_not_an_error() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut directory = Slapd::start(tmp.path(), &people(), false);
+    let mut directory = Slapd::start(tmp.path(), &people(), Transport::Plain);
     directory.stop();
     let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &directory, ""), &[]).await;
     let log = issuer.proc.log_text();
@@ -337,7 +388,7 @@ async fn a_directory_unreachable_at_start_up_is_a_warning_not_an_error() {
 async fn an_upstream_identity_named_like_a_directory_user_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let directory = Slapd::start(dir, &people(), false);
+    let directory = Slapd::start(dir, &people(), Transport::Plain);
     let api = common::fake_api::FakeApi::start().await;
     api.state.add("key-alice", "alice", &[], &[]);
     api.state.add("key-eve", "eve", &[], &[]);

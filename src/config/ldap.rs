@@ -7,10 +7,13 @@ use serde::Deserialize;
 
 use super::setting;
 
+/// The service account's password, read as it is by `identity::sources::ldap`.
+pub const BIND_PASSWORD_ENV: &str = "TOKEN_ISSUER_LDAP__BIND_PASSWORD";
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
-    /// `ldaps://HOST:PORT`, or `ldap://HOST:PORT` (with `start_tls`, or plain on loopback).
+    /// `ldaps://HOST:PORT`, or `ldap://HOST:PORT` with `start_tls` (plain on loopback only).
     pub url: String,
     #[serde(default)]
     pub start_tls: bool,
@@ -18,9 +21,9 @@ pub struct LdapConfig {
     pub ca_file: Option<RelativePathBuf>,
     /// The service account that searches for users and their groups.
     pub bind_dn: String,
+    /// Or the password in [`BIND_PASSWORD_ENV`], which is not a setting: the config layers
+    /// would parse it (`12345678` becomes a number) and print it in their errors.
     pub bind_password_file: Option<RelativePathBuf>,
-    /// From `TOKEN_ISSUER_LDAP__BIND_PASSWORD` only: `Config::load` refuses it in the file.
-    pub bind_password: Option<String>,
     pub user_base: String,
     /// Must hold `{username}`, replaced by the login name escaped for a filter.
     pub user_filter: String,
@@ -118,7 +121,9 @@ impl LdapConfig {
                 ),
                 (
                     file(&self.bind_password_file),
-                    self.bind_password.as_deref().map(|p| hash(p.as_bytes())),
+                    std::env::var(BIND_PASSWORD_ENV)
+                        .map(|p| hash(p.as_bytes()))
+                        .ok(),
                 ),
                 (&self.user_base, &self.user_filter, &self.username_attribute),
                 (
@@ -149,7 +154,15 @@ impl LdapConfig {
                 true
             }
             Some(("ldap", rest)) => {
-                check_host(rest)?;
+                let host = check_host(rest)?;
+                if !self.start_tls && !is_loopback(host) {
+                    bail!(
+                        "{}: plain ldap:// to {host} would send every password in clear; use \
+                         ldaps:// or set {} (plain ldap:// is for loopback only)",
+                        setting("ldap.url"),
+                        setting("ldap.start_tls")
+                    );
+                }
                 self.start_tls
             }
             _ => bail!(
@@ -175,22 +188,38 @@ impl LdapConfig {
                 bail!("{}: empty", setting(key));
             }
         }
-        match (&self.bind_password, &self.bind_password_file) {
+        match (std::env::var_os(BIND_PASSWORD_ENV), &self.bind_password_file) {
             (Some(_), Some(_)) => bail!(
-                "{} and {} are both set; keep one",
-                setting("ldap.bind_password"),
+                "{BIND_PASSWORD_ENV} and {} are both set; keep one",
                 setting("ldap.bind_password_file")
             ),
             (None, None) => bail!(
-                "{}: the service account's password is missing; give a file, or set {}",
-                setting("ldap.bind_password_file"),
-                setting("ldap.bind_password")
-            ),
-            (Some(p), None) if p.is_empty() => bail!(
-                "{}: empty (an empty password is an unauthenticated bind)",
-                setting("ldap.bind_password")
+                "{}: the service account's password is missing; give a file, or set {BIND_PASSWORD_ENV}",
+                setting("ldap.bind_password_file")
             ),
             _ => {}
+        }
+        for (key, value) in [
+            ("ldap.username_attribute", Some(&self.username_attribute)),
+            (
+                "ldap.group_name_attribute",
+                Some(&self.group_name_attribute),
+            ),
+            (
+                "ldap.member_of_attribute",
+                self.member_of_attribute.as_ref(),
+            ),
+        ] {
+            let Some(v) = value else { continue };
+            // An attribute name (RFC 4512: letters, digits, hyphens; or an OID), since
+            // ldap.username_attribute is put into a filter as it is.
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                bail!("{}: {v:?} is not an attribute name", setting(key));
+            }
         }
         check_filter("ldap.user_filter", &self.user_filter, &["{username}"])?;
         match (
@@ -213,10 +242,11 @@ impl LdapConfig {
                 "{}: required with ldap.group_filter (where the groups are searched)",
                 setting("ldap.group_base")
             ),
-            (None, Some(_), _) => tracing::warn!(
-                "{} has no effect without ldap.group_filter",
+            (None, Some(_), None) => tracing::warn!(
+                "{} has no effect without ldap.group_filter or ldap.member_of_attribute",
                 setting("ldap.group_base")
             ),
+            (None, Some(_), Some(_)) => {}
             (None, None, _) => {}
         }
         if !(1..=60).contains(&self.timeout_seconds) {
@@ -232,7 +262,8 @@ impl LdapConfig {
     }
 }
 
-fn check_host(rest: &str) -> anyhow::Result<()> {
+/// The `host:port` of an LDAP URL's rest, which must be nothing more.
+fn check_host(rest: &str) -> anyhow::Result<&str> {
     let host = rest.strip_suffix('/').unwrap_or(rest);
     if host.is_empty() || host.contains(['/', '?', '@']) {
         bail!(
@@ -241,7 +272,18 @@ fn check_host(rest: &str) -> anyhow::Result<()> {
             setting("ldap.url")
         );
     }
-    Ok(())
+    Ok(host)
+}
+
+fn is_loopback(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A filter must hold one of `holes` and parse once they are filled.
@@ -333,19 +375,55 @@ group_filter = "(member={dn})"
             e.contains("ldap.bind_password_file") && e.contains("missing"),
             "{e}"
         );
+        for inline in ["\"s3cret-inline\"", "12345678"] {
+            let e = load(
+                "bind_password_file = \"pw\"\n",
+                &format!("bind_password = {inline}\n"),
+                &[],
+            );
+            assert!(e.contains("TOKEN_ISSUER_LDAP__BIND_PASSWORD"), "{e}");
+            assert!(!e.contains("s3cret") && !e.contains("12345678"), "{e}");
+        }
+        // Read as it is, whatever it looks like to a parser.
+        for p in ["12345678", "true", " spaced "] {
+            let e = load(
+                "bind_password_file = \"pw\"\n",
+                "",
+                &[("TOKEN_ISSUER_LDAP__BIND_PASSWORD", p)],
+            );
+            assert_eq!(e, "ok");
+        }
+        let e = load("", "", &[("TOKEN_ISSUER_LDAP__BIND_PASSWORD", "x")]);
+        assert!(e.contains("both set"), "{e}");
+    }
+
+    #[test]
+    fn plain_ldap_is_for_loopback_only() {
+        for host in ["ldap.example.test:389", "10.0.0.5:389"] {
+            let e = load("ldap://127.0.0.1:389", &format!("ldap://{host}"), &[]);
+            assert!(
+                e.contains("ldap.url") && e.contains("in clear"),
+                "{host}: {e}"
+            );
+        }
+        for host in ["localhost:389", "[::1]:389", "127.0.0.2"] {
+            assert_eq!(
+                load("ldap://127.0.0.1:389", &format!("ldap://{host}"), &[]),
+                "ok"
+            );
+        }
+        let tls = "ldap://ldap.example.test:389\"\nstart_tls = true\n#";
+        assert_eq!(load("ldap://127.0.0.1:389\"", tls, &[]), "ok");
+    }
+
+    #[test]
+    fn attribute_names_are_names() {
         let e = load(
-            "bind_password_file = \"pw\"\n",
-            "bind_password = \"s3cret-inline\"\n",
+            "user_filter",
+            "username_attribute = \"uid)(x=*\"\nuser_filter",
             &[],
         );
-        assert!(e.contains("TOKEN_ISSUER_LDAP__BIND_PASSWORD"), "{e}");
-        assert!(!e.contains("s3cret-inline"), "{e}");
-        let e = load(
-            "bind_password_file = \"pw\"\n",
-            "",
-            &[("TOKEN_ISSUER_LDAP__BIND_PASSWORD", "from-env")],
-        );
-        assert_eq!(e, "ok");
+        assert!(e.contains("ldap.username_attribute"), "{e}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod store;
 pub mod upstream;
 mod validate;
 pub use key_sources::KeySources;
-pub use ldap::{LdapConfig, LdapPosition};
+pub use ldap::{LdapConfig, LdapPosition, BIND_PASSWORD_ENV};
 pub use limits::{DampingConfig, HttpConfig};
 pub use observe::{AuditConfig, MetricsConfig, ReloadConfig};
 pub use oidc::{ClaimRule, OidcConfig};
@@ -49,7 +49,7 @@ pub const SEED_ENV: &[(&str, &str)] = &[
 ];
 
 /// `TOKEN_ISSUER_*` variables that are read elsewhere, not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["dev_password", "log"];
+const NON_CONFIG_ENV: &[&str] = &["dev_password", "log", "ldap.bind_password"];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -258,6 +258,20 @@ impl Config {
         for (key, value) in overrides {
             fig = fig.merge(Serialized::default(key, value));
         }
+        if let Some(f) = file {
+            // A config file is read, copied and shown: the directory's password stays out of
+            // it. Checked before parsing, whose errors would show the value.
+            if Figment::from(Toml::file(f))
+                .find_value("ldap.bind_password")
+                .is_ok()
+            {
+                bail!(
+                    "ldap.bind_password in {}: set {BIND_PASSWORD_ENV} or ldap.bind_password_file \
+                     instead of the password in the config file",
+                    f.display()
+                );
+            }
+        }
         let mut cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(describe).collect();
             anyhow::anyhow!("configuration: {}", msgs.join("; "))
@@ -270,17 +284,6 @@ impl Config {
                 .unwrap_or_default();
         }
         if let Some(f) = file {
-            // A config file is read, copied and shown: the directory's password stays out of it.
-            if Figment::from(Toml::file(f))
-                .find_value("ldap.bind_password")
-                .is_ok()
-            {
-                bail!(
-                    "ldap.bind_password in {}: set TOKEN_ISSUER_LDAP__BIND_PASSWORD or \
-                     ldap.bind_password_file instead of the password in the config file",
-                    f.display()
-                );
-            }
             warn_overridden(&fig, f);
         }
         cfg.validate()?;

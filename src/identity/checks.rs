@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use super::damping::{Damping, Outcome};
+use super::damping::Damping;
+pub(crate) use super::damping::Outcome;
 use super::slots::BcryptSlots;
 use super::types::{AuthError, CacheKey, Credentials, Identity};
 
@@ -71,21 +72,43 @@ impl Checks {
         F: FnOnce(bool) -> Fut,
         Fut: Future<Output = Result<T, AuthError>>,
     {
+        self.damped_as(&creds.username, client, verify, |r| match r {
+            Ok(_) => Outcome::Accepted,
+            Err(AuthError::BadCredentials) => Outcome::Refused,
+            Err(_) => Outcome::Undecided,
+        })
+        .await
+    }
+
+    /// [`Self::damped`] for a source that counts attempts under its own spelling of the
+    /// account (a directory that ignores case) and decides what each result means for damping
+    /// (a name it does not hold is neither accepted nor refused here: the next source says).
+    pub(crate) async fn damped_as<T, F, Fut>(
+        &self,
+        account: &str,
+        client: IpAddr,
+        verify: F,
+        outcome: impl FnOnce(&Result<T, AuthError>) -> Outcome,
+    ) -> Result<T, AuthError>
+    where
+        F: FnOnce(bool) -> Fut,
+        Fut: Future<Output = Result<T, AuthError>>,
+    {
         let Some(damping) = &self.damping else {
             return verify(false).await;
         };
-        let plan = damping.plan(&creds.username, client);
+        let plan = damping.plan(account, client);
         let result = async {
             let _turn = damping.admit(&plan).await?;
             verify(plan.suspect).await
         }
         .await;
         let outcome = match &result {
-            Ok(_) => Outcome::Accepted,
-            Err(AuthError::BadCredentials) => Outcome::Refused,
-            Err(_) => Outcome::Undecided,
+            // Too many waiting: nothing was checked.
+            Err(AuthError::TooManyAttempts { .. }) => Outcome::Undecided,
+            r => outcome(r),
         };
-        damping.settle(&plan, &creds.username, client, outcome);
+        damping.settle(&plan, account, client, outcome);
         result
     }
 

@@ -15,12 +15,15 @@ pub const BASE: &str = "dc=example,dc=test";
 pub const SERVICE_DN: &str = "cn=token-issuer,ou=services,dc=example,dc=test";
 pub const SERVICE_PASSWORD: &str = "svc-secret-pw";
 
-/// One person: uid, password, the `ou` under people it sits in, and its groups.
+/// One person: uid, password, the `ou` under people it sits in, and its groups (groupOfNames
+/// under ou=groups, and the same in the entry's `memberOf`, as the memberof overlay keeps it).
 pub struct Person<'a> {
     pub uid: &'a str,
     pub password: &'a str,
     pub ou: Option<&'a str>,
     pub groups: &'a [&'a str],
+    /// More group DNs in `memberOf` only (groups elsewhere in the tree).
+    pub member_of: &'a [&'a str],
 }
 
 pub fn person<'a>(uid: &'a str, password: &'a str, groups: &'a [&'a str]) -> Person<'a> {
@@ -29,7 +32,18 @@ pub fn person<'a>(uid: &'a str, password: &'a str, groups: &'a [&'a str]) -> Per
         password,
         ou: None,
         groups,
+        member_of: &[],
     }
+}
+
+/// How the server is reached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    /// `ldaps://`, with a test CA.
+    Ldaps,
+    /// `ldap://` upgraded with StartTLS, with a test CA.
+    StartTls,
 }
 
 pub struct Slapd {
@@ -44,8 +58,9 @@ pub struct Slapd {
 }
 
 impl Slapd {
-    /// A directory under `dir` holding `people` (and their groups), started.
-    pub fn start(dir: &Path, people: &[Person<'_>], tls: bool) -> Self {
+    /// A directory under `dir` holding `people` (and their groups), started. Only the service
+    /// account may read entries: a search made while still bound as a user finds nothing.
+    pub fn start(dir: &Path, people: &[Person<'_>], tls: Transport) -> Self {
         let dir = dir.join("slapd");
         std::fs::create_dir_all(dir.join("db")).expect("slapd dir");
         let port = free_port();
@@ -56,6 +71,7 @@ impl Slapd {
              include /etc/ldap/schema/nis.schema\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
+             moduleload memberof\n\
              pidfile {d}/slapd.pid\n\
              argsfile {d}/slapd.args\n\
              # a DN with an empty password is an anonymous bind that succeeds, as on some\n\
@@ -63,7 +79,7 @@ impl Slapd {
              allow bind_anon_cred\n",
             d = dir.display()
         );
-        let ca = tls.then(|| {
+        let ca = (tls != Transport::Plain).then(|| {
             let (ca, cert, key) = certificates(&dir);
             conf.push_str(&format!(
                 "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
@@ -74,9 +90,9 @@ impl Slapd {
         });
         conf.push_str(&format!(
             "database mdb\nmaxsize 67108864\nsuffix \"{BASE}\"\nrootdn \"cn=admin,{BASE}\"\n\
-             rootpw admin-pw\ndirectory {}/db\n\
+             rootpw admin-pw\ndirectory {}/db\noverlay memberof\n\
              access to attrs=userPassword by anonymous auth by * none\n\
-             access to * by users read by * none\n",
+             access to * by dn.exact=\"{SERVICE_DN}\" read by anonymous auth by * none\n",
             dir.display()
         ));
         std::fs::write(dir.join("slapd.conf"), conf).expect("slapd.conf");
@@ -86,7 +102,11 @@ impl Slapd {
             .arg(dir.join("slapd.conf"))
             .arg("-l")
             .arg(dir.join("data.ldif")));
-        let scheme = if tls { "ldaps" } else { "ldap" };
+        let scheme = if tls == Transport::Ldaps {
+            "ldaps"
+        } else {
+            "ldap"
+        };
         let mut slapd = Self {
             port,
             url: format!("{scheme}://127.0.0.1:{port}"),
@@ -199,13 +219,20 @@ fn ldif(people: &[Person<'_>]) -> String {
     groups.dedup();
     for p in people {
         out.push_str(&format!(
-            "dn: {}\nobjectClass: inetOrgPerson\nuid: {}\ncn: {}\nsn: {}\nuserPassword: {}\n\n",
+            "dn: {}\nobjectClass: inetOrgPerson\nuid: {}\ncn: {}\nsn: {}\nuserPassword: {}\n",
             user_dn(p.uid, p.ou),
             p.uid,
             p.uid,
             p.uid,
             p.password
         ));
+        for g in p.groups {
+            out.push_str(&format!("memberOf: cn={g},ou=groups,{BASE}\n"));
+        }
+        for dn in p.member_of {
+            out.push_str(&format!("memberOf: {dn}\n"));
+        }
+        out.push('\n');
     }
     for g in groups {
         out.push_str(&format!(
