@@ -113,68 +113,154 @@ fn scope(name: &str) -> String {
     format!("repository:{name}:pull,push")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_and_audit_record_every_decision_and_no_secret() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    std::fs::write(
-        dir.join("users.htpasswd"),
-        htpasswd_line(ALICE.0, ALICE.1) + &htpasswd_line(BOB.0, BOB.1),
-    )
-    .expect("htpasswd");
-    // Unknown names go to an upstream that is not there: the 503 case.
-    let dead = free_port();
-    let acl = "[[acl]]\naccount = \"alice\"\nname = \"team/**\"\nactions = [\"pull\", \"push\"]\n\
-               [[acl]]\naccount = \"*\"\nname = \"public/*\"\nactions = [\"pull\"]\n";
-    let extra = format!(
-        "[http]\nmax_scopes = 4\n[audit]\nenabled = true\npath = \"audit.log\"\n\
-         [store]\nurl = \"sqlite://store.db\"\n\
-         [upstream]\nurl = \"http://127.0.0.1:{dead}/api/v2/whoami\"\nusername_pointer = \"/slug\"\ntimeout_ms = 500\n"
-    );
-    let issuer = Issuer::start(dir, &config(dir, acl, &extra), &[]).await;
-    let c = reqwest::Client::new();
-    let before = metrics(&issuer.url()).await;
+/// An issuer with an audit file, a store (refresh tokens) and an upstream that is not there,
+/// after one of each decision: issued ×3 (one cold, two warm), unauthorized ×2 (the second from
+/// memory), bad_request, too_large, unavailable; `after` is /metrics then. Then a docker-style
+/// login with a refresh token and the refresh grant: 10 decisions in all.
+struct Decisions {
+    tmp: tempfile::TempDir,
+    issuer: Issuer,
+    client: reqwest::Client,
+    asks: [String; 3],
+    tokens: Vec<String>,
+    ids: Vec<String>,
+    refresh_token: String,
+    before: HashMap<String, f64>,
+    after: HashMap<String, f64>,
+}
 
-    // issued ×3 (one cold, two warm), unauthorized ×2 (the second from memory), bad_request,
-    // too_large, unavailable.
-    let asks = [scope("team/app"), scope("public/x"), scope("other")];
-    let mut tokens = Vec::new();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let (status, body, id) = token(&c, &issuer, Some(ALICE), &asks).await.expect("token");
-        assert_eq!(status, 200, "{body}");
-        tokens.push(body["token"].as_str().expect("token").to_string());
-        ids.push(id);
-    }
-    assert_eq!(
-        granted(&tokens[0]),
-        ["repository:team/app:pull,push", "repository:public/x:pull"]
-    );
-    for _ in 0..2 {
-        let (status, ..) = token(&c, &issuer, Some((ALICE.0, "wrong-guess-pw")), &asks)
+impl Decisions {
+    async fn make() -> Self {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        std::fs::write(
+            dir.join("users.htpasswd"),
+            htpasswd_line(ALICE.0, ALICE.1) + &htpasswd_line(BOB.0, BOB.1),
+        )
+        .expect("htpasswd");
+        // Unknown names go to an upstream that is not there: the 503 case.
+        let dead = free_port();
+        let acl =
+            "[[acl]]\naccount = \"alice\"\nname = \"team/**\"\nactions = [\"pull\", \"push\"]\n\
+                   [[acl]]\naccount = \"*\"\nname = \"public/*\"\nactions = [\"pull\"]\n";
+        let extra = format!(
+            "[http]\nmax_scopes = 4\n[audit]\nenabled = true\npath = \"audit.log\"\n\
+             [store]\nurl = \"sqlite://store.db\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:{dead}/api/v2/whoami\"\nusername_pointer = \"/slug\"\ntimeout_ms = 500\n"
+        );
+        let issuer = Issuer::start(dir, &config(dir, acl, &extra), &[]).await;
+        let c = reqwest::Client::new();
+        let before = metrics(&issuer.url()).await;
+        let asks = [scope("team/app"), scope("public/x"), scope("other")];
+        let mut tokens = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let (status, body, id) = token(&c, &issuer, Some(ALICE), &asks).await.expect("token");
+            assert_eq!(status, 200, "{body}");
+            tokens.push(body["token"].as_str().expect("token").to_string());
+            ids.push(id);
+        }
+        for _ in 0..2 {
+            let (status, ..) = token(&c, &issuer, Some((ALICE.0, "wrong-guess-pw")), &asks)
+                .await
+                .expect("token");
+            assert_eq!(status, 401);
+        }
+        let bad = ["repository:bad name:pull".to_string()];
+        let (status, ..) = token(&c, &issuer, Some(ALICE), &bad).await.expect("token");
+        assert_eq!(status, 400);
+        let five: Vec<String> = (0..5).map(|i| scope(&format!("r{i}"))).collect();
+        let (status, ..) = token(&c, &issuer, Some(ALICE), &five).await.expect("token");
+        assert_eq!(status, 400);
+        let (status, ..) = token(&c, &issuer, Some(("nobody", "nobody-secret-pw-3")), &asks)
             .await
             .expect("token");
-        assert_eq!(status, 401);
-    }
-    let (status, ..) = token(
-        &c,
-        &issuer,
-        Some(ALICE),
-        &["repository:bad name:pull".into()],
-    )
-    .await
-    .expect("token");
-    assert_eq!(status, 400);
-    let five: Vec<String> = (0..5).map(|i| scope(&format!("r{i}"))).collect();
-    let (status, ..) = token(&c, &issuer, Some(ALICE), &five).await.expect("token");
-    assert_eq!(status, 400);
-    let (status, ..) = token(&c, &issuer, Some(("nobody", "nobody-secret-pw-3")), &asks)
-        .await
-        .expect("token");
-    assert_eq!(status, 503);
+        assert_eq!(status, 503);
+        let after = metrics(&issuer.url()).await;
 
-    let after = metrics(&issuer.url()).await;
-    let delta = |k: &str| m(&after, k) - before.get(k).copied().unwrap_or(0.0);
+        let login: Value = c
+            .get(format!(
+                "{}?service={SERVICE}&client_id=docker&offline_token=true",
+                issuer.realm()
+            ))
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        let refresh_token = login["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_string();
+        let refreshed: Value = c
+            .post(issuer.realm())
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.as_str()),
+                ("client_id", "docker"),
+                ("service", SERVICE),
+                ("scope", "repository:team/app:pull"),
+            ])
+            .send()
+            .await
+            .expect("refresh")
+            .json()
+            .await
+            .expect("json");
+        tokens.push(
+            refreshed["access_token"]
+                .as_str()
+                .expect("token")
+                .to_string(),
+        );
+        Self {
+            tmp,
+            issuer,
+            client: c,
+            asks,
+            tokens,
+            ids,
+            refresh_token,
+            before,
+            after,
+        }
+    }
+
+    fn delta(&self, key: &str) -> f64 {
+        m(&self.after, key) - self.before.get(key).copied().unwrap_or(0.0)
+    }
+
+    fn audit_path(&self) -> std::path::PathBuf {
+        self.tmp.path().join("audit.log")
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
+            .collect()
+    }
+
+    /// The audit once the writer has caught up with all 10 decisions.
+    async fn all_audit_lines(&self) -> Vec<Value> {
+        within(Duration::from_secs(5), "10 audit lines", || async {
+            self.audit().len() == 10
+        })
+        .await;
+        self.audit()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_every_outcome_and_what_each_request_cost() {
+    let d = Decisions::make().await;
+    assert_eq!(
+        granted(&d.tokens[0]),
+        ["repository:team/app:pull,push", "repository:public/x:pull"]
+    );
     for (outcome, n) in [
         ("issued", 3.0),
         ("unauthorized", 2.0),
@@ -183,129 +269,75 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
         ("unavailable", 1.0),
         ("damped", 0.0),
     ] {
-        assert_eq!(
-            delta(&format!(
-                "token_issuer_token_requests_total{{outcome=\"{outcome}\"}}"
-            )),
-            n,
-            "{outcome}"
-        );
+        let key = format!("token_issuer_token_requests_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(d.delta(&key), n, "{outcome}");
     }
     assert_eq!(
-        delta("token_issuer_token_request_duration_seconds_count"),
+        d.delta("token_issuer_token_request_duration_seconds_count"),
         8.0
     );
     // 3 × 3 issued + 2 × 3 refused + 3 for the 503 (the 400s never parsed theirs).
     assert_eq!(
-        delta("token_issuer_scopes_requested_total"),
+        d.delta("token_issuer_scopes_requested_total"),
         9.0 + 6.0 + 3.0
     );
-    assert_eq!(delta("token_issuer_scopes_granted_total"), 6.0);
+    assert_eq!(d.delta("token_issuer_scopes_granted_total"), 6.0);
     assert_eq!(
-        delta("token_issuer_bcrypt_verifications_total{result=\"match\"}"),
+        d.delta("token_issuer_bcrypt_verifications_total{result=\"match\"}"),
         1.0
     );
     assert_eq!(
-        delta("token_issuer_bcrypt_verifications_total{result=\"mismatch\"}"),
+        d.delta("token_issuer_bcrypt_verifications_total{result=\"mismatch\"}"),
         1.0,
         "the repeated wrong password is answered from memory"
     );
     assert_eq!(
-        delta("token_issuer_identity_cache_total{result=\"hit\"}"),
+        d.delta("token_issuer_identity_cache_total{result=\"hit\"}"),
         2.0,
         "the two warm logins"
     );
     assert_eq!(
-        delta("token_issuer_identity_cache_total{result=\"miss\"}"),
+        d.delta("token_issuer_identity_cache_total{result=\"miss\"}"),
         3.0,
         "the cold login, the first wrong password, the unknown name"
     );
     assert_eq!(
-        delta("token_issuer_upstream_requests_total{endpoint=\"identity\",outcome=\"error\"}"),
+        d.delta("token_issuer_upstream_requests_total{endpoint=\"identity\",outcome=\"error\"}"),
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_the_key_s_expiry_and_the_build() {
+    let d = Decisions::make().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
     assert!(
-        m(&after, "token_issuer_signing_key_not_after_seconds")
-            > (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("time")
-                .as_secs()
-                + 300 * 86_400) as f64
+        m(&d.after, "token_issuer_signing_key_not_after_seconds") > (now + 300 * 86_400) as f64
     );
-    assert_eq!(
-        m(
-            &after,
-            &format!(
-                "token_issuer_build_info{{version=\"{}\"}}",
-                env!("CARGO_PKG_VERSION")
-            )
-        ),
-        1.0
+    let build = format!(
+        "token_issuer_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
     );
+    assert_eq!(m(&d.after, &build), 1.0);
+}
 
-    // A docker-style login with a refresh token, and the refresh grant.
-    let login: Value = c
-        .get(format!(
-            "{}?service={SERVICE}&client_id=docker&offline_token=true",
-            issuer.realm()
-        ))
-        .basic_auth(ALICE.0, Some(ALICE.1))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let refresh_token = login["refresh_token"]
-        .as_str()
-        .expect("refresh token")
-        .to_string();
-    let refreshed: Value = c
-        .post(issuer.realm())
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.as_str()),
-            ("client_id", "docker"),
-            ("service", SERVICE),
-            ("scope", "repository:team/app:pull"),
-        ])
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("json");
-    tokens.push(
-        refreshed["access_token"]
-            .as_str()
-            .expect("token")
-            .to_string(),
-    );
-
-    // The audit: one line per decision (the first wait is the writer catching up).
-    let audit_path = dir.join("audit.log");
-    let read_audit = || -> Vec<Value> {
-        std::fs::read_to_string(&audit_path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
-            .collect()
-    };
-    within(Duration::from_secs(5), "10 audit lines", || async {
-        read_audit().len() == 10
-    })
-    .await;
-    let lines = read_audit();
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_has_one_line_per_decision() {
+    let d = Decisions::make().await;
+    let lines = d.all_audit_lines().await;
     let first = &lines[0];
-    let jti = claims(&tokens[0])["jti"].clone();
+    let jti = claims(&d.tokens[0])["jti"].clone();
     assert_eq!(first["outcome"], "issued");
     assert_eq!(first["user"], "alice");
     assert_eq!(first["source"], "htpasswd");
     assert_eq!(first["grant"], "password");
     assert_eq!(first["client_ip"], "127.0.0.1");
-    assert_eq!(first["request_id"], ids[0].as_str());
+    assert_eq!(first["request_id"], d.ids[0].as_str());
     assert_eq!(first["jti"], jti);
-    assert_eq!(first["exp"], claims(&tokens[0])["exp"]);
+    assert_eq!(first["exp"], claims(&d.tokens[0])["exp"]);
     assert_eq!(
         first["requested"],
         serde_json::json!([
@@ -343,21 +375,26 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
         time.ends_with('Z') && time.len() == 24,
         "RFC 3339 with ms: {time}"
     );
+}
 
-    // No secret in the audit, the log or the metrics: passwords, tokens, the key.
-    let key_pem = std::fs::read_to_string(dir.join(format!("{ISSUER}.pem"))).expect("key");
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_the_audit_the_log_or_the_metrics() {
+    let d = Decisions::make().await;
+    d.all_audit_lines().await;
+    // Passwords, tokens, their signatures, the refresh token, the key.
+    let key_pem = std::fs::read_to_string(d.tmp.path().join(format!("{ISSUER}.pem"))).expect("key");
     let key_body: Vec<&str> = key_pem
         .lines()
         .filter(|l| !l.starts_with("-----") && l.len() > 16)
         .collect();
-    let audit_text = std::fs::read_to_string(&audit_path).expect("audit");
-    let log = issuer.proc.log_text();
-    let metrics_text = format!("{after:?}");
+    let audit_text = std::fs::read_to_string(d.audit_path()).expect("audit");
+    let log = d.issuer.proc.log_text();
+    let metrics_text = format!("{:?}", d.after);
     let mut secrets: Vec<&str> = vec![ALICE.1, BOB.1, "wrong-guess-pw", "nobody-secret-pw-3"];
-    secrets.extend(tokens.iter().map(String::as_str));
-    secrets.push(&refresh_token);
+    secrets.extend(d.tokens.iter().map(String::as_str));
+    secrets.push(&d.refresh_token);
     secrets.extend(
-        tokens
+        d.tokens
             .iter()
             .map(|t| t.rsplit('.').next().expect("signature")),
     );
@@ -377,33 +414,35 @@ async fn metrics_and_audit_record_every_decision_and_no_secret() {
             "a metric label holds {name:?}"
         );
     }
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_audit_file_is_reopened_on_sighup() {
+    let d = Decisions::make().await;
+    d.all_audit_lines().await;
     // logrotate's way: move the file, SIGHUP, and the next line goes to a new file.
-    std::fs::rename(&audit_path, dir.join("audit.log.moved")).expect("move");
-    let lines_before = metrics(&issuer.url()).await;
-    kill("-HUP", &issuer);
+    let moved = d.tmp.path().join("audit.log.moved");
+    std::fs::rename(d.audit_path(), &moved).expect("move");
+    let reloads = metrics(&d.issuer.url()).await;
+    kill("-HUP", &d.issuer);
     within(Duration::from_secs(5), "the SIGHUP reload", || async {
-        let now = metrics(&issuer.url()).await;
+        let now = metrics(&d.issuer.url()).await;
         m(&now, "token_issuer_reloads_total{result=\"ok\"}")
-            > m(&lines_before, "token_issuer_reloads_total{result=\"ok\"}")
+            > m(&reloads, "token_issuer_reloads_total{result=\"ok\"}")
     })
     .await;
-    let (status, ..) = token(&c, &issuer, Some(ALICE), &asks).await.expect("token");
+    let (status, ..) = token(&d.client, &d.issuer, Some(ALICE), &d.asks)
+        .await
+        .expect("token");
     assert_eq!(status, 200);
     within(
         Duration::from_secs(5),
         "the line in the reopened file",
-        || async { read_audit().len() == 1 },
+        || async { d.audit().len() == 1 },
     )
     .await;
-    assert_eq!(
-        std::fs::read_to_string(dir.join("audit.log.moved"))
-            .expect("moved")
-            .lines()
-            .count(),
-        10,
-        "the moved file kept its lines"
-    );
+    let kept = std::fs::read_to_string(&moved).expect("moved");
+    assert_eq!(kept.lines().count(), 10, "the moved file kept its lines");
 }
 
 fn kill(signal: &str, issuer: &Issuer) {

@@ -57,130 +57,172 @@ fn decode(trusted: &TrustedKeys, token: &str) -> Claims {
         .expect("token verifies against the published JWKS")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn realm_statuses_bodies_and_claims() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let issuer = start(tmp.path()).await;
-    let keys = trusted(&issuer).await;
-    let c = reqwest::Client::new();
-    let realm = issuer.realm();
+/// A started issuer (users alice and bob, the rules of [`config`]), its published keys, and
+/// one client: what each realm test below starts from.
+struct Realm {
+    tmp: tempfile::TempDir,
+    issuer: Issuer,
+    keys: TrustedKeys,
+    client: reqwest::Client,
+}
 
-    // No credentials: 401 with a Basic challenge and the registry error body.
-    let r = c
-        .get(&realm)
-        .query(&[("service", SERVICE)])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 401);
-    let challenge = r.headers()["www-authenticate"]
-        .to_str()
-        .expect("header")
-        .to_string();
+/// A realm answer: status, headers, and the body as JSON (`Null` when it is not JSON).
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: serde_json::Value,
+}
+
+impl Realm {
+    async fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let issuer = start(tmp.path()).await;
+        let keys = trusted(&issuer).await;
+        Self {
+            tmp,
+            issuer,
+            keys,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// GET the realm with `query`, as `user` (with `password`) when given.
+    async fn get(&self, query: &[(&str, &str)], user: Option<(&str, &str)>) -> Reply {
+        let mut req = self.client.get(self.issuer.realm()).query(query);
+        if let Some((u, p)) = user {
+            req = req.basic_auth(u, Some(p));
+        }
+        Self::reply(req).await
+    }
+
+    /// POST the realm's OAuth2 form.
+    async fn post(&self, form: &[(&str, &str)]) -> Reply {
+        Self::reply(self.client.post(self.issuer.realm()).form(form)).await
+    }
+
+    async fn reply(req: reqwest::RequestBuilder) -> Reply {
+        let r = req.send().await.expect("send");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// The verified claims of a 200's token.
+    fn claims(&self, reply: &Reply) -> Claims {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        decode(&self.keys, reply.body["token"].as_str().expect("token"))
+    }
+
+    fn access(&self, reply: &Reply) -> Vec<String> {
+        let claims = self.claims(reply);
+        claims.access.iter().map(ToString::to_string).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_credentials_get_a_challenge_and_a_message_that_says_what_to_do() {
+    let realm = Realm::start().await;
+    let r = realm.get(&[("service", SERVICE)], None).await;
+    assert_eq!(r.status, 401);
+    let challenge = r.headers["www-authenticate"].to_str().expect("header");
     assert!(challenge.starts_with("Basic realm="), "{challenge}");
-    let body: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+    assert_eq!(r.body["errors"][0]["code"], "UNAUTHORIZED");
     // Not the code's bare default text ("authentication required"), which docker turns into a
     // bare code and retries: a message that says what to do.
-    let message = body["errors"][0]["message"].as_str().expect("message");
+    let message = r.body["errors"][0]["message"].as_str().expect("message");
     assert!(
         message.contains("no credentials") && message.contains("docker login"),
         "{message}"
     );
+}
 
-    // Malformed Basic credentials: a 401 with the challenge, like missing ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_basic_credentials_are_401s_with_the_challenge() {
+    let realm = Realm::start().await;
     for bad in ["Basic !!!", "Basic dXNlcm5vY29sb24=", "Basic /w=="] {
-        let r = c
-            .get(&realm)
-            .header("Authorization", bad)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 401, "{bad}");
-        assert!(r.headers().contains_key("www-authenticate"), "{bad}");
+        let req = realm
+            .client
+            .get(realm.issuer.realm())
+            .header("Authorization", bad);
+        let r = Realm::reply(req).await;
+        assert_eq!(r.status, 401, "{bad}");
+        assert!(r.headers.contains_key("www-authenticate"), "{bad}");
     }
+}
 
-    // Wrong password and unknown user: both 401, same message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
+    let realm = Realm::start().await;
     for (u, p) in [("alice", "nope"), ("mallory", "alice-pw")] {
-        let r = c
-            .get(&realm)
-            .basic_auth(u, Some(p))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 401, "{u}");
-        let body: serde_json::Value = r.json().await.expect("json");
-        assert_eq!(body["errors"][0]["message"], "invalid username or password");
+        let r = realm.get(&[], Some((u, p))).await;
+        assert_eq!(r.status, 401, "{u}");
+        assert_eq!(
+            r.body["errors"][0]["message"],
+            "invalid username or password"
+        );
     }
+}
 
-    // docker login: no scope, a token with empty access.
-    let r = c
-        .get(&realm)
-        .query(&[("service", SERVICE), ("account", "alice")])
-        .basic_auth("alice", Some("alice-pw"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "no-store");
-    let body: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(body["token"], body["access_token"]);
-    assert_eq!(body["expires_in"], 900);
-    let issued_at = body["issued_at"].as_str().expect("issued_at");
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_login_gets_a_token_with_no_access() {
+    let realm = Realm::start().await;
+    let query = [("service", SERVICE), ("account", "alice")];
+    let r = realm.get(&query, Some(("alice", "alice-pw"))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.body["token"], r.body["access_token"]);
+    assert_eq!(r.body["expires_in"], 900);
+    let issued_at = r.body["issued_at"].as_str().expect("issued_at");
     assert!(
         humantime::parse_rfc3339(issued_at).is_ok() && issued_at.ends_with('Z'),
         "{issued_at}"
     );
-    let claims = decode(&keys, body["token"].as_str().expect("token"));
+    let claims = realm.claims(&r);
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.exp - claims.iat, 900);
     assert!(claims.access.is_empty());
+}
 
-    // Repeated and space-joined scopes; intersection; scopes granted nothing are left out.
-    let r = c
-        .get(&realm)
-        .query(&[
-            ("service", SERVICE),
-            (
-                "scope",
-                "repository:org/team/app:pull,push,delete repository:other/app:pull",
-            ),
-            ("scope", "repository:alice/tools:delete"),
-            ("scope", "registry:catalog:*"),
-        ])
-        .basic_auth("alice", Some("alice-pw"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.expect("json");
-    let claims = decode(&keys, body["token"].as_str().expect("token"));
-    let access: Vec<String> = claims.access.iter().map(ToString::to_string).collect();
+#[tokio::test(flavor = "multi_thread")]
+async fn scopes_repeated_or_space_joined_are_intersected_and_the_ungranted_left_out() {
+    let realm = Realm::start().await;
+    let query = [
+        ("service", SERVICE),
+        (
+            "scope",
+            "repository:org/team/app:pull,push,delete repository:other/app:pull",
+        ),
+        ("scope", "repository:alice/tools:delete"),
+        ("scope", "registry:catalog:*"),
+    ];
+    let r = realm.get(&query, Some(("alice", "alice-pw"))).await;
     assert_eq!(
-        access,
+        realm.access(&r),
         vec![
             "repository:org/team/app:pull,push",
             "repository:alice/tools:delete"
         ]
     );
-
     // Bob: the catalog, and his own namespace only.
-    let r = c
-        .get(&realm)
-        .query(&[(
-            "scope",
-            "registry:catalog:* repository:alice/tools:pull repository:bob/x:pull",
-        )])
-        .basic_auth("bob", Some("bob-pw"))
-        .send()
-        .await
-        .expect("send");
-    let body: serde_json::Value = r.json().await.expect("json");
-    let claims = decode(&keys, body["token"].as_str().expect("token"));
-    let access: Vec<String> = claims.access.iter().map(ToString::to_string).collect();
-    assert_eq!(access, vec!["registry:catalog:*", "repository:bob/x:pull"]);
+    let query = [(
+        "scope",
+        "registry:catalog:* repository:alice/tools:pull repository:bob/x:pull",
+    )];
+    let r = realm.get(&query, Some(("bob", "bob-pw"))).await;
+    assert_eq!(
+        realm.access(&r),
+        vec!["registry:catalog:*", "repository:bob/x:pull"]
+    );
+}
 
-    // Malformed scope, wrong service, account mismatch: 400s that say what is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_are_400s_that_say_what_is_wrong() {
+    let realm = Realm::start().await;
     for (query, code, needle) in [
         (
             vec![("scope", "repository:Bad Name:pull")],
@@ -195,24 +237,19 @@ async fn realm_statuses_bodies_and_claims() {
         (vec![("service", "elsewhere")], "INVALID_SERVICE", SERVICE),
         (vec![("account", "bob")], "INVALID_REQUEST", "bob"),
     ] {
-        let r = c
-            .get(&realm)
-            .query(&query)
-            .basic_auth("alice", Some("alice-pw"))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 400, "{query:?}");
-        let body: serde_json::Value = r.json().await.expect("json");
-        assert_eq!(body["errors"][0]["code"], code, "{query:?}");
-        let msg = body["errors"][0]["message"].as_str().expect("message");
+        let r = realm.get(&query, Some(("alice", "alice-pw"))).await;
+        assert_eq!(r.status, 400, "{query:?}");
+        assert_eq!(r.body["errors"][0]["code"], code, "{query:?}");
+        let msg = r.body["errors"][0]["message"].as_str().expect("message");
         assert!(msg.contains(needle), "{msg}");
     }
+}
 
-    // The OAuth2 form.
-    let r = c
-        .post(&realm)
-        .form(&[
+#[tokio::test(flavor = "multi_thread")]
+async fn the_oauth2_form_issues_and_refuses_as_the_get_does() {
+    let realm = Realm::start().await;
+    let r = realm
+        .post(&[
             ("grant_type", "password"),
             ("service", SERVICE),
             ("client_id", "test"),
@@ -220,58 +257,56 @@ async fn realm_statuses_bodies_and_claims() {
             ("username", "alice"),
             ("password", "alice-pw"),
         ])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(
-        decode(&keys, body["access_token"].as_str().expect("token")).access[0].to_string(),
-        "repository:org/app:pull"
-    );
-    let r = c
-        .post(&realm)
-        .form(&[
+        .await;
+    assert_eq!(realm.access(&r), vec!["repository:org/app:pull"]);
+    let r = realm
+        .post(&[
             ("grant_type", "password"),
             ("username", "alice"),
             ("password", "x"),
         ])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 401);
-    let r = c
-        .post(&realm)
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
-        .send()
-        .await
-        .expect("send");
+        .await;
+    assert_eq!(r.status, 401);
     // No store here, so no refresh tokens: a 401 that says so (containerd then tries GET).
-    assert_eq!(r.status(), 401);
-    let body = r.text().await.expect("body");
-    assert!(body.contains("issues no refresh tokens"), "{body}");
+    let r = realm
+        .post(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .await;
+    assert_eq!(r.status, 401);
+    let message = r.body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("issues no refresh tokens"), "{}", r.body);
+}
 
-    // The published key material.
-    let pem = reqwest::get(format!("{}/v1/registry/certs", issuer.url()))
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certificate_is_published_and_the_issuer_is_ready() {
+    let realm = Realm::start().await;
+    let url = realm.issuer.url();
+    let pem = reqwest::get(format!("{url}/v1/registry/certs"))
         .await
         .expect("certs")
         .text()
         .await
         .expect("text");
+    let crt = realm.tmp.path().join(format!("{ISSUER}.crt"));
+    assert_eq!(pem, std::fs::read_to_string(crt).expect("crt"));
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_logged_at_info_and_nothing_secret_is() {
+    let realm = Realm::start().await;
+    assert_eq!(realm.get(&[], None).await.status, 401);
     assert_eq!(
-        pem,
-        std::fs::read_to_string(tmp.path().join(format!("{ISSUER}.crt"))).expect("crt")
+        realm.get(&[], Some(("mallory", "alice-pw"))).await.status,
+        401
     );
     assert_eq!(
-        reqwest::get(format!("{}/readyz", issuer.url()))
-            .await
-            .expect("readyz")
-            .status(),
+        realm.get(&[], Some(("alice", "alice-pw"))).await.status,
         200
     );
-
-    // Nothing secret reached the log; refusals are logged at info, with who, how and from where.
-    let log = issuer.proc.log_text();
+    let query = [("scope", "registry:catalog:*")];
+    assert_eq!(realm.get(&query, Some(("bob", "bob-pw"))).await.status, 200);
+    let log = realm.issuer.proc.log_text();
     let refused = log
         .lines()
         .find(|l| l.contains("login refused") && l.contains("mallory"))
@@ -283,9 +318,8 @@ async fn realm_statuses_bodies_and_claims() {
     assert!(log
         .lines()
         .any(|l| l.contains("INFO") && l.contains("anonymous request refused")));
-    assert!(log.contains(
-        &std::fs::read_to_string(tmp.path().join(format!("{ISSUER}.kid"))).expect("kid")
-    ));
+    let kid = realm.tmp.path().join(format!("{ISSUER}.kid"));
+    assert!(log.contains(&std::fs::read_to_string(kid).expect("kid")));
     assert!(
         !log.contains('\u{1b}'),
         "terminal colour codes in a log file:\n{log}"

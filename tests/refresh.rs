@@ -151,28 +151,86 @@ fn run(dir: &Path, args: &[&str], stdin: &str) -> String {
     ok(&cli(&all, stdin))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn refresh_tokens_for_every_identity_source() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let (env, _) = keys(dir);
-    let fake = FakeApi::start().await;
-    fake.state.add(API_KEY, "dev", &[], &["fleet/app"]);
-    write_users(dir, &[ALICE]);
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.push(("TOKEN_ISSUER_LOG", "debug"));
-    let issuer = Issuer::start(dir, &config(&fake), &env).await;
-    run(dir, &["users", "add", BOSS.0, "--admin"], "boss-pw\n");
-    run(dir, &["users", "add", "ci"], "ci-pw\n");
-    let mut secrets: Vec<String> = vec![ALICE.1.into(), API_KEY.into(), "ci-pw".into()];
+/// An issuer with every kind of user: alice in the htpasswd file, the store's admin and `ci`,
+/// and `dev`, whose API key the upstream API (a real HTTP server) resolves.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    fake: FakeApi,
+    issuer: Issuer,
+}
 
-    // Without offline_token the answer is what it always was.
+impl Fixture {
+    async fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        let (env, _) = keys(dir);
+        let fake = FakeApi::start().await;
+        fake.state.add(API_KEY, "dev", &[], &["fleet/app"]);
+        write_users(dir, &[ALICE]);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("TOKEN_ISSUER_LOG", "debug"));
+        let issuer = Issuer::start(dir, &config(&fake), &env).await;
+        run(dir, &["users", "add", BOSS.0, "--admin"], "boss-pw\n");
+        run(dir, &["users", "add", "ci"], "ci-pw\n");
+        Self { tmp, fake, issuer }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// alice's docker login: her refresh token.
+    async fn alice(&self) -> String {
+        let (s, login) = docker_login(&self.issuer, ALICE.0, ALICE.1).await;
+        assert_eq!(s, 200, "{login}");
+        refresh_token_of(&login)
+    }
+
+    /// The store user ci, by the OAuth2 password grant with access_type=offline (as
+    /// containerd's client): the answer, with its refresh token.
+    async fn ci(&self) -> Value {
+        let (s, body) = send(reqwest::Client::new().post(self.issuer.realm()).form(&[
+            ("grant_type", "password"),
+            ("username", "ci"),
+            ("password", "ci-pw"),
+            ("service", SERVICE),
+            ("client_id", "containerd-client"),
+            ("access_type", "offline"),
+            ("scope", "repository:ci/app:pull"),
+        ]))
+        .await;
+        assert_eq!(s, 200, "{body}");
+        body
+    }
+
+    /// dev's docker login with the API key: the refresh token.
+    async fn dev(&self) -> String {
+        let (s, body) = docker_login(&self.issuer, "dev", API_KEY).await;
+        assert_eq!(s, 200, "{body}");
+        refresh_token_of(&body)
+    }
+
+    /// The ids of `user`'s refresh tokens through the admin API, newest first.
+    async fn token_ids(&self, user: &str) -> Vec<String> {
+        let path = format!("/tokens?user={user}");
+        let (_, list) = api(&self.issuer, "GET", &path, Some(BOSS), None).await;
+        list["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_offline_access_the_answer_is_unchanged() {
+    let f = Fixture::start().await;
+    let url = format!("{}?service={SERVICE}&client_id=docker", f.issuer.realm());
     let (s, plain) = send(
         reqwest::Client::new()
-            .get(format!(
-                "{}?service={SERVICE}&client_id=docker",
-                issuer.realm()
-            ))
+            .get(url)
             .basic_auth(ALICE.0, Some(ALICE.1)),
     )
     .await;
@@ -182,7 +240,7 @@ async fn refresh_tokens_for_every_identity_source() {
         ["access_token", "expires_in", "issued_at", "token"]
     );
     // Nor the OAuth2 password grant without access_type=offline.
-    let (s, plain) = send(reqwest::Client::new().post(issuer.realm()).form(&[
+    let (s, plain) = send(reqwest::Client::new().post(f.issuer.realm()).form(&[
         ("grant_type", "password"),
         ("username", ALICE.0),
         ("password", ALICE.1),
@@ -196,20 +254,19 @@ async fn refresh_tokens_for_every_identity_source() {
         fields(&plain),
         ["access_token", "expires_in", "issued_at", "token"]
     );
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_refresh_grant_applies_the_policy_and_never_rotates() {
+    let f = Fixture::start().await;
     // docker login: a refresh token, opaque, 256 bits.
-    let (s, login) = docker_login(&issuer, ALICE.0, ALICE.1).await;
-    assert_eq!(s, 200, "{login}");
-    let alice_rt = refresh_token_of(&login);
+    let alice_rt = f.alice().await;
     assert!(
         alice_rt.starts_with("tirt_") && alice_rt.len() == 48,
         "{alice_rt}"
     );
-    secrets.push(alice_rt.clone());
-
-    // The refresh grant: the policy as for a password login; never a new refresh token.
     let (s, body) = refresh(
-        &issuer,
+        &f.issuer,
         &alice_rt,
         "docker",
         "repository:org/app:pull,push repository:other/x:pull",
@@ -232,27 +289,26 @@ async fn refresh_tokens_for_every_identity_source() {
                {"type": "repository", "name": "other/x", "actions": ["pull"]}])
     );
     // The same token again: not rotated, still good.
-    assert_eq!(refresh(&issuer, &alice_rt, "docker", "").await.0, 200);
+    assert_eq!(refresh(&f.issuer, &alice_rt, "docker", "").await.0, 200);
+}
 
-    // Another client_id on POST is refused; containerd then falls back to GET with Basic
-    // `:<refresh token>` and no client_id, which is accepted.
-    let (s, body) = refresh(
-        &issuer,
-        &alice_rt,
-        "containerd-client",
-        "repository:org/app:pull",
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn another_client_id_is_refused_and_containerd_s_get_fallback_accepted() {
+    let f = Fixture::start().await;
+    let alice_rt = f.alice().await;
+    let scope = "repository:org/app:pull";
+    let (s, body) = refresh(&f.issuer, &alice_rt, "containerd-client", scope).await;
     assert_eq!(s, 401, "{body}");
     assert!(
         message(&body).contains("issued to client \"docker\""),
         "{body}"
     );
+    // containerd falls back to GET with Basic `:<refresh token>` and no client_id.
     let (s, body) = send(
         reqwest::Client::new()
             .get(format!(
                 "{}?scope=repository%3Aorg%2Fapp%3Apull&service={SERVICE}",
-                issuer.realm()
+                f.issuer.realm()
             ))
             .basic_auth("", Some(&alice_rt)),
     )
@@ -263,11 +319,14 @@ async fn refresh_tokens_for_every_identity_source() {
         body.get("scope").is_none(),
         "GET answers keep the token spec's shape"
     );
+}
 
-    // Bad refresh requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_refresh_requests_say_what_is_wrong() {
+    let f = Fixture::start().await;
     let (s, body) = send(
         reqwest::Client::new()
-            .post(issuer.realm())
+            .post(f.issuer.realm())
             .form(&[("grant_type", "refresh_token"), ("service", SERVICE)]),
     )
     .await;
@@ -279,7 +338,7 @@ async fn refresh_tokens_for_every_identity_source() {
         reqwest::Client::new()
             .get(format!(
                 "{}?client_id={}&offline_token=true&service={SERVICE}",
-                issuer.realm(),
+                f.issuer.realm(),
                 "x".repeat(201)
             ))
             .basic_auth(ALICE.0, Some(ALICE.1)),
@@ -291,174 +350,142 @@ async fn refresh_tokens_for_every_identity_source() {
         "{body}"
     );
     let forged = format!("tirt_{}", "A".repeat(43));
-    let (s, body) = refresh(&issuer, &forged, "docker", "").await;
+    let (s, body) = refresh(&f.issuer, &forged, "docker", "").await;
     assert_eq!(s, 401, "{body}");
     assert!(message(&body).contains("log in again"), "{body}");
-    assert_eq!(refresh(&issuer, "nonsense", "docker", "").await.0, 401);
+    assert_eq!(refresh(&f.issuer, "nonsense", "docker", "").await.0, 401);
+}
 
-    // A store user, by the OAuth2 password grant with access_type=offline.
-    let (s, body) = send(reqwest::Client::new().post(issuer.realm()).form(&[
-        ("grant_type", "password"),
-        ("username", "ci"),
-        ("password", "ci-pw"),
-        ("service", SERVICE),
-        ("client_id", "containerd-client"),
-        ("access_type", "offline"),
-        ("scope", "repository:ci/app:pull"),
-    ]))
-    .await;
-    assert_eq!(s, 200, "{body}");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_user_s_token_follows_its_grants_and_ends_with_its_password() {
+    let f = Fixture::start().await;
+    let body = f.ci().await;
     assert_eq!(body["scope"], "", "ci has no grant yet");
     let ci_rt = refresh_token_of(&body);
-    secrets.push(ci_rt.clone());
-    let (s, _) = api(
-        &issuer,
-        "POST",
-        "/grants",
-        Some(BOSS),
-        Some(json!({"user": "ci", "name": "ci/**", "actions": ["pull", "push"]})),
-    )
-    .await;
+    let grant = json!({"user": "ci", "name": "ci/**", "actions": ["pull", "push"]});
+    let (s, _) = api(&f.issuer, "POST", "/grants", Some(BOSS), Some(grant)).await;
     assert_eq!(s, 201);
     // Rules as they are now: the new grant applies to the old refresh token.
-    let (s, body) = refresh(
-        &issuer,
-        &ci_rt,
-        "containerd-client",
-        "repository:ci/app:push",
-    )
-    .await;
+    let scope = "repository:ci/app:push";
+    let (s, body) = refresh(&f.issuer, &ci_rt, "containerd-client", scope).await;
     assert_eq!(
         (s, body["scope"].as_str()),
         (200, Some("repository:ci/app:push")),
         "{body}"
     );
+    run(f.dir(), &["users", "passwd", "ci"], "ci-new-pw\n");
+    let why = refused_within(&f.issuer, &ci_rt, "containerd-client", "changed password").await;
+    assert!(why.contains("password of ci changed"), "{why}");
+}
 
-    // An upstream identity: its API key is checked again at most once per cache TTL, and
-    // per-repository questions go to the API with it.
-    let (s, body) = docker_login(&issuer, "dev", API_KEY).await;
-    assert_eq!(s, 200, "{body}");
-    let dev_rt = refresh_token_of(&body);
-    secrets.push(dev_rt.clone());
-    let (s, body) = refresh(
-        &issuer,
-        &dev_rt,
-        "docker",
-        "repository:fleet/app:pull,push repository:fleet/other:pull",
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_identity_is_asked_again_and_the_api_decides_repositories() {
+    let f = Fixture::start().await;
+    let dev_rt = f.dev().await;
+    let scopes = "repository:fleet/app:pull,push repository:fleet/other:pull";
+    let (s, body) = refresh(&f.issuer, &dev_rt, "docker", scopes).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         body["scope"], "repository:fleet/app:pull,push",
         "the API decided"
     );
     assert_eq!(claims(&body)["sub"], "dev");
+    // The platform revokes the API key: the refresh token loses its power within the TTL.
+    f.fake.state.users.lock().expect("lock").clear();
+    let why = refused_within(&f.issuer, &dev_rt, "docker", "revoked API key").await;
+    assert!(why.contains("no longer accepts the credential"), "{why}");
+}
 
-    // Nothing secret is in the database file: no token, no password, no API key.
-    let db = std::fs::read(dir.join("store.db")).expect("store.db");
-    for s in &secrets {
-        assert!(
-            !db.windows(s.len()).any(|w| w == s.as_bytes()),
-            "the store holds a secret"
-        );
-    }
-
-    // Listed by the CLI and the admin API, never showing the token.
-    let listed = run(dir, &["tokens", "list", "alice"], "");
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_listed_without_the_token_and_to_admins_only() {
+    let f = Fixture::start().await;
+    f.alice().await;
+    let dev_rt = f.dev().await;
+    let listed = run(f.dir(), &["tokens", "list", "alice"], "");
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(
         listed.contains("local") && listed.contains("client \"docker\""),
         "{listed}"
     );
-    let (s, list) = api(&issuer, "GET", "/tokens?user=dev", Some(BOSS), None).await;
+    let (s, list) = api(&f.issuer, "GET", "/tokens?user=dev", Some(BOSS), None).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["tokens"][0]["source"], "upstream");
     assert_eq!(list["tokens"][0]["client_id"], "docker");
     assert!(!list.to_string().contains(&dev_rt));
-    let (s, _) = api(
-        &issuer,
-        "GET",
-        "/tokens?user=dev",
-        Some(("ci", "ci-pw")),
-        None,
-    )
-    .await;
+    let ci = Some(("ci", "ci-pw"));
+    let (s, _) = api(&f.issuer, "GET", "/tokens?user=dev", ci, None).await;
     assert_eq!(s, 403, "admins only");
+}
 
-    // The platform revokes the API key: the refresh token loses its power within the TTL.
-    fake.state.users.lock().expect("lock").clear();
-    let why = refused_within(&issuer, &dev_rt, "docker", "revoked API key").await;
-    assert!(why.contains("no longer accepts the credential"), "{why}");
-
-    // A changed password ends the store user's refresh tokens.
-    run(dir, &["users", "passwd", "ci"], "ci-new-pw\n");
-    let why = refused_within(&issuer, &ci_rt, "containerd-client", "changed password").await;
-    assert!(why.contains("password of ci changed"), "{why}");
-
-    // Revoked by the admin API: at once on this issuer.
-    let (_, body) = docker_login(&issuer, ALICE.0, ALICE.1).await;
-    let second = refresh_token_of(&body);
-    secrets.push(second.clone());
-    let (_, list) = api(&issuer, "GET", "/tokens?user=alice", Some(BOSS), None).await;
-    let ids: Vec<String> = list["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .map(|t| t["id"].as_str().expect("id").to_string())
-        .collect();
-    assert_eq!(ids.len(), 2, "{list}");
-    // Newest first: the second login's token.
-    let (s, _) = api(
-        &issuer,
-        "DELETE",
-        &format!("/tokens/{}", ids[0]),
-        Some(BOSS),
-        None,
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_by_the_admin_api_at_once_and_the_others_stay() {
+    let f = Fixture::start().await;
+    let first = f.alice().await;
+    let second = f.alice().await;
+    let ids = f.token_ids("alice").await;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let path = format!("/tokens/{}", ids[0]);
+    let (s, _) = api(&f.issuer, "DELETE", &path, Some(BOSS), None).await;
     assert_eq!(s, 204);
-    let (s, body) = refresh(&issuer, &second, "docker", "").await;
-    assert_eq!(s, 401, "revoked here takes effect at once: {body}");
-    assert_eq!(
-        refresh(&issuer, &alice_rt, "docker", "").await.0,
-        200,
-        "the other stays"
-    );
+    // The two were made within a second, so which one the id named is not known here: one is
+    // refused at once, the other stays.
+    let mut statuses = vec![
+        refresh(&f.issuer, &first, "docker", "").await.0,
+        refresh(&f.issuer, &second, "docker", "").await.0,
+    ];
+    statuses.sort();
+    assert_eq!(statuses, [200, 401], "revoked here takes effect at once");
+    assert_eq!(f.token_ids("alice").await.len(), 1);
+}
 
-    // Expired: the store's expiry is checked on each use.
-    let url = format!("sqlite://{}", dir.join("store.db").display());
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_token_is_refused_saying_when() {
+    let f = Fixture::start().await;
+    let alice_rt = f.alice().await;
+    // The store's expiry is checked on each use.
+    let url = format!("sqlite://{}", f.dir().join("store.db").display());
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&url).await.expect("open store");
     sqlx::query("UPDATE refresh_tokens SET expires_at = 1000 WHERE user_name = 'alice'")
         .execute(&pool)
         .await
         .expect("update");
-    let why = refused_within(&issuer, &alice_rt, "docker", "expired").await;
+    let why = refused_within(&f.issuer, &alice_rt, "docker", "expired").await;
     assert!(why.contains("expired at 1970-01-01T00:16:40Z"), "{why}");
+}
 
-    // Revoked by the CLI.
-    let (_, body) = docker_login(&issuer, ALICE.0, ALICE.1).await;
-    let third = refresh_token_of(&body);
-    secrets.push(third.clone());
-    let out = cli(
-        &[
-            &["tokens", "revoke", "--user", "alice"][..],
-            &store_args(dir)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ]
-        .concat(),
-        "",
-    );
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_by_the_cli() {
+    let f = Fixture::start().await;
+    let token = f.alice().await;
+    let args = store_args(f.dir());
+    let mut all = vec!["tokens", "revoke", "--user", "alice"];
+    all.extend(args.iter().map(String::as_str));
+    let out = cli(&all, "");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("revoked 1 refresh token(s) of alice"),
         "{out:?}"
     );
-    refused_within(&issuer, &third, "docker", "revoked by the CLI").await;
+    refused_within(&f.issuer, &token, "docker", "revoked by the CLI").await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_secret_is_in_the_database_or_the_log() {
+    let f = Fixture::start().await;
+    let mut secrets: Vec<String> = vec![ALICE.1.into(), API_KEY.into(), "ci-pw".into()];
+    secrets.push(f.alice().await);
+    secrets.push(refresh_token_of(&f.ci().await));
+    secrets.push(f.dev().await);
+    assert_eq!(refresh(&f.issuer, "nonsense", "docker", "").await.0, 401);
+    let db = std::fs::read(f.dir().join("store.db")).expect("store.db");
+    for s in &secrets {
+        assert!(
+            !db.windows(s.len()).any(|w| w == s.as_bytes()),
+            "the store holds a secret"
+        );
+    }
     // The log (at debug) names users and clients, never a secret.
-    let log = issuer.proc.log_text();
+    let log = f.issuer.proc.log_text();
     assert!(log.contains("refresh refused"), "{log}");
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "a secret in the log");
