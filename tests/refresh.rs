@@ -18,33 +18,17 @@ const ALICE: (&str, &str) = ("alice", "alice-pw");
 const API_KEY: &str = "platform-api-key-0123456789";
 
 fn config(api: &FakeApi) -> String {
-    format!(
-        r#"
-[token]
-service = "{SERVICE}"
-[identity]
-htpasswd = "users.htpasswd"
-[store]
-url = "sqlite://store.db"
-cache_ttl_seconds = 1
-[upstream]
-url = "{whoami}"
-username_pointer = "/data/slug"
-cache_ttl_seconds = 1
-[upstream.repository]
-url = "{repo}"
-[[acl]]
-account = "alice"
-name = "**"
-actions = ["pull"]
-[[acl]]
-account = "dev"
-name = "fleet/**"
-actions = ["upstream"]
-"#,
-        whoami = api.url("/api/v2/whoami"),
-        repo = api.url("/api/v2/slug/{name}"),
-    )
+    ConfigBuilder::keys_from_env(SERVICE)
+        .section("[store]\nurl = \"sqlite://store.db\"\ncache_ttl_seconds = 1")
+        .section(&format!(
+            "[upstream]\nurl = {:?}\nusername_pointer = \"/data/slug\"\ncache_ttl_seconds = 1\n\
+             [upstream.repository]\nurl = {:?}",
+            api.url("/api/v2/whoami"),
+            api.url("/api/v2/slug/{name}")
+        ))
+        .allow("alice", "**", &["pull"])
+        .allow("dev", "fleet/**", &["upstream"])
+        .build()
 }
 
 /// The realm's answer: status and JSON body.

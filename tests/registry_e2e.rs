@@ -10,22 +10,10 @@ const SERVICE: &str = "registry.test";
 
 fn config(dir: &Path) -> String {
     write_users(dir, &[("admin", "admin-pw"), ("reader", "reader-pw")]);
-    format!(
-        r#"
-[token]
-service = "{SERVICE}"
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "admin"
-name = "**"
-actions = ["*"]
-[[acl]]
-account = "reader"
-name = "org/*"
-actions = ["pull"]
-"#
-    )
+    ConfigBuilder::keys_from_env(SERVICE)
+        .allow("admin", "**", &["*"])
+        .allow("reader", "org/*", &["pull"])
+        .build()
 }
 
 /// Push as admin, pull as reader (bytes identical), reader refused a push, wrong password refused.

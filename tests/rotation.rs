@@ -25,35 +25,17 @@ fn config(
 ) -> String {
     let list: Vec<String> = published
         .iter()
-        .map(|p| format!("\"{}\"", p.display()))
+        .map(|p| format!("{:?}", p.display().to_string()))
         .collect();
-    let mut c = format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-x5c = "{x5c}"
-[keys]
-cert_file = "{}"
-key_file = "{}"
-published_files = [{}]
-[identity]
-htpasswd = "users.htpasswd"
-[[acl]]
-account = "alice"
-name = "**"
-actions = ["pull"]
-"#,
-        cert.display(),
-        key.display(),
-        list.join(", ")
-    );
+    let mut c = ConfigBuilder::new(ISSUER, SERVICE)
+        .token(&format!("x5c = {x5c:?}"))
+        .key_files(cert, key)
+        .keys(&format!("published_files = [{}]", list.join(", ")))
+        .allow("alice", "**", &["pull"]);
     if let Some(port) = registry {
-        c.push_str(&format!(
-            "[registry]\nlisten = \"127.0.0.1:{port}\"\nstorage = \"builtin-storage\"\n"
-        ));
+        c = c.registry(port, "builtin-storage");
     }
-    c
+    c.build()
 }
 
 /// A token for alice from the issuer in `dir` started with `cfg` (then stopped).

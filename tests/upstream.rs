@@ -18,44 +18,19 @@ fn config(dir: &Path, api: &FakeApi, ttl: u64, extra: &str) -> String {
         gen_cert(dir, ISSUER);
     }
     write_users(dir, &[("ci", "ci-pw")]);
-    format!(
-        r#"
-[token]
-issuer = "{ISSUER}"
-service = "{SERVICE}"
-[keys]
-cert_file = "{ISSUER}.crt"
-key_file = "{ISSUER}.pem"
-[identity]
-htpasswd = "users.htpasswd"
-[upstream]
-url = "{whoami}"
-credentials = "bearer"
-username_pointer = "/data/slug"
-match_username = true
-groups_pointer = "/data/data/groups"
-timeout_ms = 1000
-cache_ttl_seconds = {ttl}
-[upstream.repository]
-url = "{repo}"
-actions = ["pull", "push"]
-[[acl]]
-account = "ci"
-name = "**"
-actions = ["pull"]
-[[acl]]
-group = "admins"
-name = "**"
-actions = ["*"]
-[[acl]]
-account = "*"
-name = "fleet/**"
-actions = ["upstream"]
-{extra}
-"#,
-        whoami = api.url("/api/v2/whoami"),
-        repo = api.url("/api/v2/slug/{name}"),
-    )
+    ConfigBuilder::new(ISSUER, SERVICE)
+        .section(&format!(
+            "[upstream]\nurl = {:?}\ncredentials = \"bearer\"\nusername_pointer = \"/data/slug\"\n\
+             match_username = true\ngroups_pointer = \"/data/data/groups\"\ntimeout_ms = 1000\n\
+             cache_ttl_seconds = {ttl}\n[upstream.repository]\nurl = {:?}\nactions = [\"pull\", \"push\"]",
+            api.url("/api/v2/whoami"),
+            api.url("/api/v2/slug/{name}")
+        ))
+        .allow("ci", "**", &["pull"])
+        .section("[[acl]]\ngroup = \"admins\"\nname = \"**\"\nactions = [\"*\"]")
+        .section(extra)
+        .allow("*", "fleet/**", &["upstream"])
+        .build()
 }
 
 struct Answer {

@@ -5,7 +5,10 @@
 use std::fmt::Write;
 
 pub struct ConfigBuilder {
-    issuer: String,
+    /// `None`: the issuer and the key come from the environment (the seed's variables).
+    issuer: Option<String>,
+    /// The certificate and key files, when not `{issuer}.crt` and `{issuer}.pem`.
+    key_files: Option<(String, String)>,
     service: String,
     token: Vec<String>,
     keys: Vec<String>,
@@ -18,13 +21,29 @@ impl ConfigBuilder {
     /// `[identity] htpasswd = "users.htpasswd"`.
     pub fn new(issuer: &str, service: &str) -> Self {
         Self {
-            issuer: issuer.into(),
+            issuer: Some(issuer.into()),
+            key_files: None,
             service: service.into(),
             token: Vec::new(),
             keys: Vec::new(),
             sections: Vec::new(),
             acl: Vec::new(),
         }
+    }
+
+    /// As [`Self::new`] with no issuer and no `[keys]`: the seed's environment variables
+    /// (`REGISTRY_TOKEN_AUTH_CERT`, ...) give them.
+    pub fn keys_from_env(service: &str) -> Self {
+        Self {
+            issuer: None,
+            ..Self::new("", service)
+        }
+    }
+
+    /// The certificate and key files, instead of `{issuer}.crt` and `{issuer}.pem`.
+    pub fn key_files(mut self, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        self.key_files = Some((cert.display().to_string(), key.display().to_string()));
+        self
     }
 
     /// One more `key = value` line in `[token]`.
@@ -69,17 +88,23 @@ impl ConfigBuilder {
     }
 
     pub fn build(&self) -> String {
-        let i = &self.issuer;
-        let mut out = format!("[token]\nissuer = {i:?}\nservice = {:?}\n", self.service);
+        let mut out = String::from("[token]\n");
+        if let Some(i) = &self.issuer {
+            let _ = writeln!(out, "issuer = {i:?}");
+        }
+        let _ = writeln!(out, "service = {:?}", self.service);
         for line in &self.token {
             let _ = writeln!(out, "{line}");
         }
-        let _ = writeln!(
-            out,
-            "[keys]\ncert_file = \"{i}.crt\"\nkey_file = \"{i}.pem\""
-        );
-        for line in &self.keys {
-            let _ = writeln!(out, "{line}");
+        if let Some(i) = &self.issuer {
+            let (cert, key) = self
+                .key_files
+                .clone()
+                .unwrap_or_else(|| (format!("{i}.crt"), format!("{i}.pem")));
+            let _ = writeln!(out, "[keys]\ncert_file = {cert:?}\nkey_file = {key:?}");
+            for line in &self.keys {
+                let _ = writeln!(out, "{line}");
+            }
         }
         out.push_str("[identity]\nhtpasswd = \"users.htpasswd\"\n");
         for s in &self.sections {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{gen_cert, write_users, Issuer, BIN};
+use super::{gen_cert, write_users, ConfigBuilder, Issuer, BIN};
 
 pub const SERVICE: &str = "registry.test";
 pub const ISSUER: &str = "issuer.test";
@@ -22,22 +22,15 @@ pub fn keys(dir: &Path) -> (Vec<(String, String)>, std::path::PathBuf) {
     (env, cert)
 }
 
+/// The store tests' issuer: `[store]` at `url`, keys from the environment ([`keys`]), alice
+/// in the htpasswd file with pull on everything.
 pub fn config(url: &str, ttl: u64) -> String {
-    format!(
-        r#"
-[token]
-service = "{SERVICE}"
-[identity]
-htpasswd = "users.htpasswd"
-[store]
-url = "{url}"
-cache_ttl_seconds = {ttl}
-[[acl]]
-account = "alice"
-name = "**"
-actions = ["pull"]
-"#
-    )
+    ConfigBuilder::keys_from_env(SERVICE)
+        .section(&format!(
+            "[store]\nurl = {url:?}\ncache_ttl_seconds = {ttl}"
+        ))
+        .allow("alice", "**", &["pull"])
+        .build()
 }
 
 pub async fn start(dir: &Path, url: &str, ttl: u64, env: &[(String, String)]) -> Issuer {
