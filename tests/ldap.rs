@@ -415,3 +415,62 @@ async fn an_upstream_identity_named_like_a_directory_user_is_refused() {
     assert_eq!(access(&e), vec![("eve/own".into(), vec!["push".into()])]);
     assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
 }
+
+/// Token requests at once from `ip` (a loopback address of its own, so that damping counts
+/// them apart from other tests' requests): their statuses, sorted.
+async fn at_once(issuer: &Issuer, ip: &str, creds: &[(String, String)]) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+        .build()
+        .expect("client");
+    let asks = creds.iter().map(|(u, p)| {
+        let req = client
+            .get(issuer.realm())
+            .query(&[("service", SERVICE)])
+            .basic_auth(u, Some(p));
+        async move { req.send().await.expect("realm").status().as_u16() }
+    });
+    let mut statuses = futures::future::join_all(asks).await;
+    statuses.sort();
+    statuses
+}
+
+#[tokio::test]
+async fn spellings_of_one_account_and_unknown_names_are_damped_like_passwords() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let damping =
+        "[damping]\nfailures_per_minute = 2\nip_failures_per_minute = 3\nmax_waiting = 1\n";
+    let (_directory, issuer) = setup(tmp.path(), Transport::Plain, damping).await;
+    let pairs = |names: &[&str]| -> Vec<(String, String)> {
+        let at = names.iter().enumerate();
+        at.map(|(i, n)| (n.to_string(), format!("guess-{i}")))
+            .collect()
+    };
+    // The directory compares names ignoring case and surrounding spaces, and so does damping:
+    // three spellings of alice are three failures of one account from this address.
+    let first = pairs(&["alice", "Alice", "ALICE "]);
+    for one in first.chunks(1) {
+        assert_eq!(at_once(&issuer, "127.0.0.61", one).await, [401]);
+    }
+    let spellings = pairs(&["aLiCe", "alicE", " ALIce", "aliCE"]);
+    let burst = at_once(&issuer, "127.0.0.61", &spellings).await;
+    assert!(burst.contains(&429), "{burst:?}");
+    // Names the directory does not hold count at the address, as wrong passwords do.
+    let unknown = pairs(&["nobody-0", "nobody-1", "nobody-2", "nobody-3"]);
+    for one in unknown.chunks(1) {
+        assert_eq!(at_once(&issuer, "127.0.0.62", one).await, [401]);
+    }
+    let more = pairs(&["nobody-4", "nobody-5", "nobody-6", "nobody-7"]);
+    let burst = at_once(&issuer, "127.0.0.62", &more).await;
+    assert!(burst.contains(&429), "{burst:?}");
+    // Another address is not slowed.
+    assert_eq!(
+        at_once(
+            &issuer,
+            "127.0.0.63",
+            &[("alice".into(), "alice-pw".into())]
+        )
+        .await,
+        [200]
+    );
+}
