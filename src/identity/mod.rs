@@ -122,6 +122,13 @@ impl Authenticator {
         })
     }
 
+    /// One more source at the end of the chain (the chain's rules are tested with stubs).
+    #[cfg(test)]
+    fn then(mut self, source: Arc<dyn IdentitySource>) -> Self {
+        self.chain.push(source);
+        self
+    }
+
     fn cache_key(&self, c: &Credentials) -> CacheKey {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&self.salt);

@@ -1,5 +1,6 @@
 use super::htpasswd::Htpasswd;
 use super::*;
+use checks::Attempt;
 
 fn creds(u: &str, p: &str) -> Credentials {
     Credentials {
@@ -111,6 +112,75 @@ async fn sources_are_asked_in_order_and_a_name_nobody_knows_costs_a_check() {
     assert!(
         m.bcrypt_mismatch.get() > before,
         "an unknown name costs a check"
+    );
+}
+
+/// A source that builds names, as the upstream API does: `as:NAME` proves NAME, `down` is a
+/// 503, anything else is not its credential.
+struct Builder;
+
+impl IdentitySource for Builder {
+    fn name(&self) -> &'static str {
+        "builder"
+    }
+
+    fn answer<'a>(&'a self, at: &'a Attempt<'a>) -> futures::future::BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            match at.creds.password.strip_prefix("as:") {
+                Some(name) => Answer::Known(Arc::new(Identity {
+                    source: Source::Upstream,
+                    ..Identity::local(name)
+                })),
+                None if at.creds.password == "down" => {
+                    Answer::Refused(AuthError::Unavailable("the builder is down".into()))
+                }
+                None => Answer::NotMine,
+            }
+        })
+    }
+
+    fn builds_names(&self) -> bool {
+        true
+    }
+}
+
+/// The rules between sources: the first that decides answers; a name a later source builds
+/// may not be an earlier source's account; a refusal ends the walk; a credential nobody
+/// decides is a wrong password.
+#[tokio::test]
+async fn a_built_name_may_not_be_another_source_s_account() {
+    let file = Htpasswd::parse(&format!(
+        "alice:{}\n",
+        bcrypt::hash("file-pw", 4).expect("hash")
+    ))
+    .expect("parse");
+    let settings = CacheSettings {
+        local_ttl: Duration::from_secs(60),
+        capacity: 100,
+    };
+    let sources = Sources {
+        htpasswd: Some(file),
+        ..Sources::default()
+    };
+    let auth = Authenticator::new(sources, settings, None)
+        .expect("auth")
+        .then(Arc::new(Builder));
+    let alice = login(&auth, "alice", "file-pw").await.expect("the file's");
+    assert_eq!(alice.source, Source::Local);
+    assert_eq!(
+        login(&auth, "device", "as:alice").await,
+        Err(AuthError::BadCredentials),
+        "the builder may not name the file's alice"
+    );
+    let zed = login(&auth, "device", "as:zed").await.expect("built");
+    assert_eq!((zed.name.as_str(), zed.source), ("zed", Source::Upstream));
+    assert!(matches!(
+        login(&auth, "device", "down").await,
+        Err(AuthError::Unavailable(_))
+    ));
+    assert_eq!(
+        login(&auth, "device", "neither").await,
+        Err(AuthError::BadCredentials)
     );
 }
 
