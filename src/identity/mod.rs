@@ -48,6 +48,10 @@ pub struct Authenticator {
     /// attempts with the same credentials share that check through this (always empty) cache.
     dummy_hash: Option<Arc<str>>,
     unknown: Cache<CacheKey, Arc<Identity>>,
+    /// Identities a name-building source proved (the very `Arc` its cache holds) whose name
+    /// no other source held when last checked: the check is not repeated for each of a pull's
+    /// token requests, only after these few seconds (at most the store's cache TTL).
+    unique: Cache<CacheKey, Arc<Identity>>,
     salt: [u8; 32],
 }
 
@@ -118,6 +122,10 @@ impl Authenticator {
             checks: Checks::new(damping, cache.capacity, failure_ttl),
             dummy_hash,
             unknown: Cache::builder().max_capacity(cache.capacity).build(),
+            unique: Cache::builder()
+                .max_capacity(cache.capacity)
+                .time_to_live(failure_ttl)
+                .build(),
             salt,
         })
     }
@@ -173,7 +181,7 @@ impl Authenticator {
             match source.answer(&at).await {
                 Answer::NotMine => continue,
                 Answer::Refused(e) => return Err(e),
-                Answer::Known(id) => return Box::pin(self.admit(i, id)).await,
+                Answer::Known(id) => return Box::pin(self.admit(i, id, key)).await,
             }
         }
         Box::pin(self.nobody(&at)).await
@@ -182,9 +190,18 @@ impl Authenticator {
     /// The rules between sources for an identity the `i`th source proved: a name it built may
     /// not be another source's account, and groups from outside take the store's group
     /// grants, as fresh as a store user's.
-    async fn admit(&self, i: usize, id: Arc<Identity>) -> Result<Arc<Identity>, AuthError> {
+    async fn admit(
+        &self,
+        i: usize,
+        id: Arc<Identity>,
+        key: CacheKey,
+    ) -> Result<Arc<Identity>, AuthError> {
         let source = &self.chain[i];
-        if source.builds_names() {
+        let checked = || async {
+            let seen = self.unique.get(&key).await;
+            seen.is_some_and(|u| Arc::ptr_eq(&u, &id))
+        };
+        if source.builds_names() && !checked().await {
             for (j, other) in self.chain.iter().enumerate() {
                 if j != i && other.holds(&id.name).await? {
                     tracing::warn!(user = ?id.name, source = source.name(), holder = other.name(),
@@ -192,6 +209,7 @@ impl Authenticator {
                     return Err(source.taken(&id.name));
                 }
             }
+            self.unique.insert(key, id.clone()).await;
         }
         let Some(users) = self
             .store
