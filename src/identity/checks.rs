@@ -32,15 +32,26 @@ pub(crate) struct Attempt<'a> {
     pub(crate) checks: &'a Checks,
 }
 
+/// A cache of at most `capacity` entries, each kept `ttl`: what every identity cache is. A TTL
+/// of 0 (a setting's "do not keep") is made 1 ms: expired at once, whatever the cache makes of
+/// a zero duration.
+pub(crate) fn expiring<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl.max(Duration::from_millis(1)))
+        .build()
+}
+
 impl Checks {
     pub(super) fn new(damping: Option<Damping>, capacity: u64, failure_ttl: Duration) -> Self {
         Self {
             bcrypt: BcryptSlots::new(),
             damping,
-            failures: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(failure_ttl)
-                .build(),
+            failures: expiring(capacity, failure_ttl),
         }
     }
 

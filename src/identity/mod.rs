@@ -122,10 +122,7 @@ impl Authenticator {
             checks: Checks::new(damping, cache.capacity, failure_ttl),
             dummy_hash,
             unknown: Cache::builder().max_capacity(cache.capacity).build(),
-            unique: Cache::builder()
-                .max_capacity(cache.capacity)
-                .time_to_live(failure_ttl)
-                .build(),
+            unique: checks::expiring(cache.capacity, failure_ttl),
             salt,
         })
     }

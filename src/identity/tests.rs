@@ -20,9 +20,9 @@ async fn login(
         .map(|caller| caller.identity().clone())
 }
 
-#[tokio::test]
-async fn local_users_and_cache() {
-    let h = bcrypt::hash("pw", 4).expect("hash");
+/// An authenticator with only an htpasswd file: `alice` with `password`.
+fn alice_in_a_file(password: &str) -> Authenticator {
+    let h = bcrypt::hash(password, 4).expect("hash");
     let file = Htpasswd::parse(&format!("alice:{h}\n")).expect("parse");
     let settings = CacheSettings {
         local_ttl: Duration::from_secs(60),
@@ -32,7 +32,12 @@ async fn local_users_and_cache() {
         htpasswd: Some(file),
         ..Sources::default()
     };
-    let auth = Authenticator::new(sources, settings, None).expect("auth");
+    Authenticator::new(sources, settings, None).expect("auth")
+}
+
+#[tokio::test]
+async fn local_users_and_cache() {
+    let auth = alice_in_a_file("pw");
     let cached = || async { auth.local.as_ref().expect("htpasswd").cached().await };
     let alice = login(&auth, "alice", "pw").await.expect("ok");
     assert_eq!(alice.name, "alice");
@@ -149,22 +154,7 @@ impl IdentitySource for Builder {
 /// decides is a wrong password.
 #[tokio::test]
 async fn a_built_name_may_not_be_another_source_s_account() {
-    let file = Htpasswd::parse(&format!(
-        "alice:{}\n",
-        bcrypt::hash("file-pw", 4).expect("hash")
-    ))
-    .expect("parse");
-    let settings = CacheSettings {
-        local_ttl: Duration::from_secs(60),
-        capacity: 100,
-    };
-    let sources = Sources {
-        htpasswd: Some(file),
-        ..Sources::default()
-    };
-    let auth = Authenticator::new(sources, settings, None)
-        .expect("auth")
-        .then(Arc::new(Builder));
+    let auth = alice_in_a_file("file-pw").then(Arc::new(Builder));
     let alice = login(&auth, "alice", "file-pw").await.expect("the file's");
     assert_eq!(alice.source, Source::Local);
     assert_eq!(

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use moka::future::Cache;
 
 use super::{Answer, IdentitySource};
-use crate::identity::checks::Attempt;
+use crate::identity::checks::{expiring, Attempt};
 use crate::identity::types::{AuthError, CacheKey, Identity};
 
 /// The file as an identity source.
@@ -25,10 +25,7 @@ impl LocalUsers {
     pub(crate) fn new(file: Htpasswd, ttl: Duration, capacity: u64) -> Self {
         Self {
             file: Arc::new(file),
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build(),
+            verified: expiring(capacity, ttl),
         }
     }
 

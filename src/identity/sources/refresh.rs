@@ -28,7 +28,7 @@ use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use moka::future::Cache;
 
 use super::htpasswd::Htpasswd;
-use crate::identity::checks::Checks;
+use crate::identity::checks::{expiring, Checks};
 use crate::identity::types::{AuthError, Credentials};
 use crate::store::{self, RefreshRecord, Store, StoreError};
 
@@ -115,14 +115,8 @@ impl RefreshTokens {
         Self {
             store,
             lifetime,
-            records: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(cache_ttl)
-                .build(),
-            mints: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
+            records: expiring(capacity, cache_ttl),
+            mints: expiring(capacity, Duration::from_secs(60)),
             rng: SystemRandom::new(),
         }
     }

@@ -20,7 +20,7 @@ use moka::future::Cache;
 
 use super::refresh::RefreshTokens;
 use super::{Answer, IdentitySource};
-use crate::identity::checks::Attempt;
+use crate::identity::checks::{expiring, Attempt};
 use crate::identity::types::{AuthError, CacheKey, Identity, Source};
 use crate::store::{self, Account, Store};
 
@@ -61,18 +61,9 @@ impl StoreUsers {
             refresh: RefreshTokens::new(store.clone(), refresh_lifetime, ttl, capacity),
             store,
             ttl,
-            accounts: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
-            group_rights: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(verified_ttl.max(Duration::from_millis(1)))
-                .build(),
+            accounts: expiring(capacity, ttl),
+            group_rights: expiring(capacity, ttl),
+            verified: expiring(capacity, verified_ttl),
             dummy_hash: bcrypt::hash(uuid::Uuid::new_v4().to_string(), 10)?,
         })
     }

@@ -11,7 +11,7 @@ use moka::future::Cache;
 
 use super::{Answer, IdentitySource};
 use crate::config::{CredentialForwarding, UpstreamConfig};
-use crate::identity::checks::Attempt;
+use crate::identity::checks::{expiring, Attempt};
 use crate::identity::types::{AuthError, CacheKey, Credentials, Identity, Source};
 use crate::upstream::{self as api, call, unavailable, Client, Endpoint, UpstreamError};
 
@@ -59,12 +59,7 @@ impl IdentitySource for Upstream {
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig, client: Client, capacity: u64) -> Self {
         Self {
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(
-                    Duration::from_secs(cfg.cache_ttl_seconds).max(Duration::from_millis(1)),
-                )
-                .build(),
+            verified: expiring(capacity, Duration::from_secs(cfg.cache_ttl_seconds)),
             client,
             url: cfg.url.clone(),
             forwarding: cfg.credentials,

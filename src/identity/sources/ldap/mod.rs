@@ -19,7 +19,7 @@ use moka::future::Cache;
 
 use super::{Answer, IdentitySource};
 use crate::config::{setting, LdapConfig};
-use crate::identity::checks::{Attempt, Outcome};
+use crate::identity::checks::{expiring, Attempt, Outcome};
 use crate::identity::types::{AuthError, CacheKey, Identity, Source};
 use pool::Pool;
 use text::{canonical_dn, fill, first, first_rdn, fold, values};
@@ -167,7 +167,6 @@ impl LdapUsers {
             },
             _ => Groups::None,
         };
-        let ttl = cache_ttl.max(Duration::from_millis(1));
         Ok(Self {
             pool: Pool::new(cfg)?,
             user_base: cfg.user_base.clone(),
@@ -175,18 +174,9 @@ impl LdapUsers {
             username_attribute: cfg.username_attribute.clone(),
             groups,
             max_groups: cfg.max_groups,
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
-            unknown: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
-            holders: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            verified: expiring(capacity, cache_ttl),
+            unknown: expiring(capacity, cache_ttl),
+            holders: expiring(capacity, cache_ttl),
         })
     }
 

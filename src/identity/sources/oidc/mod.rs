@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 
 use super::{Answer, IdentitySource};
 use crate::config::OidcConfig;
-use crate::identity::checks::Attempt;
+use crate::identity::checks::{expiring, Attempt};
 use crate::identity::types::{AuthError, CacheKey, Identity, Source};
 use claims::{Rule, Template};
 use jwks::{KeyError, KeySet};
@@ -112,10 +112,7 @@ impl Oidc {
         }
         let oidc = Arc::new(Self {
             providers,
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(CACHE_TTL)
-                .build(),
+            verified: expiring(capacity, CACHE_TTL),
         });
         // Keys fetched now, not by the first token; a provider away at start-up is retried
         // when a token names it.
