@@ -53,6 +53,12 @@ impl App {
         Self::assemble(cfg, None, audit).await
     }
 
+    /// The state for a one-off command (`explain`): everything read and checked as at
+    /// start-up, with no audit log opened.
+    pub async fn build_offline(cfg: &Config) -> anyhow::Result<Self> {
+        Self::assemble(cfg, None, None).await
+    }
+
     /// The state for a reload: everything read and checked again, reusing from `old` what
     /// has not changed (the identity side with its caches, the store's connections, the
     /// upstream client, the audit writer).
@@ -139,7 +145,8 @@ impl App {
             service,
             Duration::from_secs(cfg.token.ttl_seconds),
             cfg.token.x5c,
-        );
+        )
+        .with_services(cfg.services()?);
         Ok(Self {
             jwks_json: Jwks {
                 keys: std::iter::once(keys.jwk())
@@ -356,6 +363,8 @@ fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Resul
         Acl::compile(&[AclRule {
             account: Some("*".into()),
             group: None,
+            service: None,
+            ip: Vec::new(),
             resource_type: "repository".into(),
             name: "**".into(),
             actions: vec!["upstream".into()],
@@ -363,6 +372,21 @@ fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Resul
     } else {
         Acl::compile(&cfg.acl)?
     };
+    for warning in acl.shadow_warnings() {
+        tracing::warn!("{warning}");
+    }
+    let services = cfg.services()?;
+    for (i, r) in cfg.acl.iter().enumerate() {
+        let Some(pattern) = &r.service else { continue };
+        let glob = crate::glob::Glob::compile_flat(pattern)
+            .map_err(|e| anyhow::anyhow!("acl[{i}].service: {e}"))?;
+        if !services.iter().any(|s| glob.matches(s, "")) {
+            tracing::warn!(
+                "acl[{i}].service {pattern:?} matches none of the services served ({services:?}, {}): the rule never applies",
+                setting("token.services")
+            );
+        }
+    }
     if acl.uses_upstream() && repository.is_none() {
         anyhow::bail!(
             "acl: a rule grants \"upstream\" but {} is not set",

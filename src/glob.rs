@@ -2,6 +2,13 @@
 //! across segments, and `${account}` standing for the caller's name. Compiled once; matching
 //! runs in time linear in the name for a given pattern (no regex, so a user name can never
 //! inject pattern syntax).
+//!
+//! In a repository glob `${account}` stands for whole path segments: it must sit between
+//! slashes or the pattern's ends (`users/${account}/*`, `${account}/**`), so an account can
+//! only ever be substituted as the segments it spells. An account of several segments (an OIDC
+//! identity named `my-org/app` after its repository) thereby owns `my-org/app` and what lies
+//! below, never `my-org/application` or `my-org/app2`; and `${account}/**` also matches the
+//! account's own repository, as a CI job pushing `my-org/app` and `my-org/app/cache` expects.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
@@ -14,10 +21,47 @@ enum Tok {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     toks: Vec<Tok>,
+    /// `P${account}/**` also matches `P${account}`: the account's repository itself.
+    own: Option<Vec<Tok>>,
 }
 
 impl Glob {
+    /// A repository glob: `${account}` must be whole path segments.
     pub fn compile(pattern: &str) -> Result<Self, String> {
+        let mut g = Self::tokens(pattern)?;
+        for (i, t) in g.toks.iter().enumerate() {
+            if *t != Tok::Account {
+                continue;
+            }
+            let before = i.checked_sub(1).map(|j| &g.toks[j]);
+            let after = g.toks.get(i + 1);
+            let starts = match before {
+                None => true,
+                Some(Tok::Lit(l)) => l.ends_with('/'),
+                Some(_) => false,
+            };
+            let ends = match after {
+                None => true,
+                Some(Tok::Lit(l)) => l.starts_with('/'),
+                Some(_) => false,
+            };
+            if !starts || !ends {
+                return Err(format!(
+                    "{pattern:?}: ${{account}} must be whole path segments, between slashes or the pattern's ends (e.g. \"users/${{account}}/*\" or \"${{account}}/**\")"
+                ));
+            }
+        }
+        if let [head @ .., Tok::Account, Tok::Lit(slash), Tok::DoubleStar] = g.toks.as_slice() {
+            if slash == "/" {
+                let mut own = head.to_vec();
+                own.push(Tok::Account);
+                g.own = Some(own);
+            }
+        }
+        Ok(g)
+    }
+
+    fn tokens(pattern: &str) -> Result<Self, String> {
         let mut toks = Vec::new();
         let mut lit = String::new();
         let mut rest = pattern;
@@ -53,12 +97,12 @@ impl Glob {
         if !lit.is_empty() {
             toks.push(Tok::Lit(lit));
         }
-        Ok(Self { toks })
+        Ok(Self { toks, own: None })
     }
 
     /// For globs over user and group names, which have no path segments: `*` matches anything.
     pub fn compile_flat(pattern: &str) -> Result<Self, String> {
-        let mut g = Self::compile(pattern)?;
+        let mut g = Self::tokens(pattern)?;
         for t in &mut g.toks {
             if *t == Tok::Star {
                 *t = Tok::DoubleStar;
@@ -69,6 +113,48 @@ impl Glob {
 
     pub fn matches(&self, s: &str, account: &str) -> bool {
         match_toks(&self.toks, s, account)
+            || self
+                .own
+                .as_ref()
+                .is_some_and(|own| match_toks(own, s, account))
+    }
+
+    /// The literal text before the first wildcard or variable, and whether the pattern is that
+    /// text alone: what the shadowed-rule lint compares.
+    pub fn literal_prefix(&self) -> (&str, bool) {
+        match self.toks.as_slice() {
+            [] => ("", true),
+            [Tok::Lit(l)] => (l, true),
+            [Tok::Lit(l), ..] => (l, false),
+            _ => ("", false),
+        }
+    }
+
+    /// Whether this glob matches every name `other` can match, as far as a cheap look can
+    /// tell (`**`, the same pattern, or `P**` against a pattern that starts with `P`); false
+    /// when unsure.
+    pub fn covers(&self, other: &Glob) -> bool {
+        if self == other {
+            return true;
+        }
+        match self.toks.as_slice() {
+            [Tok::DoubleStar] => true,
+            [Tok::Star] => {
+                let (text, whole) = other.literal_prefix();
+                whole && !text.contains('/')
+            }
+            [Tok::Lit(l), Tok::DoubleStar] if self.own.is_none() => {
+                other.literal_prefix().0.starts_with(l.as_str())
+            }
+            [Tok::Lit(l), Tok::Star] => {
+                let (text, whole) = other.literal_prefix();
+                whole
+                    && text
+                        .strip_prefix(l.as_str())
+                        .is_some_and(|r| !r.contains('/'))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -89,7 +175,12 @@ fn match_toks(toks: &[Tok], s: &str, account: &str) -> bool {
         }
         _ => {}
     }
-    let account_ok = !account.is_empty() && !account.contains('/');
+    // An account of several segments takes part only as whole, non-empty segments (the
+    // pattern's `${account}` sits between slashes: `Glob::compile`).
+    let account_ok = !account.is_empty()
+        && !account.starts_with('/')
+        && !account.ends_with('/')
+        && !account.contains("//");
     let bytes = s.as_bytes();
     let n = bytes.len();
     // at[p]: the tokens so far can match s[..p]. Positions are byte offsets on char boundaries.
@@ -100,8 +191,8 @@ fn match_toks(toks: &[Tok], s: &str, account: &str) -> bool {
         next.iter_mut().for_each(|b| *b = false);
         match tok {
             Tok::Lit(l) => step_literal(&at, &mut next, s, l),
-            // `${account}` stands for one path segment: a user name holding `/` would otherwise
-            // reach into a deeper namespace (`alice/x` matching `${account}/*` on `alice/x/app`).
+            // `${account}` stands for whole segments: `my-org/app` in `${account}/*` reaches
+            // `my-org/app/x`, which is its own; the pattern cannot glue it to more text.
             Tok::Account => {
                 if account_ok {
                     step_literal(&at, &mut next, s, account)
@@ -180,8 +271,8 @@ mod tests {
         let own = Glob::compile("${account}/*").expect("c");
         assert!(own.matches("bob/app", "bob"));
         assert!(
-            !own.matches("alice/x/app", "alice/x"),
-            "a '/' in a user name is not a segment"
+            !own.matches("bob", "bob"),
+            "only ${{account}}/** takes the account itself"
         );
         let any = Glob::compile_flat("*").expect("c");
         assert!(any.matches("ci/bot", "ci/bot"), "account '*' is any user");
@@ -258,6 +349,79 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_account_of_several_segments_owns_its_subtree_only() {
+        let own = Glob::compile("${account}/**").expect("c");
+        let job = "my-org/app";
+        for name in ["my-org/app", "my-org/app/cache", "my-org/app/a/b"] {
+            assert!(own.matches(name, job), "{name}");
+        }
+        for name in [
+            "my-org/application",
+            "my-org/app2",
+            "my-org/other",
+            "my-org",
+            "my-org/ap",
+        ] {
+            assert!(!own.matches(name, job), "{name}");
+        }
+        let nested = Glob::compile("ci/${account}/*").expect("c");
+        assert!(nested.matches("ci/my-org/app/x", job));
+        assert!(!nested.matches("ci/my-org/app", job));
+        assert!(!nested.matches("ci/my-org/app2/x", job));
+        // Empty segments never substitute: `my-org/` is not `my-org/<anything>`'s owner.
+        for bad in ["my-org/", "/app", "my-org//app"] {
+            assert!(!own.matches("my-org/app/x", bad), "{bad}");
+            assert!(!own.matches("my-org//app/x", bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn account_must_be_whole_segments() {
+        for p in [
+            "${account}-cache",
+            "x${account}/*",
+            "a/${account}x/b",
+            "*${account}",
+            "${account}*",
+        ] {
+            let err = Glob::compile(p).expect_err(p);
+            assert!(err.contains("whole path segments"), "{err}");
+        }
+        for p in [
+            "${account}",
+            "${account}/**",
+            "a/${account}",
+            "a/${account}/b/*",
+        ] {
+            assert!(Glob::compile(p).is_ok(), "{p}");
+        }
+        // User and group globs have no segments: anything goes there.
+        assert!(Glob::compile_flat("${account}-bots").is_ok());
+    }
+
+    #[test]
+    fn covers_is_never_wrong_when_it_says_yes() {
+        let c = |a: &str, b: &str| {
+            Glob::compile(a)
+                .expect(a)
+                .covers(&Glob::compile(b).expect(b))
+        };
+        assert!(c("**", "team/${account}/**"));
+        assert!(c("team/**", "team/x/*"));
+        assert!(c("team/*", "team/app"));
+        assert!(c("*", "app"));
+        assert!(c("team/a", "team/a"));
+        assert!(!c("team/*", "team/a/b"));
+        assert!(!c("team/**", "team"));
+        assert!(!c("team/*", "team/*/x"));
+        assert!(!c("*", "team/app"));
+        assert!(
+            !c("${account}/**", "alice/x"),
+            "depends on the caller: unsure"
+        );
     }
 
     #[test]

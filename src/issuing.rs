@@ -105,16 +105,23 @@ pub(crate) async fn issue(app: &App, tr: &TokenRequest) -> Attempt {
         decided_by: Vec::new(),
         result: Err(e),
     };
+    let service = match check(app, tr) {
+        Ok(s) => s,
+        Err(e) => return failed(None, e),
+    };
     let caller = match authenticate(app, tr).await {
         Ok(c) => c,
         Err(e) => return failed(None, e),
     };
     let identity = caller.identity().clone();
-    let decision = match app.policy.authorize(&caller, &tr.scopes).await {
+    let authorized = app
+        .policy
+        .authorize(&caller, service, tr.client, &tr.scopes);
+    let decision = match authorized.await {
         Ok(d) => d,
         Err(e) => return failed(Some(identity), IssueError::Policy(e)),
     };
-    let result = sign(app, tr, &caller, decision.granted).await;
+    let result = sign(app, tr, &caller, service, decision.granted).await;
     Attempt {
         identity: Some(identity),
         decided_by: decision.decided_by,
@@ -122,10 +129,8 @@ pub(crate) async fn issue(app: &App, tr: &TokenRequest) -> Attempt {
     }
 }
 
-/// The request's own checks, then who the caller is: a refresh token, a password, or the
-/// anonymous caller.
+/// Who the caller is: a refresh token, a password, or the anonymous caller.
 async fn authenticate(app: &App, tr: &TokenRequest) -> Result<Caller, IssueError> {
-    check(app, tr)?;
     let Some(rt) = tr.refresh_token.as_deref() else {
         return login(app, tr).await;
     };
@@ -148,6 +153,7 @@ async fn sign(
     app: &App,
     tr: &TokenRequest,
     caller: &Caller,
+    service: &str,
     access: Vec<Scope>,
 ) -> Result<Issued, IssueError> {
     let identity = caller.identity();
@@ -171,7 +177,7 @@ async fn sign(
     let now = SystemTime::now();
     let signed = app
         .signer
-        .issue_until(&identity.name, access, now, identity.expires_at)
+        .issue_until(&identity.name, service, access, now, identity.expires_at)
         .map_err(|_| IssueError::Sign)?;
     // If the store cannot take a refresh token, the login still succeeds without one: the
     // client keeps the password instead.
@@ -194,8 +200,9 @@ async fn sign(
     })
 }
 
-/// What is wrong with the request itself, before anyone is authenticated.
-fn check(app: &App, tr: &TokenRequest) -> Result<(), IssueError> {
+/// What is wrong with the request itself, before anyone is authenticated; else the service
+/// the token is for (the one asked for, or the default).
+fn check<'a>(app: &'a App, tr: &TokenRequest) -> Result<&'a str, IssueError> {
     if tr
         .client_id
         .as_ref()
@@ -206,17 +213,17 @@ fn check(app: &App, tr: &TokenRequest) -> Result<(), IssueError> {
             message: format!("client_id: at most {MAX_CLIENT_ID_BYTES} bytes"),
         });
     }
-    if let Some(service) = tr.service.as_deref() {
-        if service != app.signer.service {
-            return Err(IssueError::Invalid {
-                code: "INVALID_SERVICE",
-                message: format!(
-                    "service {service:?} is not served here; expected {:?}",
-                    app.signer.service
-                ),
-            });
-        }
-    }
+    let Some(service) = app.signer.service_for(tr.service.as_deref()) else {
+        let asked = tr.service.as_deref().unwrap_or_default();
+        let served = &app.signer.services;
+        return Err(IssueError::Invalid {
+            code: "INVALID_SERVICE",
+            message: match served.as_slice() {
+                [one] => format!("service {asked:?} is not served here; expected {one:?}"),
+                _ => format!("service {asked:?} is not served here; expected one of {served:?}"),
+            },
+        });
+    };
     if let (Some(account), Some(c)) = (tr.account.as_deref(), tr.credentials.as_ref()) {
         if account != c.username {
             return Err(IssueError::Invalid {
@@ -228,7 +235,7 @@ fn check(app: &App, tr: &TokenRequest) -> Result<(), IssueError> {
             });
         }
     }
-    Ok(())
+    Ok(service)
 }
 
 /// A password login (or the anonymous caller, when allowed).

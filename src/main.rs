@@ -63,6 +63,21 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Why a caller would be granted what, scope by scope: the deciding rule or store grant
+    /// and why each earlier rule did not apply. No password needed.
+    Explain {
+        /// TOML config file; the environment overrides it (docs/configuration.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        question: token_issuer::explaining::ExplainRequest,
+        /// Name the rules an earlier rule shadows; exit 1 when there are any.
+        #[arg(long)]
+        lint: bool,
+        /// Print JSON, as POST /admin/v1/explain answers.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a signing key, a self-signed certificate, its kid and JWKS, and print the .env lines.
     GenTokenAuthCert {
         /// The issuer name: the certificate's CN and the tokens' `iss`.
@@ -208,6 +223,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 overrides,
             };
             commands::serve::serve(cfg, source, None).await
+        }
+        Command::Explain {
+            config,
+            question,
+            lint,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref(), &[])?;
+            if !token_issuer::explaining::command(&cfg, &question, lint, json).await? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Dev {
             data_dir,

@@ -20,6 +20,8 @@ fn people() -> Vec<Person<'static>> {
         person("alice", "alice-pw", &["devs", "ops"]),
         person("bob", "bob-pw", &[]),
         person("carol", "carol-pw", &["admins"]),
+        // A name rules would read as the repository path `team/app` (`${account}/*`).
+        person("team/app", "team-pw", &["devs"]),
         Person {
             ou: Some("staff"),
             ..person("dup", "dup-pw", &[])
@@ -231,6 +233,23 @@ async fn a_name_matching_two_entries_is_refused() {
         "{log}"
     );
     assert!(!log.contains("dup-pw"), "a password in the log:\n{log}");
+}
+
+#[tokio::test]
+async fn a_directory_name_holding_a_slash_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_directory, issuer) = setup(tmp.path(), Transport::Plain, "").await;
+    let a = ask(
+        &issuer,
+        "team/app",
+        "team-pw",
+        &["repository:team/app/x:push"],
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let log = issuer.proc.log_text();
+    assert!(log.contains("holds '/'"), "{log}");
+    assert_eq!(ask(&issuer, "bob", "bob-pw", &[]).await.status, 200);
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub struct Record<'a> {
     pub source: &'a str,
     /// `password`, `refresh_token` or `anonymous`.
     pub grant: &'a str,
+    /// The service: the token's `aud` when one was signed, else the one asked for (`""`: none).
+    pub service: &'a str,
     pub requested: &'a [Scope],
     pub granted: &'a [Scope],
     /// For each requested scope, in order: `acl[N]`, `acl[N]+upstream:allowed|refused`,
@@ -62,6 +64,8 @@ impl Record<'_> {
         ours(out, self.source);
         out.extend_from_slice(br#","grant":"#);
         ours(out, self.grant);
+        out.extend_from_slice(br#","service":"#);
+        string(out, self.service);
         out.extend_from_slice(br#","requested":"#);
         scopes(out, self.requested);
         out.extend_from_slice(br#","granted":"#);
@@ -245,6 +249,7 @@ mod tests {
             user: "al\"ice",
             source: "htpasswd",
             grant: "password",
+            service: "registry.test",
             requested: &requested,
             granted: &granted,
             decided_by: &[DecidedBy::Rule(2), DecidedBy::NoRule],
@@ -266,6 +271,7 @@ mod tests {
                 "user": "al\"ice",
                 "source": "htpasswd",
                 "grant": "password",
+                "service": "registry.test",
                 "requested": ["repository:org/app:pull,push", "registry:cat\"a\\log\u{1}é:*"],
                 "granted": ["repository:org/app:pull"],
                 "decided_by": ["acl[2]", "no-rule"],
@@ -290,6 +296,7 @@ mod tests {
             user: "",
             source: "",
             grant: "",
+            service: "",
             requested: &[],
             granted: &[],
             decided_by: &[],

@@ -21,6 +21,7 @@ fn line(scopes: &[crate::scope::Scope]) -> Record<'_> {
         user: "alice",
         source: "htpasswd",
         grant: "password",
+        service: "",
         requested: scopes,
         granted: &[],
         decided_by: &[crate::policy::DecidedBy::NoRule],

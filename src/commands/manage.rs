@@ -100,6 +100,10 @@ pub enum Grants {
         /// To this group's members.
         #[arg(long)]
         group: Option<String>,
+        /// Only at the services (registries) this glob matches (`token.services`); by
+        /// default at every one.
+        #[arg(long)]
+        service: Option<String>,
         /// `repository`, or `registry` (name `catalog`).
         #[arg(long = "type", default_value = "repository")]
         resource_type: String,
@@ -328,6 +332,7 @@ pub async fn grants(args: &StoreArgs, cmd: Grants) -> anyhow::Result<()> {
         Grants::Add {
             user,
             group,
+            service,
             resource_type,
             name,
             actions,
@@ -336,6 +341,7 @@ pub async fn grants(args: &StoreArgs, cmd: Grants) -> anyhow::Result<()> {
                 .add_grant(&NewGrant {
                     user,
                     group,
+                    service,
                     resource_type,
                     name,
                     actions: actions.split(',').map(|a| a.trim().to_string()).collect(),
@@ -353,8 +359,15 @@ pub async fn grants(args: &StoreArgs, cmd: Grants) -> anyhow::Result<()> {
                         (_, Some(gr)) => format!("group {}", store::shown(gr)),
                         _ => String::new(),
                     };
+                    // The service last, and only when set: scripts reading the first four
+                    // columns keep working.
+                    let at = g
+                        .service
+                        .as_deref()
+                        .map(|s| format!("\tservice {}", store::shown(s)))
+                        .unwrap_or_default();
                     println!(
-                        "{}\t{who}\t{} {}\t{}",
+                        "{}\t{who}\t{} {}\t{}{at}",
                         g.id,
                         g.resource_type,
                         store::shown(&g.name),

@@ -86,19 +86,7 @@ impl HttpConfig {
     }
 
     fn proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
-        self.trusted_proxies
-            .iter()
-            .map(|p| {
-                p.parse::<ipnet::IpNet>()
-                    .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "{}: {p:?} is neither an address nor a CIDR like 10.0.0.0/8",
-                            setting("http.trusted_proxies")
-                        )
-                    })
-            })
-            .collect()
+        networks(&self.trusted_proxies, "http.trusted_proxies")
     }
 
     pub fn limits(&self) -> anyhow::Result<HttpLimits> {
@@ -236,4 +224,20 @@ fn default_ipv6_prefix() -> u8 {
 }
 fn default_table_capacity() -> u64 {
     100_000
+}
+
+/// Networks as written in `key` (CIDRs like `10.0.0.0/8`, or single addresses).
+pub(crate) fn networks(list: &[String], key: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: {p:?} is neither an address nor a CIDR like 10.0.0.0/8",
+                        setting(key)
+                    )
+                })
+        })
+        .collect()
 }

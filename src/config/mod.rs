@@ -92,6 +92,10 @@ pub struct TokenConfig {
     pub issuer: Option<String>,
     /// `aud`: the registry's `auth.token.service` (open-balena: `REGISTRY_HOST`).
     pub service: Option<String>,
+    /// Several registries served by one issuer: each is a service a client may ask for, and
+    /// becomes the token's `aud`; the first is the default. Instead of `service`.
+    #[serde(default)]
+    pub services: Vec<String>,
     /// The realm URL registries advertise; used by the built-in registry's challenges.
     pub realm: Option<String>,
     /// If given, must be what the key's type decides (ES256, ES384, RS256).
@@ -111,6 +115,7 @@ impl Default for TokenConfig {
         Self {
             issuer: None,
             service: None,
+            services: Vec::new(),
             realm: None,
             algorithm: None,
             ttl_seconds: default_ttl(),
@@ -188,6 +193,11 @@ pub struct AclRule {
     pub account: Option<String>,
     /// Glob over the caller's groups (from the upstream API's `groups_pointer`).
     pub group: Option<String>,
+    /// Glob over the requested service (one of `token.services`); none: any.
+    pub service: Option<String>,
+    /// Client networks (CIDR or address) the rule applies to; none: any client.
+    #[serde(default)]
+    pub ip: Vec<String>,
     #[serde(rename = "type", default = "default_resource_type")]
     pub resource_type: String,
     pub name: String,
@@ -294,8 +304,41 @@ impl Config {
         required(self.token.issuer.as_deref(), "token.issuer")
     }
 
+    /// The default service: `token.service`, or the first of `token.services`.
     pub fn service(&self) -> anyhow::Result<&str> {
-        required(self.token.service.as_deref(), "token.service")
+        match self.token.services.first() {
+            Some(first) => Ok(first),
+            None => required(self.token.service.as_deref(), "token.service"),
+        }
+    }
+
+    /// Every service tokens are issued for, the default first. `token.service` and
+    /// `token.services` together are an error: which one is the default would be a guess.
+    pub fn services(&self) -> anyhow::Result<Vec<String>> {
+        let many = &self.token.services;
+        if many.is_empty() {
+            return Ok(vec![self.service()?.to_string()]);
+        }
+        if self.token.service.is_some() {
+            bail!(
+                "{} and {} are both set: list every service in {} (the first is the default)",
+                setting("token.service"),
+                setting("token.services"),
+                setting("token.services")
+            );
+        }
+        for (i, s) in many.iter().enumerate() {
+            if s.trim().is_empty() || s.trim() != s {
+                bail!(
+                    "{}[{i}]: {s:?} is not a service name",
+                    setting("token.services")
+                );
+            }
+            if many[..i].contains(s) {
+                bail!("{}: {s:?} appears twice", setting("token.services"));
+            }
+        }
+        Ok(many.clone())
     }
 }
 
@@ -415,6 +458,37 @@ mod tests {
             assert!(err.contains("REGISTRY_HOST"), "{err}");
             let err = cfg.key_sources().err().expect("no cert").to_string();
             assert!(err.contains("REGISTRY_TOKEN_AUTH_CERT"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn several_services_the_first_the_default() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "TOKEN_ISSUER_TOKEN__SERVICES",
+                r#"["prod.test", "staging.test"]"#,
+            );
+            let cfg = Config::load(None, &[]).expect("load");
+            assert_eq!(cfg.service().expect("service"), "prod.test");
+            assert_eq!(
+                cfg.services().expect("services"),
+                ["prod.test", "staging.test"]
+            );
+            jail.set_env("REGISTRY_HOST", "prod.test");
+            let cfg = Config::load(None, &[]).expect("load");
+            let err = cfg.services().expect_err("both").to_string();
+            assert!(
+                err.contains("REGISTRY_HOST (token.service)") && err.contains("both set"),
+                "{err}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOKEN_ISSUER_TOKEN__SERVICES", r#"["a.test", "a.test"]"#);
+            let cfg = Config::load(None, &[]).expect("load");
+            let err = cfg.services().expect_err("twice").to_string();
+            assert!(err.contains("appears twice"), "{err}");
             Ok(())
         });
     }

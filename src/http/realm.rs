@@ -111,6 +111,7 @@ async fn finish(
             client_id: "",
             scopes: &[],
             grant: "",
+            service: "",
         });
         let trail = Trail {
             identity: attempt.and_then(|a| a.identity.as_deref()),
@@ -141,6 +142,7 @@ fn asked(tr: &TokenRequest) -> Asked<'_> {
         client_id: tr.client_id.as_deref().unwrap_or(""),
         scopes: &tr.scopes,
         grant: tr.grant(),
+        service: tr.service.as_deref().unwrap_or(""),
     }
 }
 

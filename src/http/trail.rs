@@ -27,6 +27,8 @@ pub(super) struct Asked<'a> {
     pub scopes: &'a [Scope],
     /// `password`, `refresh_token`, `anonymous`, or `""` when the request did not parse.
     pub grant: &'static str,
+    /// The service the request named (`""`: none, or it did not parse).
+    pub service: &'a str,
 }
 
 fn source(s: Source) -> &'static str {
@@ -75,6 +77,9 @@ pub(super) async fn write(
         user: id.map_or("", |i| i.name.as_str()),
         source: id.map_or("", |i| source(i.source)),
         grant: asked.grant,
+        service: trail
+            .claims
+            .map_or(capped(asked.service, MAX_TEXT), |c| c.aud.as_str()),
         requested: asked.scopes,
         granted: trail.claims.as_ref().map_or(&[], |c| c.access.as_slice()),
         decided_by: trail.decided_by,

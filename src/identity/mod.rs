@@ -208,6 +208,15 @@ impl Authenticator {
             }
             self.unique.insert(key, id.clone()).await;
         }
+        self.with_group_grants(source.as_ref(), id).await
+    }
+
+    /// `id` with the store's grants of its groups, when `source`'s groups are from outside.
+    async fn with_group_grants(
+        &self,
+        source: &dyn IdentitySource,
+        id: Arc<Identity>,
+    ) -> Result<Arc<Identity>, AuthError> {
         let Some(users) = self
             .store
             .as_ref()
@@ -224,6 +233,35 @@ impl Authenticator {
                 ..(*id).clone()
             })
         })
+    }
+
+    /// Who `name` is, asked of the sources in order without a password (`explain --resolve`),
+    /// with the source that knows them; `None` when no source can tell.
+    pub async fn lookup(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Arc<Identity>, &'static str)>, AuthError> {
+        for source in &self.chain {
+            if let Some(id) = source.lookup(name).await? {
+                let id = self
+                    .with_group_grants(source.as_ref(), Arc::new(id))
+                    .await?;
+                return Ok(Some((id, source.name())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Outside groups' store grants for an identity `explain` was given rather than looked up
+    /// (as an OIDC or directory identity's groups get them).
+    pub async fn group_rights(
+        &self,
+        groups: &[String],
+    ) -> Result<Vec<crate::store::Rights>, AuthError> {
+        match &self.store {
+            Some(users) if !groups.is_empty() => users.group_rights(groups).await,
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// A credential no source decides costs what a wrong password does: a check against a

@@ -1,5 +1,11 @@
 //! Ordered `[[acl]]` rules, first match wins. A rule's action `upstream` defers to the upstream
 //! repository endpoint (see `policy::upstream`), so local rules and API decisions can mix.
+//!
+//! A rule applies when every condition it names holds: the caller's account and groups, the
+//! service asked for, the client's network, the resource type and the name. `check` says which
+//! condition failed, so the realm (`grant`) and `explain` walk the rules with the same test.
+
+use std::net::IpAddr;
 
 use anyhow::bail;
 
@@ -23,14 +29,63 @@ enum AccountMatch {
 struct Rule {
     account: Option<AccountMatch>,
     group: Option<Glob>,
+    service: Option<Glob>,
+    ip: Vec<ipnet::IpNet>,
     resource_type: String,
     name: Glob,
     actions: Vec<String>,
+    /// The rule as written, for `explain` and the shadowed-rule warning.
+    text: String,
 }
 
 #[derive(Debug, Default)]
 pub struct Acl {
     rules: Vec<Rule>,
+}
+
+/// Who asks, for which service, from where: what a rule matches besides the scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub who: &'a Identity,
+    pub service: &'a str,
+    pub client: IpAddr,
+}
+
+/// The first condition of a rule that did not hold, in the order `check` tests them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Account,
+    Group,
+    Type,
+    Name,
+    Service,
+    Ip,
+}
+
+impl Miss {
+    /// One short phrase for `explain`.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Self::Type => "another resource type",
+            Self::Name => "the name does not match",
+            Self::Account => "the account does not match",
+            Self::Group => "no group of the caller matches",
+            Self::Service => "another service",
+            Self::Ip => "the client is outside its networks",
+        }
+    }
+
+    /// The condition's key, for JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Type => "type",
+            Self::Name => "name",
+            Self::Account => "account",
+            Self::Group => "group",
+            Self::Service => "service",
+            Self::Ip => "ip",
+        }
+    }
 }
 
 /// The deciding rule's answer for one scope.
@@ -42,6 +97,34 @@ pub struct Grant {
     pub ask_upstream: bool,
     /// The index of the rule that matched (and decided, even if it granted nothing).
     pub rule: Option<usize>,
+}
+
+fn quoted_list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A rule in TOML's inline form, the conditions it names in `check`'s order of reading.
+fn render(r: &AclRule) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = &r.account {
+        parts.push(format!("account = {a:?}"));
+    }
+    if let Some(g) = &r.group {
+        parts.push(format!("group = {g:?}"));
+    }
+    if let Some(s) = &r.service {
+        parts.push(format!("service = {s:?}"));
+    }
+    if !r.ip.is_empty() {
+        parts.push(format!("ip = {}", quoted_list(&r.ip)));
+    }
+    if r.resource_type != "repository" {
+        parts.push(format!("type = {:?}", r.resource_type));
+    }
+    parts.push(format!("name = {:?}", r.name));
+    parts.push(format!("actions = {}", quoted_list(&r.actions)));
+    format!("{{ {} }}", parts.join(", "))
 }
 
 impl Acl {
@@ -56,11 +139,13 @@ impl Acl {
                     Glob::compile_flat(p).map_err(|e| anyhow::anyhow!("{at}.account: {e}"))?,
                 )),
             };
-            let group = r
-                .group
-                .as_deref()
-                .map(|g| Glob::compile_flat(g).map_err(|e| anyhow::anyhow!("{at}.group: {e}")))
-                .transpose()?;
+            let flat = |v: &Option<String>, key: &str| {
+                v.as_deref()
+                    .map(|g| Glob::compile_flat(g).map_err(|e| anyhow::anyhow!("{at}.{key}: {e}")))
+                    .transpose()
+            };
+            let group = flat(&r.group, "group")?;
+            let service = flat(&r.service, "service")?;
             if account.is_none() && group.is_none() {
                 bail!("{at}: needs an account (a user name glob; \"*\" for any user, \"\" for anonymous) or a group");
             }
@@ -90,9 +175,12 @@ impl Acl {
             out.push(Rule {
                 account,
                 group,
+                service,
+                ip: crate::config::limits::networks(&r.ip, &format!("{at}.ip"))?,
                 resource_type: r.resource_type.clone(),
                 name: Glob::compile(&r.name).map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?,
                 actions: r.actions.clone(),
+                text: render(r),
             });
         }
         Ok(Self { rules: out })
@@ -108,13 +196,18 @@ impl Acl {
             .any(|r| r.actions.iter().any(|a| a == UPSTREAM))
     }
 
-    /// What the first matching rule grants of `scope` to `who`.
-    pub fn grant(&self, who: &Identity, scope: &Scope) -> Grant {
+    /// Rule `n` as written.
+    pub fn text(&self, n: usize) -> Option<&str> {
+        self.rules.get(n).map(|r| r.text.as_str())
+    }
+
+    /// What the first matching rule grants of `scope` to the asker.
+    pub fn grant(&self, at: &Asker, scope: &Scope) -> Grant {
         let Some((index, rule)) = self
             .rules
             .iter()
             .enumerate()
-            .find(|(_, r)| r.matches(who, scope))
+            .find(|(_, r)| r.check(at, scope).is_ok())
         else {
             return Grant::default();
         };
@@ -133,161 +226,111 @@ impl Acl {
             rule: Some(index),
         }
     }
+
+    /// Why each rule before `upto` (all of them for `None`) did not apply to `scope`.
+    pub fn misses(&self, at: &Asker, scope: &Scope, upto: Option<usize>) -> Vec<(usize, Miss)> {
+        let end = upto.unwrap_or(self.rules.len());
+        self.rules[..end]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.check(at, scope).err().map(|m| (i, m)))
+            .collect()
+    }
+
+    /// Rules that can never decide anything, each with the earlier rule that matches every
+    /// request it would: `(later, earlier)`.
+    pub fn shadowed(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (j, later) in self.rules.iter().enumerate() {
+            if let Some(i) = self.rules[..j].iter().position(|r| r.covers(later)) {
+                out.push((j, i));
+            }
+        }
+        out
+    }
+
+    /// The shadowed-rule warnings, one sentence each.
+    pub fn shadow_warnings(&self) -> Vec<String> {
+        self.shadowed()
+            .into_iter()
+            .map(|(j, i)| {
+                format!(
+                    "rule acl[{j}] {} never applies: rule acl[{i}] {} matches every request it would",
+                    self.rules[j].text, self.rules[i].text
+                )
+            })
+            .collect()
+    }
 }
 
 impl Rule {
-    fn matches(&self, who: &Identity, scope: &Scope) -> bool {
+    /// `Ok` when the rule applies; else the first condition that does not hold, tested in the
+    /// order the rule's text reads.
+    fn check(&self, at: &Asker, scope: &Scope) -> Result<(), Miss> {
+        let who = at.who;
         let account_ok = match &self.account {
             None => true,
             Some(AccountMatch::Anonymous) => who.name.is_empty(),
             Some(AccountMatch::User(g)) => !who.name.is_empty() && g.matches(&who.name, &who.name),
         };
-        let group_ok = self
-            .group
-            .as_ref()
-            .is_none_or(|g| who.groups.iter().any(|name| g.matches(name, &who.name)));
-        account_ok
-            && group_ok
-            && self.resource_type == scope.resource_type
-            && self.name.matches(&scope.name, &who.name)
+        if !account_ok {
+            return Err(Miss::Account);
+        }
+        if let Some(g) = &self.group {
+            if !who.groups.iter().any(|name| g.matches(name, &who.name)) {
+                return Err(Miss::Group);
+            }
+        }
+        if self.resource_type != scope.resource_type {
+            return Err(Miss::Type);
+        }
+        if !self.name.matches(&scope.name, &who.name) {
+            return Err(Miss::Name);
+        }
+        if let Some(g) = &self.service {
+            if !g.matches(at.service, &who.name) {
+                return Err(Miss::Service);
+            }
+        }
+        if !self.ip.is_empty() {
+            // A v4 client reaching a dual-stack socket shows as ::ffff:a.b.c.d.
+            let client = at.client.to_canonical();
+            if !self.ip.iter().any(|n| n.contains(&client)) {
+                return Err(Miss::Ip);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this rule applies to every request `later` applies to (cheaply decided: false
+    /// when unsure, so a warning is never wrong).
+    fn covers(&self, later: &Rule) -> bool {
+        let account = match (&self.account, &later.account) {
+            (None, _) => true,
+            (Some(AccountMatch::Anonymous), Some(AccountMatch::Anonymous)) => true,
+            (Some(AccountMatch::User(a)), Some(AccountMatch::User(b))) => a.covers(b),
+            _ => false,
+        };
+        let glob = |a: &Option<Glob>, b: &Option<Glob>| match (a, b) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a.covers(b),
+            (Some(_), None) => false,
+        };
+        let ip = self.ip.is_empty()
+            || (!later.ip.is_empty()
+                && later
+                    .ip
+                    .iter()
+                    .all(|n| self.ip.iter().any(|m| m.contains(n))));
+        account
+            && glob(&self.group, &later.group)
+            && glob(&self.service, &later.service)
+            && ip
+            && self.resource_type == later.resource_type
+            && self.name.covers(&later.name)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(account: &str, t: &str, name: &str, actions: &[&str]) -> AclRule {
-        AclRule {
-            account: Some(account.into()),
-            group: None,
-            resource_type: t.into(),
-            name: name.into(),
-            actions: actions.iter().map(|a| a.to_string()).collect(),
-        }
-    }
-
-    fn who(name: &str) -> Identity {
-        Identity::local(name)
-    }
-
-    fn granted(acl: &Acl, who: &Identity, s: &Scope) -> Vec<String> {
-        acl.grant(who, s).actions
-    }
-
-    fn acl() -> Acl {
-        Acl::compile(&[
-            rule("admin", "repository", "**", &["*"]),
-            rule("admin", "registry", "catalog", &["*"]),
-            rule("reader", "repository", "secret/**", &[]),
-            rule("reader", "repository", "**", &["pull"]),
-            rule("*", "repository", "users/${account}/*", &["pull", "push"]),
-            rule("", "repository", "public/*", &["pull"]),
-        ])
-        .expect("compile")
-    }
-
-    #[test]
-    fn intersection_and_first_match() {
-        let acl = acl();
-        let s = Scope::new("repository", "org/app", &["pull", "push"]);
-        assert_eq!(granted(&acl, &who("admin"), &s), vec!["pull", "push"]);
-        assert_eq!(granted(&acl, &who("reader"), &s), vec!["pull"]);
-        // First match wins, even when it grants nothing.
-        assert!(granted(
-            &acl,
-            &who("reader"),
-            &Scope::new("repository", "secret/x", &["pull"])
-        )
-        .is_empty());
-        assert!(granted(&acl, &who("stranger"), &s).is_empty());
-    }
-
-    #[test]
-    fn account_expansion_and_anonymous() {
-        let acl = acl();
-        let own = Scope::new("repository", "users/carol/app", &["push"]);
-        assert_eq!(granted(&acl, &who("carol"), &own), vec!["push"]);
-        assert!(granted(&acl, &who("dave"), &own).is_empty());
-        let public = Scope::new("repository", "public/app", &["pull", "push"]);
-        assert_eq!(granted(&acl, &Identity::anonymous(), &public), vec!["pull"]);
-        // "*" is any authenticated user, not the anonymous one.
-        assert!(granted(
-            &acl,
-            &Identity::anonymous(),
-            &Scope::new("repository", "users//x", &["pull"])
-        )
-        .is_empty());
-    }
-
-    #[test]
-    fn catalog_and_star_actions() {
-        let acl = acl();
-        let catalog = Scope::new("registry", "catalog", &["*"]);
-        assert_eq!(granted(&acl, &who("admin"), &catalog), vec!["*"]);
-        assert!(granted(&acl, &who("reader"), &catalog).is_empty());
-        // A type mismatch does not match: a repository named "catalog" is not the catalog.
-        assert!(granted(
-            &acl,
-            &who("reader"),
-            &Scope::new("repository", "catalog", &["*"])
-        )
-        .is_empty());
-        assert_eq!(
-            granted(
-                &acl,
-                &who("reader"),
-                &Scope::new("repository", "a", &["pull", "delete"])
-            ),
-            vec!["pull"]
-        );
-    }
-
-    #[test]
-    fn groups_and_upstream_rules() {
-        let mut admins = rule("*", "repository", "**", &["*"]);
-        admins.account = None;
-        admins.group = Some("admins".into());
-        let acl = Acl::compile(&[
-            admins,
-            rule("*", "repository", "fleet/**", &["pull", "upstream"]),
-        ])
-        .expect("compile");
-        let mut eve = who("eve");
-        eve.groups = vec!["devs".into(), "admins".into()];
-        let s = Scope::new("repository", "fleet/app", &["pull", "push"]);
-        assert_eq!(
-            acl.grant(&eve, &s),
-            Grant {
-                actions: vec!["pull".into(), "push".into()],
-                ask_upstream: false,
-                rule: Some(0)
-            }
-        );
-        assert_eq!(
-            acl.grant(&who("frank"), &s),
-            Grant {
-                actions: vec!["pull".into()],
-                ask_upstream: true,
-                rule: Some(1)
-            }
-        );
-        assert!(acl.uses_upstream());
-        assert!(granted(
-            &acl,
-            &who("frank"),
-            &Scope::new("repository", "other", &["pull"])
-        )
-        .is_empty());
-    }
-
-    #[test]
-    fn bad_rules_are_startup_errors() {
-        let err = Acl::compile(&[rule("a", "repository", "x", &["pul"])]).expect_err("action");
-        assert!(err.to_string().contains("acl[0].actions"), "{err}");
-        let mut r = rule("a", "repository", "x", &["pull"]);
-        r.account = None;
-        assert!(Acl::compile(&[r]).is_err(), "neither account nor group");
-        assert!(Acl::compile(&[rule("a", "Repo", "x", &["pull"])]).is_err());
-    }
-}
+#[path = "acl_tests.rs"]
+mod tests;

@@ -8,15 +8,18 @@
 //! out. Asking for more than allowed is not an error (the token spec says so).
 
 pub(crate) mod acl;
+pub(crate) mod explain;
 pub(crate) mod upstream;
+
+use std::net::IpAddr;
 
 use futures::future::try_join_all;
 
 use crate::identity::{Caller, Identity, Source};
 use crate::scope::Scope;
 use crate::upstream::UpstreamError;
-pub(crate) use acl::Acl;
 use acl::Grant;
+pub(crate) use acl::{Acl, Asker};
 use upstream::RepositoryCheck;
 
 pub struct Policy {
@@ -89,17 +92,22 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// Every requested scope with its granted actions, scopes checked concurrently.
+    /// Every requested scope with its granted actions, scopes checked concurrently, for a
+    /// token for `service` asked from `client`.
     pub async fn authorize(
         &self,
         caller: &Caller,
+        service: &str,
+        client: IpAddr,
         scopes: &[Scope],
     ) -> Result<Authorization, PolicyError> {
+        let at = Asker {
+            who: caller.identity(),
+            service,
+            client,
+        };
         // Each scope's rule is found once, here; `decide` and the check below reuse it.
-        let grants: Vec<Grant> = scopes
-            .iter()
-            .map(|s| self.acl.grant(caller.identity(), s))
-            .collect();
+        let grants: Vec<Grant> = scopes.iter().map(|s| self.acl.grant(&at, s)).collect();
         if let Some(repo) = &self.repository {
             let asks = scopes
                 .iter()
@@ -116,11 +124,11 @@ impl Policy {
         let decided = if scopes.len() == 1 {
             let mut one = Vec::with_capacity(1);
             for (s, g) in pairs {
-                one.push(self.decide(caller, s, g).await?);
+                one.push(self.decide(caller, &at, s, g).await?);
             }
             one
         } else {
-            try_join_all(pairs.map(|(s, g)| self.decide(caller, s, g))).await?
+            try_join_all(pairs.map(|(s, g)| self.decide(caller, &at, s, g))).await?
         };
         let mut out = Authorization {
             granted: Vec::with_capacity(decided.len()),
@@ -133,30 +141,17 @@ impl Policy {
         Ok(out)
     }
 
-    /// `scope`'s grant: its rule's (`grant`), else the store's, then the API's for what the rule
+    /// `scope`'s grant: the local decision (`local`), then the API's for what the rule
     /// defers to it.
     async fn decide(
         &self,
         caller: &Caller,
+        at: &Asker<'_>,
         scope: &Scope,
         grant: Grant,
     ) -> Result<(Option<Scope>, DecidedBy), PolicyError> {
-        let who: &Identity = caller.identity();
         let ask = asks_upstream(caller, scope, &grant);
-        let (mut actions, mut by) = match grant.rule {
-            Some(n) => (grant.actions, DecidedBy::Rule(n)),
-            None if who.source == Source::Store && who.admin => {
-                (store_grant(who, scope), DecidedBy::StoreAdmin)
-            }
-            None if who.source == Source::Store => {
-                (store_grant(who, scope), DecidedBy::StoreGrants)
-            }
-            // An OIDC or directory identity's groups may have grants in the store.
-            None if matches!(who.source, Source::Oidc | Source::Ldap) && !who.rights.is_empty() => {
-                (store_grant(who, scope), DecidedBy::StoreGrants)
-            }
-            None => (Vec::new(), DecidedBy::NoRule),
-        };
+        let (mut actions, mut by) = local(at, scope, &grant);
         if ask {
             if let (Some(repo), Caller::Upstream { credential, .. }) = (&self.repository, caller) {
                 let allowed = repo.allowed(credential, &scope.name).await?;
@@ -181,6 +176,24 @@ impl Policy {
     }
 }
 
+/// What is decided without the upstream API: the rule's `grant`, else the store's (the
+/// `admin` flag, the grants), else nothing. The realm (`decide`) and `explain` both use it.
+fn local(at: &Asker, scope: &Scope, grant: &Grant) -> (Vec<String>, DecidedBy) {
+    let who: &Identity = at.who;
+    match grant.rule {
+        Some(n) => (grant.actions.clone(), DecidedBy::Rule(n)),
+        None if who.source == Source::Store && who.admin => {
+            (store_grant(at, scope), DecidedBy::StoreAdmin)
+        }
+        None if who.source == Source::Store => (store_grant(at, scope), DecidedBy::StoreGrants),
+        // An OIDC or directory identity's groups may have grants in the store.
+        None if matches!(who.source, Source::Oidc | Source::Ldap) && !who.rights.is_empty() => {
+            (store_grant(at, scope), DecidedBy::StoreGrants)
+        }
+        None => (Vec::new(), DecidedBy::NoRule),
+    }
+}
+
 /// Whether deciding `scope` takes a call to the API (unless its answer is cached), given the
 /// rule's `grant`.
 fn asks_upstream(caller: &Caller, scope: &Scope, grant: &Grant) -> bool {
@@ -192,9 +205,10 @@ fn asks_upstream(caller: &Caller, scope: &Scope, grant: &Grant) -> bool {
         && matches!(caller, Caller::Upstream { .. })
 }
 
-/// The requested actions a store user's `admin` flag or grants allow (`decide` calls it only
-/// for store identities; others carry no grants).
-fn store_grant(who: &Identity, scope: &Scope) -> Vec<String> {
+/// The requested actions a store user's `admin` flag or grants allow at `at.service` (`local`
+/// calls it only for identities that carry grants).
+fn store_grant(at: &Asker, scope: &Scope) -> Vec<String> {
+    let who = at.who;
     scope
         .actions
         .iter()
@@ -203,7 +217,7 @@ fn store_grant(who: &Identity, scope: &Scope) -> Vec<String> {
                 || who
                     .rights
                     .iter()
-                    .any(|r| r.allows(&who.name, &scope.resource_type, &scope.name, a))
+                    .any(|r| r.allows(&who.name, at.service, &scope.resource_type, &scope.name, a))
         })
         .cloned()
         .collect()

@@ -7,7 +7,7 @@ impl Store {
         let rows = self
             .timed(
                 sqlx::query(
-                    "SELECT id, user_name, group_name, resource_type, name, actions FROM grants \
+                    "SELECT id, user_name, group_name, resource_type, name, actions, service FROM grants \
                      WHERE id > $1 ORDER BY id LIMIT $2",
                 )
                 .bind(after)
@@ -23,7 +23,7 @@ impl Store {
         let rows = self
             .timed(
                 sqlx::query(
-                    "SELECT id, user_name, group_name, resource_type, name, actions FROM grants \
+                    "SELECT id, user_name, group_name, resource_type, name, actions, service FROM grants \
                      WHERE user_name = $1 OR group_name IN \
                      (SELECT group_name FROM members WHERE user_name = $1) ORDER BY id",
                 )
@@ -39,7 +39,7 @@ impl Store {
         let rows = self
             .timed(
                 sqlx::query(
-                    "SELECT id, user_name, group_name, resource_type, name, actions FROM grants \
+                    "SELECT id, user_name, group_name, resource_type, name, actions, service FROM grants \
                      WHERE group_name = $1 ORDER BY id",
                 )
                 .bind(group)
@@ -54,8 +54,8 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         self.timed(
             sqlx::query(
-                "INSERT INTO grants (id, user_name, group_name, resource_type, name, actions, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO grants (id, user_name, group_name, resource_type, name, actions, created_at, service) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&id)
             .bind(g.user.as_deref())
@@ -64,6 +64,7 @@ impl Store {
             .bind(&g.name)
             .bind(g.actions.join(","))
             .bind(now())
+            .bind(g.service.as_deref())
             .execute(&self.pool),
         )
         .await?;
@@ -71,6 +72,7 @@ impl Store {
             id,
             user: g.user.clone(),
             group: g.group.clone(),
+            service: g.service.clone(),
             resource_type: g.resource_type.clone(),
             name: g.name.clone(),
             actions: g.actions.clone(),

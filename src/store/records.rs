@@ -94,13 +94,15 @@ pub struct Grant {
     pub id: String,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// A glob over the services (`token.services`) the grant applies to; none: all of them.
+    pub service: Option<String>,
     pub resource_type: String,
     pub name: String,
     pub actions: Vec<String>,
 }
 
 impl Grant {
-    /// `{"id", "user" or "group", "type", "name", "actions"}`.
+    /// `{"id", "user" or "group", ["service"], "type", "name", "actions"}`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "id": self.id,
@@ -113,6 +115,9 @@ impl Grant {
             (_, Some(g)) => v["group"] = g.as_str().into(),
             _ => {}
         }
+        if let Some(s) = &self.service {
+            v["service"] = s.as_str().into();
+        }
         v
     }
 
@@ -122,6 +127,7 @@ impl Grant {
             id: get(r, 0)?,
             user: get(r, 1)?,
             group: get(r, 2)?,
+            service: get(r, 6)?,
             resource_type: get(r, 3)?,
             name: get(r, 4)?,
             actions: actions
@@ -139,6 +145,7 @@ impl Grant {
 pub struct NewGrant {
     pub user: Option<String>,
     pub group: Option<String>,
+    pub service: Option<String>,
     pub resource_type: String,
     pub name: String,
     pub actions: Vec<String>,
@@ -169,6 +176,12 @@ impl NewGrant {
             return Err(StoreError::Invalid("name: 1 to 256 bytes".into()));
         }
         super::names::check_grant_name(&self.name)?;
+        if let Some(s) = &self.service {
+            if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+                return Err(StoreError::Invalid("service: 1 to 256 bytes".into()));
+            }
+            Glob::compile_flat(s).map_err(|e| StoreError::Invalid(format!("service: {e}")))?;
+        }
         Glob::compile(&self.name).map_err(|e| StoreError::Invalid(format!("name: {e}")))?;
         if self.actions.is_empty()
             || self.actions.len() > 4
@@ -189,6 +202,9 @@ impl NewGrant {
 /// A grant as the policy applies it: the name compiled once, when the account is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rights {
+    /// The grant's id, for `explain`.
+    pub id: String,
+    pub service: Option<Glob>,
     pub resource_type: String,
     pub name: Glob,
     pub actions: Vec<String>,
@@ -201,7 +217,13 @@ impl Rights {
         grants
             .into_iter()
             .filter_map(|g| {
+                let service = match &g.service {
+                    Some(s) => Some(Glob::compile_flat(s).ok()?),
+                    None => None,
+                };
                 Some(Rights {
+                    id: g.id,
+                    service,
                     name: Glob::compile(&g.name).ok()?,
                     resource_type: g.resource_type,
                     actions: g.actions,
@@ -210,9 +232,20 @@ impl Rights {
             .collect()
     }
 
-    /// The actions of `wanted` this grant gives `account` on `resource_type`/`name`.
-    pub fn allows(&self, account: &str, resource_type: &str, name: &str, action: &str) -> bool {
+    /// Whether this grant gives `account` `action` on `resource_type`/`name` at `service`.
+    pub fn allows(
+        &self,
+        account: &str,
+        service: &str,
+        resource_type: &str,
+        name: &str,
+        action: &str,
+    ) -> bool {
         self.resource_type == resource_type
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|g| g.matches(service, account))
             && self.actions.iter().any(|a| a == "*" || a == action)
             && self.name.matches(name, account)
     }

@@ -63,7 +63,10 @@ pub struct Signer {
     key: Arc<SigningKey>,
     rng: SystemRandom,
     pub issuer: String,
+    /// The default service: the `aud` of a token asked for without one.
     pub service: String,
+    /// Every service served (`token.services`), the default first.
+    pub services: Vec<String>,
     pub ttl: Duration,
 }
 
@@ -111,7 +114,25 @@ impl Signer {
             rng: SystemRandom::new(),
             issuer: issuer.into(),
             service: service.into(),
+            services: vec![service.into()],
             ttl,
+        }
+    }
+
+    /// Serving several services (`token.services`, the default first).
+    pub fn with_services(mut self, services: Vec<String>) -> Self {
+        if let Some(first) = services.first() {
+            self.service = first.clone();
+            self.services = services;
+        }
+        self
+    }
+
+    /// The service a request names, if served here; the default when it names none.
+    pub fn service_for<'a>(&'a self, asked: Option<&str>) -> Option<&'a str> {
+        match asked {
+            None => Some(&self.service),
+            Some(a) => self.services.iter().find(|s| *s == a).map(String::as_str),
         }
     }
 
@@ -146,7 +167,7 @@ impl Signer {
         access: Vec<Scope>,
         now: SystemTime,
     ) -> Result<Issued, SignError> {
-        self.issue_until(subject, access, now, None)
+        self.issue_until(subject, &self.service, access, now, None)
     }
 
     /// As [`Signer::issue`], ending at `not_after` (unix seconds) if that comes before the
@@ -154,6 +175,7 @@ impl Signer {
     pub fn issue_until(
         &self,
         subject: &str,
+        audience: &str,
         access: Vec<Scope>,
         now: SystemTime,
         not_after: Option<u64>,
@@ -169,7 +191,7 @@ impl Signer {
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: subject.into(),
-            aud: self.service.clone(),
+            aud: audience.into(),
             exp: not_after.map_or(iat + self.ttl.as_secs(), |n| {
                 n.min(iat + self.ttl.as_secs())
             }),

@@ -10,6 +10,8 @@ pub struct ConfigBuilder {
     /// The certificate and key files, when not `{issuer}.crt` and `{issuer}.pem`.
     key_files: Option<(String, String)>,
     service: String,
+    /// `token.services` instead of `token.service`.
+    services: Vec<String>,
     token: Vec<String>,
     keys: Vec<String>,
     sections: Vec<String>,
@@ -24,6 +26,7 @@ impl ConfigBuilder {
             issuer: Some(issuer.into()),
             key_files: None,
             service: service.into(),
+            services: Vec::new(),
             token: Vec::new(),
             keys: Vec::new(),
             sections: Vec::new(),
@@ -43,6 +46,12 @@ impl ConfigBuilder {
     /// The certificate and key files, instead of `{issuer}.crt` and `{issuer}.pem`.
     pub fn key_files(mut self, cert: &std::path::Path, key: &std::path::Path) -> Self {
         self.key_files = Some((cert.display().to_string(), key.display().to_string()));
+        self
+    }
+
+    /// Several services (`token.services`, the first the default) instead of one.
+    pub fn services(mut self, services: &[&str]) -> Self {
+        self.services = services.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -92,7 +101,11 @@ impl ConfigBuilder {
         if let Some(i) = &self.issuer {
             let _ = writeln!(out, "issuer = {i:?}");
         }
-        let _ = writeln!(out, "service = {:?}", self.service);
+        if self.services.is_empty() {
+            let _ = writeln!(out, "service = {:?}", self.service);
+        } else {
+            let _ = writeln!(out, "services = {:?}", self.services);
+        }
         for line in &self.token {
             let _ = writeln!(out, "{line}");
         }

@@ -17,6 +17,8 @@ use crate::store::NewGrant;
 struct GrantIn {
     user: Option<String>,
     group: Option<String>,
+    /// A glob over the services the grant applies to (`token.services`); none: every one.
+    service: Option<String>,
     #[serde(rename = "type", default = "repository")]
     resource_type: String,
     name: String,
@@ -46,6 +48,7 @@ pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -
         .add_grant(&NewGrant {
             user: g.user,
             group: g.group,
+            service: g.service,
             resource_type: g.resource_type,
             name: g.name,
             actions: g.actions,
@@ -57,6 +60,7 @@ pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -
         id = %grant.id,
         user = ?grant.user,
         group = ?grant.group,
+        service = ?grant.service,
         name = ?grant.name,
         actions = ?grant.actions,
         "admin API: grant added"

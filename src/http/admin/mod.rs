@@ -1,10 +1,11 @@
 //! The store's admin API, `/admin/v1/...`: users, groups and their members, grants, refresh
-//! tokens. JSON in and out, errors in the realm's `{"errors":[...]}` shape. Callers
+//! tokens, and `explain` for any decision. JSON in and out, errors in the realm's `{"errors":[...]}` shape. Callers
 //! authenticate with Basic as a store user whose `admin` flag is set (damped like any login); everyone else gets 403.
 //! Every change is logged with who made it, never with a password. Changes made here take
 //! effect on this issuer at once, on other issuers of the same database within
 //! `store.cache_ttl_seconds`.
 
+mod explain;
 mod grants;
 mod groups;
 mod tokens;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use poem::error::ResponseError;
 use poem::http::{header, StatusCode};
-use poem::{delete, get, Body, Request, Response, Route};
+use poem::{delete, get, post, Body, Request, Response, Route};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -50,6 +51,7 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/grants/:id", delete(grants::remove))
         .at("/tokens", get(tokens::list).delete(tokens::revoke_all))
         .at("/tokens/:id", delete(tokens::revoke))
+        .at("/explain", post(explain::explain_route))
 }
 
 /// An admin API failure, as a status and a message. Handlers return it with `?` and poem

@@ -63,6 +63,10 @@ impl IdentitySource for LocalUsers {
     fn holds<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move { Ok(self.file.knows(name)) })
     }
+
+    fn lookup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        Box::pin(async move { Ok(self.file.knows(name).then(|| Identity::local(name))) })
+    }
 }
 
 pub struct Htpasswd {
@@ -91,6 +95,11 @@ impl Htpasswd {
             let Some((user, hash)) = line.split_once(':') else {
                 bail!("line {}: expected user:hash", i + 1);
             };
+            // Rules read a '/' in an account as path segments (`${account}/**`): only a source
+            // that names callers after their repository (OIDC) may.
+            if user.contains('/') {
+                bail!("line {}: user {user:?}: a name may not hold '/'", i + 1);
+            }
             let cost = bcrypt_cost(hash).ok_or_else(|| {
                 anyhow::anyhow!(
                     "line {}: user {user:?} has a hash that is not bcrypt; only $2y$, $2a$ and $2b$ are supported (htpasswd -B)",
@@ -180,5 +189,14 @@ mod tests {
         );
         assert!(Htpasswd::parse("carol:$apr1$abc$def\n").is_err());
         assert!(Htpasswd::parse("no-colon\n").is_err());
+    }
+
+    #[test]
+    fn a_slash_in_a_name_is_refused() {
+        let h = bcrypt::hash("s3cret", 4).expect("hash");
+        let err = Htpasswd::parse(&format!("my-org/app:{h}\n"))
+            .err()
+            .expect("slash");
+        assert!(err.to_string().contains("'/'"), "{err}");
     }
 }

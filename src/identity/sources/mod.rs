@@ -73,4 +73,11 @@ pub(crate) trait IdentitySource: Send + Sync {
     fn takes_group_grants(&self) -> bool {
         false
     }
+
+    /// The identity this source would prove for `name`, found without a password (`explain
+    /// --resolve`); `None` when the name is not this source's, or it cannot tell without the
+    /// caller's own credential (OIDC, the upstream API).
+    fn lookup<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        Box::pin(async { Ok(None) })
+    }
 }

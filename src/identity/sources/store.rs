@@ -144,6 +144,10 @@ impl IdentitySource for StoreUsers {
     fn holds<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move { Ok(self.entry(name).await?.is_some()) })
     }
+
+    fn lookup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        Box::pin(async move { Ok(self.entry(name).await?.map(|e| (*e.identity).clone())) })
+    }
 }
 
 impl StoreUsers {

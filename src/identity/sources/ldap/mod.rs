@@ -147,6 +147,17 @@ impl IdentitySource for LdapUsers {
         true
     }
 
+    fn lookup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        Box::pin(async move {
+            let filter = fill(&self.user_filter, &[("{username}", name)]);
+            let found = self.pool.within(self.find(&filter, name)).await?;
+            match found {
+                Some(entry) => Ok(Some(self.pool.within(self.identity_of(entry)).await?)),
+                None => Ok(None),
+            }
+        })
+    }
+
     fn takes_group_grants(&self) -> bool {
         true
     }
@@ -249,6 +260,13 @@ impl LdapUsers {
                 .find(|n| n.trim().eq_ignore_ascii_case(typed.trim())),
         };
         match name.filter(|n| !n.is_empty()) {
+            // Rules read a '/' in an account as path segments (`${account}/**`); a directory
+            // name is typed by people, so it may not reach into another's namespace.
+            Some(n) if n.contains('/') => {
+                tracing::warn!(dn = %e.dn, user = ?n,
+                    "the user's account name holds '/', which rules would read as a repository path: refused");
+                Err(AuthError::BadCredentials)
+            }
             Some(n) => Ok(n.clone()),
             None => {
                 tracing::warn!(dn = %e.dn, attribute = %self.username_attribute, values = names.len(),
@@ -264,7 +282,7 @@ impl LdapUsers {
     }
 
     /// Binds as the entry with `password`, then, as the service account again, reads its
-    /// groups.
+    /// groups (`identity_of`).
     async fn login(&self, entry: Entry, password: &str) -> Result<Identity, AuthError> {
         let pool = &self.pool;
         let mut conn = pool.get().await?;
@@ -284,6 +302,11 @@ impl LdapUsers {
             }
             rc => return Err(pool.down(&format!("the user's bind answered {rc} ({})", bound.text))),
         }
+        self.identity_of(entry).await
+    }
+
+    /// The entry's identity: its name and its groups, read as the service account.
+    async fn identity_of(&self, entry: Entry) -> Result<Identity, AuthError> {
         let (mut groups, cut) = match &self.groups {
             Groups::None => (Vec::new(), false),
             Groups::MemberOf { under, .. } => {
