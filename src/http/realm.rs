@@ -153,7 +153,12 @@ const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-requ
 fn render(i: &Issued) -> Response {
     token_response(TokenBody {
         token: &i.token,
-        expires_in: i.claims.exp.saturating_sub(i.claims.iat),
+        // From the time of issue, not `iat`, which is backdated (`token::NBF_BACKDATE`).
+        expires_in: i.claims.exp.saturating_sub(
+            i.issued_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ),
         issued_at: &humantime::format_rfc3339_seconds(i.issued_at).to_string(),
         refresh_token: i.refresh_token.as_deref(),
         scope: i.scope.as_deref(),

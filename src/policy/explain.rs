@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::acl::{Asker, Miss};
-use super::{local, DecidedBy, Policy};
+use super::{concrete, local, DecidedBy, Policy};
 use crate::identity::Identity;
 use crate::scope::Scope;
 
@@ -46,6 +46,7 @@ impl Policy {
             .map(|scope| {
                 let grant = self.acl.grant(&at, scope);
                 let (granted, decided_by) = local(&at, scope, &grant);
+                let granted = concrete(&scope.resource_type, granted);
                 let grants = match decided_by {
                     DecidedBy::StoreGrants => who
                         .rights

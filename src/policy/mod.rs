@@ -167,6 +167,7 @@ impl Policy {
                     .collect();
             }
         }
+        let actions = concrete(&scope.resource_type, actions);
         let granted = (!actions.is_empty()).then(|| Scope {
             resource_type: scope.resource_type.clone(),
             name: scope.name.clone(),
@@ -174,6 +175,28 @@ impl Policy {
         });
         Ok((granted, by))
     }
+}
+
+/// A repository's granted `*` written out as the actions it stands for. zot compares action
+/// names exactly and knows no `*`; distribution's checks name concrete actions too. The
+/// catalog keeps `*`: it is the one action distribution asks of `registry:catalog`.
+fn concrete(resource_type: &str, actions: Vec<String>) -> Vec<String> {
+    if resource_type != "repository" || !actions.iter().any(|a| a == "*") {
+        return actions;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(3);
+    for a in actions {
+        let each: &[&str] = match a.as_str() {
+            "*" => &["pull", "push", "delete"],
+            one => &[one][..],
+        };
+        for x in each {
+            if !out.iter().any(|o| o == x) {
+                out.push(x.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// What is decided without the upstream API: the rule's `grant`, else the store's (the

@@ -15,7 +15,10 @@ use crate::jwt;
 use crate::keys::{Alg, KeyMaterial, PublicKey, SigningKey};
 use crate::scope::Scope;
 
-/// `nbf` is backdated so registries with a slightly slow clock accept a fresh token.
+/// `nbf` and `iat` are backdated so registries with a slightly slow clock accept a fresh
+/// token: zot refuses an `iat` after its own clock with no leeway (golang-jwt's
+/// `WithIssuedAt`), distribution 3.x allows 60 s, 2.8 ignores `iat`. open-balena-api backdates
+/// `nbf` by the same 10 s. `exp` counts from the true time of issue.
 pub const NBF_BACKDATE: u64 = 10;
 
 /// Registries accept a token this long past its `exp` (distribution's leeway); the `x5c` chain
@@ -196,7 +199,7 @@ impl Signer {
                 n.min(iat + self.ttl.as_secs())
             }),
             nbf: iat.saturating_sub(NBF_BACKDATE),
-            iat,
+            iat: iat.saturating_sub(NBF_BACKDATE),
             jti: self.jti()?,
             access,
         };
