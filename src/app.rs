@@ -6,8 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::config::UpstreamProfile;
 use crate::config::{setting, AclRule, Config, KeySources, X5cMode};
 use crate::identity::ldap::LdapUsers;
+use crate::identity::open_balena::OpenBalenaUsers;
 use crate::identity::store::StoreUsers;
 use crate::identity::upstream::Upstream;
 use crate::identity::{
@@ -146,7 +148,8 @@ impl App {
             Duration::from_secs(cfg.token.ttl_seconds),
             cfg.token.x5c,
         )
-        .with_services(cfg.services()?);
+        .with_services(cfg.services()?)
+        .with_audience(cfg.token.audience.as_deref());
         Ok(Self {
             jwks_json: Jwks {
                 keys: std::iter::once(keys.jwk())
@@ -239,8 +242,15 @@ async fn build_auth(
         upstream: cfg
             .upstream
             .as_ref()
-            .zip(client)
+            .filter(|u| u.profile == UpstreamProfile::Generic)
+            .zip(client.clone())
             .map(|(u, c)| Upstream::new(u, c, capacity)),
+        open_balena: cfg
+            .upstream
+            .as_ref()
+            .filter(|u| u.profile == UpstreamProfile::OpenBalena)
+            .zip(client)
+            .map(|(u, c)| OpenBalenaUsers::new(u, c, capacity)),
         oidc: crate::identity::oidc::Oidc::new(&cfg.oidc, capacity)?,
         ldap: match &cfg.ldap {
             Some(l) => {
@@ -350,11 +360,18 @@ fn warn_on_expiry(keys: &KeyMaterial, now: i64, x5c: X5cMode) {
 }
 
 fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Result<Policy> {
+    let capacity = cfg.identity.cache_capacity;
+    let open_balena = match (&cfg.upstream, &client) {
+        (Some(up), Some(client)) if up.profile == UpstreamProfile::OpenBalena => Some(
+            crate::policy::open_balena::OpenBalenaCheck::new(up, client.clone(), capacity)?,
+        ),
+        _ => None,
+    };
     let repository = match (&cfg.upstream, client) {
         (Some(up), Some(client)) => up
             .repository
             .as_ref()
-            .map(|r| RepositoryCheck::new(up, r, client, cfg.identity.cache_capacity)),
+            .map(|r| RepositoryCheck::new(up, r, client, capacity)),
         _ => None,
     };
     let acl = if cfg.acl.is_empty() && repository.is_some() {
@@ -396,7 +413,11 @@ fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Resul
     if acl.is_empty() && cfg.store.is_none() {
         tracing::warn!("no [[acl]] rules: tokens will grant nothing");
     }
-    Ok(Policy { acl, repository })
+    Ok(Policy {
+        acl,
+        repository,
+        open_balena,
+    })
 }
 
 /// The built-in registry for `[registry]`, open and running its background work: it trusts

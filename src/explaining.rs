@@ -10,8 +10,6 @@ use crate::identity::{Identity, Source};
 use crate::policy::explain::Explained;
 use crate::scope::Scope;
 
-/// At most this many scopes in one question, as in a token request's default.
-const MAX_SCOPES: usize = 100;
 /// At most this many groups given: each may cost the store a query.
 const MAX_GROUPS: usize = 100;
 
@@ -67,7 +65,7 @@ pub(crate) enum ExplainError {
 }
 
 pub(crate) async fn explain(app: &App, q: &ExplainRequest) -> Result<Explanation, ExplainError> {
-    let scopes = Scope::parse_all(q.scopes.iter().map(String::as_str), MAX_SCOPES)
+    let scopes = Scope::parse_all(q.scopes.iter().map(String::as_str), app.max_scopes)
         .map_err(|e| ExplainError::Invalid(format!("scope: {e}")))?;
     if scopes.is_empty() {
         return Err(ExplainError::Invalid(
@@ -88,6 +86,13 @@ pub(crate) async fn explain(app: &App, q: &ExplainRequest) -> Result<Explanation
     };
     let unavailable = |e: crate::identity::AuthError| ExplainError::Unavailable(e.to_string());
     let (identity, source) = if q.user.is_empty() {
+        if !app.anonymous {
+            // As the realm answers: no decision is made for a caller it refuses.
+            return Err(ExplainError::Invalid(
+                "the anonymous caller gets no token here (identity.anonymous is off): name a user"
+                    .into(),
+            ));
+        }
         (Arc::new(Identity::anonymous()), "anonymous")
     } else if q.resolve {
         app.auth
@@ -117,6 +122,7 @@ pub(crate) async fn explain(app: &App, q: &ExplainRequest) -> Result<Explanation
             admin: false,
             rights,
             expires_at: None,
+            subject: None,
         };
         (Arc::new(identity), "given")
     };

@@ -177,7 +177,13 @@ async fn sign(
     let now = SystemTime::now();
     let signed = app
         .signer
-        .issue_until(&identity.name, service, access, now, identity.expires_at)
+        .issue_until(
+            identity.subject(),
+            service,
+            access,
+            now,
+            identity.expires_at,
+        )
         .map_err(|_| IssueError::Sign)?;
     // If the store cannot take a refresh token, the login still succeeds without one: the
     // client keeps the password instead.

@@ -61,6 +61,25 @@ pub(crate) enum Endpoint {
     Identity,
     /// The 2xx body is not read; 401/403/404 refuse (no such record, or not readable).
     Repository,
+    /// A query about repositories whose 2xx JSON is the answer (open-balena-api's OData
+    /// resources); 401/403 refuse; a 404 is a wrong URL, so a failure.
+    Lookup,
+}
+
+/// Whose credential a call carries.
+pub(crate) enum Auth<'a> {
+    /// The caller's, forwarded as configured (`upstream.credentials`).
+    Caller(CredentialForwarding, &'a Credentials),
+    /// This service's own API key, as a Bearer token.
+    Service(&'a str),
+}
+
+/// One call: a GET, or a POST when it has a JSON body.
+pub(crate) struct Call<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) auth: Auth<'a>,
+    pub(crate) body: Option<&'a serde_json::Value>,
+    pub(crate) endpoint: Endpoint,
 }
 
 /// One GET as the caller. Redirects are never followed: a 3xx (a login page, a moved API) is a
@@ -72,39 +91,52 @@ pub(crate) async fn call(
     creds: &Credentials,
     endpoint: Endpoint,
 ) -> Result<Answer, UpstreamError> {
+    send(
+        client,
+        &Call {
+            url,
+            auth: Auth::Caller(forwarding, creds),
+            body: None,
+            endpoint,
+        },
+    )
+    .await
+}
+
+/// One call, timed and counted in the metrics.
+pub(crate) async fn send(client: &Client, c: &Call<'_>) -> Result<Answer, UpstreamError> {
     let started = std::time::Instant::now();
-    let result = call_once(client, url, forwarding, creds, endpoint).await;
+    let result = call_once(client, c).await;
     let outcome = match &result {
         Ok(Answer::Granted(_)) => "granted",
         Ok(Answer::Refused(_)) => "refused",
         Err(_) => "error",
     };
-    let endpoint = match endpoint {
+    let endpoint = match c.endpoint {
         Endpoint::Identity => "identity",
-        Endpoint::Repository => "repository",
+        Endpoint::Repository | Endpoint::Lookup => "repository",
     };
     crate::metrics::get().upstream_call(endpoint, outcome, started.elapsed());
     result
 }
 
-async fn call_once(
-    client: &Client,
-    url: &str,
-    forwarding: CredentialForwarding,
-    creds: &Credentials,
-    endpoint: Endpoint,
-) -> Result<Answer, UpstreamError> {
+async fn call_once(client: &Client, c: &Call<'_>) -> Result<Answer, UpstreamError> {
+    let url = c.url;
     let _slot = tokio::time::timeout(client.timeout, client.slots.acquire())
         .await
         .map_err(|_| unavailable(url, "too many calls to it are already in progress"))?
         .map_err(|_| unavailable(url, "shutting down"))?;
-    let req = client
-        .http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "application/json");
-    let req = match forwarding {
-        CredentialForwarding::Bearer => req.bearer_auth(&creds.password),
-        CredentialForwarding::Basic => req.basic_auth(&creds.username, Some(&creds.password)),
+    let req = match c.body {
+        Some(body) => client.http.post(url).json(body),
+        None => client.http.get(url),
+    }
+    .header(reqwest::header::ACCEPT, "application/json");
+    let req = match c.auth {
+        Auth::Caller(CredentialForwarding::Bearer, creds) => req.bearer_auth(&creds.password),
+        Auth::Caller(CredentialForwarding::Basic, creds) => {
+            req.basic_auth(&creds.username, Some(&creds.password))
+        }
+        Auth::Service(key) => req.bearer_auth(key),
     };
     let mut resp = req
         .send()
@@ -112,7 +144,7 @@ async fn call_once(
         .map_err(|e| unavailable(url, &describe(&e)))?;
     let status = resp.status();
     if status.is_success() {
-        if endpoint == Endpoint::Repository {
+        if c.endpoint == Endpoint::Repository {
             return Ok(Answer::Granted(serde_json::Value::Null));
         }
         let bytes = read_limited(&mut resp, client.max_body, url).await?;
@@ -120,7 +152,7 @@ async fn call_once(
             .map(Answer::Granted)
             .map_err(|_| unavailable(url, "its 2xx answer is not JSON"));
     }
-    match (status, endpoint) {
+    match (status, c.endpoint) {
         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Ok(Answer::Refused(status)),
         (StatusCode::NOT_FOUND, Endpoint::Repository) => Ok(Answer::Refused(status)),
         _ => Err(unavailable(url, &format!("it answered {status}"))),

@@ -550,6 +550,15 @@ async fn a_name_built_from_claims_cannot_be_a_local_users() {
     assert_eq!(a.status, 401, "{}", a.body);
     let message = a.body["errors"][0]["message"].as_str().unwrap_or("");
     assert!(message.contains("is another user's"), "{message}");
+    // Nor a name below hers: rules read `alice/x` as inside `alice` (`${account}/**`).
+    let a = ask(&issuer, &token("alice/x"), &["repository:org/app:pull"]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = ask(&issuer, &token("alicex/y"), &["repository:org/app:pull"]).await;
+    assert_eq!(
+        a.status, 200,
+        "a name that only starts with hers is not hers: {}",
+        a.body
+    );
     let a = ask(&issuer, &token("bot"), &["repository:bot/x:pull"]).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(

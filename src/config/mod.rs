@@ -35,7 +35,9 @@ pub use registry::{
     RegistryConfig, RegistryGcConfig, DEFAULT_MAX_UPLOADS, DEFAULT_MAX_UPLOADS_PER_REPOSITORY,
 };
 pub use store::StoreConfig;
-pub use upstream::{CredentialForwarding, UpstreamConfig, UpstreamRepositoryConfig};
+pub use upstream::{
+    CredentialForwarding, UpstreamConfig, UpstreamProfile, UpstreamRepositoryConfig,
+};
 
 /// The seed's environment names and the TOML keys they set.
 pub const SEED_ENV: &[(&str, &str)] = &[
@@ -49,9 +51,17 @@ pub const SEED_ENV: &[(&str, &str)] = &[
 ];
 
 /// `TOKEN_ISSUER_*` variables that are read elsewhere, not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["dev_password", "log", "ldap.bind_password"];
+const NON_CONFIG_ENV: &[&str] = &[
+    "dev_password",
+    "log",
+    "ldap.bind_password",
+    "upstream.service_api_key",
+];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `token.ttl_seconds` with `upstream.profile = "open-balena"` when not set: 4 h.
+pub const OPEN_BALENA_TTL: u64 = 14_400;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +102,9 @@ pub struct TokenConfig {
     pub issuer: Option<String>,
     /// `aud`: the registry's `auth.token.service` (open-balena: `REGISTRY_HOST`).
     pub service: Option<String>,
+    /// Every token's `aud`, whatever service the client named (any is then accepted), as
+    /// open-balena-api does with its registry host.
+    pub audience: Option<String>,
     /// Several registries served by one issuer: each is a service a client may ask for, and
     /// becomes the token's `aud`; the first is the default. Instead of `service`.
     #[serde(default)]
@@ -115,6 +128,7 @@ impl Default for TokenConfig {
         Self {
             issuer: None,
             service: None,
+            audience: None,
             services: Vec::new(),
             realm: None,
             algorithm: None,
@@ -293,6 +307,15 @@ impl Config {
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
         }
+        let open_balena = cfg
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.profile == UpstreamProfile::OpenBalena);
+        if open_balena && fig.find_value("token.ttl_seconds").is_err() {
+            // open-balena-api's default (REGISTRY_TOKEN_EXPIRY_SECONDS), "so that huge
+            // pulls/pushes go through".
+            cfg.token.ttl_seconds = OPEN_BALENA_TTL;
+        }
         if let Some(f) = file {
             warn_overridden(&fig, f);
         }
@@ -304,8 +327,12 @@ impl Config {
         required(self.token.issuer.as_deref(), "token.issuer")
     }
 
-    /// The default service: `token.service`, or the first of `token.services`.
+    /// The default service: `token.audience`, `token.service`, or the first of
+    /// `token.services`.
     pub fn service(&self) -> anyhow::Result<&str> {
+        if let Some(a) = self.token.audience.as_deref() {
+            return required(Some(a), "token.audience");
+        }
         match self.token.services.first() {
             Some(first) => Ok(first),
             None => required(self.token.service.as_deref(), "token.service"),
@@ -316,7 +343,15 @@ impl Config {
     /// `token.services` together are an error: which one is the default would be a guess.
     pub fn services(&self) -> anyhow::Result<Vec<String>> {
         let many = &self.token.services;
-        if many.is_empty() {
+        if self.token.audience.is_some() && !many.is_empty() {
+            bail!(
+                "{} and {} are both set: with one audience for every token, name the registry in {} alone",
+                setting("token.audience"),
+                setting("token.services"),
+                setting("token.audience")
+            );
+        }
+        if many.is_empty() || self.token.audience.is_some() {
             return Ok(vec![self.service()?.to_string()]);
         }
         if self.token.service.is_some() {
@@ -352,144 +387,4 @@ fn required<'a>(v: Option<&'a str>, key: &str) -> anyhow::Result<&'a str> {
 #[cfg(test)]
 // figment::Jail's closures return figment's (large) error type; that is its API, not ours.
 #[allow(clippy::result_large_err)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_name_their_env_var() {
-        assert_eq!(setting("token.service"), "REGISTRY_HOST (token.service)");
-        assert_eq!(
-            setting("token.ttl_seconds"),
-            "token.ttl_seconds (TOKEN_ISSUER_TOKEN__TTL_SECONDS)"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_naming_the_key() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "c.toml",
-                "listen = \"127.0.0.1:1\"\n[token]\nttl_secnds = 5\n",
-            )?;
-            let err = Config::load(Some(Path::new("c.toml")), &[]).expect_err("unknown key");
-            assert!(err.to_string().contains("ttl_secnds"), "{err}");
-            Ok(())
-        });
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("TOKEN_ISSUER_LISTN", "x");
-            let err = Config::load(None, &[]).expect_err("unknown env key");
-            assert!(err.to_string().contains("listn"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn file_env_and_flags_layer() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "c.toml",
-                r#"
-                listen = "127.0.0.1:1"
-                [token]
-                issuer = "from-file"
-                ttl_seconds = 600
-                [identity]
-                htpasswd = "users.htpasswd"
-                [[acl]]
-                account = "reader"
-                name = "org/*"
-                actions = ["pull"]
-                "#,
-            )?;
-            jail.set_env("REGISTRY_TOKEN_AUTH_CERT_ISSUER", "from-env");
-            jail.set_env("REGISTRY_HOST", "registry.test");
-            jail.set_env("TOKEN_ISSUER_TOKEN__TTL_SECONDS", "900");
-            let cfg = Config::load(
-                Some(Path::new("c.toml")),
-                &[("listen", "127.0.0.1:2".into())],
-            )
-            .expect("load");
-            assert_eq!(cfg.listen, "127.0.0.1:2");
-            assert_eq!(cfg.issuer().expect("issuer"), "from-env");
-            assert_eq!(cfg.service().expect("service"), "registry.test");
-            assert_eq!(cfg.token.ttl_seconds, 900);
-            assert_eq!(cfg.acl.len(), 1);
-            assert_eq!(cfg.acl[0].resource_type, "repository");
-            // Relative paths are relative to the config file.
-            let p = cfg.identity.htpasswd.as_ref().expect("htpasswd").relative();
-            assert!(
-                p.is_absolute() && p.ends_with("users.htpasswd"),
-                "{}",
-                p.display()
-            );
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn acl_cannot_come_from_the_environment() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "TOKEN_ISSUER_ACL",
-                r#"[{account="alice",name="**",actions=["*"]}]"#,
-            );
-            let err = Config::load(None, &[])
-                .expect_err("acl from env")
-                .to_string();
-            assert!(err.contains("TOKEN_ISSUER_ACL"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn bad_values_name_the_setting() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("REGISTRY_TOKEN_AUTH_JWT_ALGO", "HS256");
-            let err = Config::load(None, &[]).expect_err("algo").to_string();
-            assert!(
-                err.contains("REGISTRY_TOKEN_AUTH_JWT_ALGO") && err.contains("HS256"),
-                "{err}"
-            );
-            Ok(())
-        });
-        figment::Jail::expect_with(|_| {
-            let cfg = Config::load(None, &[]).expect("defaults");
-            let err = cfg.service().expect_err("no service").to_string();
-            assert!(err.contains("REGISTRY_HOST"), "{err}");
-            let err = cfg.key_sources().err().expect("no cert").to_string();
-            assert!(err.contains("REGISTRY_TOKEN_AUTH_CERT"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn several_services_the_first_the_default() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "TOKEN_ISSUER_TOKEN__SERVICES",
-                r#"["prod.test", "staging.test"]"#,
-            );
-            let cfg = Config::load(None, &[]).expect("load");
-            assert_eq!(cfg.service().expect("service"), "prod.test");
-            assert_eq!(
-                cfg.services().expect("services"),
-                ["prod.test", "staging.test"]
-            );
-            jail.set_env("REGISTRY_HOST", "prod.test");
-            let cfg = Config::load(None, &[]).expect("load");
-            let err = cfg.services().expect_err("both").to_string();
-            assert!(
-                err.contains("REGISTRY_HOST (token.service)") && err.contains("both set"),
-                "{err}"
-            );
-            Ok(())
-        });
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("TOKEN_ISSUER_TOKEN__SERVICES", r#"["a.test", "a.test"]"#);
-            let cfg = Config::load(None, &[]).expect("load");
-            let err = cfg.services().expect_err("twice").to_string();
-            assert!(err.contains("appears twice"), "{err}");
-            Ok(())
-        });
-    }
-}
+mod tests;

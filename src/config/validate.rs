@@ -84,8 +84,9 @@ impl Config {
         }
         if let Some(u) = &self.upstream {
             check_http_url(&u.url, "upstream.url")?;
+            u.check_profile()?;
             for (key, pointer) in [
-                ("upstream.username_pointer", Some(&u.username_pointer)),
+                ("upstream.username_pointer", u.username_pointer.as_ref()),
                 ("upstream.groups_pointer", u.groups_pointer.as_ref()),
             ] {
                 if let Some(p) = pointer {

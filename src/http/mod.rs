@@ -25,6 +25,13 @@ pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
             "/v1/registry",
             get(realm::get_token).post(realm::post_token),
         )
+        // open-balena-registry's realm is open-balena-api's `/auth/v1/token`: the same
+        // endpoint under that name, always, so a deployment can point its registry here
+        // without touching the registry's settings. No other route can be there.
+        .at(
+            "/auth/v1/token",
+            get(realm::get_token).post(realm::post_token),
+        )
         .at("/v1/registry/certs", get(certs))
         .at("/v1/registry/public.pem", get(public_pem))
         .at("/.well-known/jwks.json", get(jwks))

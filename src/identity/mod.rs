@@ -28,7 +28,7 @@ use crate::config::LdapPosition;
 pub use caller::{Caller, UpstreamCredential};
 use checks::{Attempt, Checks};
 use damping::Damping;
-pub use sources::{htpasswd, ldap, oidc, refresh, store, upstream};
+pub use sources::{htpasswd, ldap, oidc, open_balena, refresh, store, upstream};
 use sources::{htpasswd::LocalUsers, store::StoreUsers, Answer, IdentitySource};
 pub use types::{AuthError, CacheKey, Credentials, Identity, Source};
 
@@ -61,10 +61,16 @@ pub struct Sources {
     pub htpasswd: Option<htpasswd::Htpasswd>,
     pub store: Option<StoreUsers>,
     pub upstream: Option<upstream::Upstream>,
+    /// open-balena-api instead of `upstream` (`upstream.profile = "open-balena"`).
+    pub open_balena: Option<open_balena::OpenBalenaUsers>,
     pub oidc: Option<Arc<oidc::Oidc>>,
     pub ldap: Option<ldap::LdapUsers>,
     pub ldap_position: crate::config::LdapPosition,
 }
+
+/// The leading segments of a built name checked against the other sources' accounts; a
+/// repository path rarely has more than a few.
+const MAX_NAME_SEGMENTS: usize = 16;
 
 pub struct CacheSettings {
     pub local_ttl: Duration,
@@ -114,6 +120,9 @@ impl Authenticator {
         chain.extend(at(LdapPosition::AfterStore));
         if let Some(u) = sources.upstream {
             chain.push(Arc::new(u));
+        }
+        if let Some(o) = sources.open_balena {
+            chain.push(Arc::new(o));
         }
         Ok(Self {
             chain,
@@ -199,11 +208,21 @@ impl Authenticator {
             seen.is_some_and(|u| Arc::ptr_eq(&u, &id))
         };
         if source.builds_names() && !checked().await {
-            for (j, other) in self.chain.iter().enumerate() {
-                if j != i && other.holds(&id.name).await? {
-                    tracing::warn!(user = ?id.name, source = source.name(), holder = other.name(),
-                        "refused an identity named like another source's account");
-                    return Err(source.taken(&id.name));
+            // The name, and each run of its leading segments: rules read `alice/x` as below
+            // `alice` (`${account}/**`), so a built name may not start inside another
+            // source's account either. Names hold few segments; each check is cached.
+            let name = id.name.as_str();
+            let prefixes = name.match_indices('/').map(|(at, _)| &name[..at]);
+            for held in std::iter::once(name)
+                .chain(prefixes)
+                .take(MAX_NAME_SEGMENTS)
+            {
+                for (j, other) in self.chain.iter().enumerate() {
+                    if j != i && other.holds(held).await? {
+                        tracing::warn!(user = ?id.name, account = ?held, source = source.name(),
+                            holder = other.name(), "refused an identity named like, or inside, another source's account");
+                        return Err(source.taken(&id.name));
+                    }
                 }
             }
             self.unique.insert(key, id.clone()).await;

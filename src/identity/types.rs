@@ -15,6 +15,9 @@ pub struct Identity {
     /// When the proof of this identity ends (an OIDC token's `exp`, unix seconds): tokens
     /// issued to it end then too.
     pub expires_at: Option<u64>,
+    /// The token's `sub` when it is not `name`: open-balena-api leaves it empty for
+    /// application keys and the builder (`upstream.profile = "open-balena"`).
+    pub subject: Option<String>,
 }
 
 /// Where an identity came from: only upstream identities can be asked about repositories.
@@ -39,7 +42,21 @@ impl Identity {
             admin: false,
             rights: Vec::new(),
             expires_at: None,
+            subject: None,
         }
+    }
+
+    /// An identity the upstream API vouches for, with no groups.
+    pub fn upstream(name: &str) -> Self {
+        Self {
+            source: Source::Upstream,
+            ..Self::local(name)
+        }
+    }
+
+    /// What the token's `sub` says.
+    pub fn subject(&self) -> &str {
+        self.subject.as_deref().unwrap_or(&self.name)
     }
 
     pub fn local(name: &str) -> Self {
@@ -50,6 +67,7 @@ impl Identity {
             admin: false,
             rights: Vec::new(),
             expires_at: None,
+            subject: None,
         }
     }
 }

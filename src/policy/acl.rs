@@ -127,6 +127,26 @@ fn render(r: &AclRule) -> String {
     format!("{{ {} }}", parts.join(", "))
 }
 
+/// A rule's networks: CIDRs or addresses, as `http.trusted_proxies` reads them, with two
+/// mistakes refused rather than left to match nothing or more than meant: host bits set
+/// (`10.1.2.3/8`), and v4 written as v4-mapped v6 (`::ffff:10.0.0.0/104`), which is taken as
+/// the v4 network it means, since clients are compared in their v4 form.
+fn networks(list: &[String], at: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let key = format!("{at}.ip");
+    let mut out = crate::config::limits::networks(list, &key)?;
+    for n in &mut out {
+        if n.trunc() != *n {
+            bail!("{key}: {n} has host bits set; did you mean {}?", n.trunc());
+        }
+        if let ipnet::IpNet::V6(v6) = n {
+            if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+                *n = ipnet::IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Acl {
     pub fn compile(rules: &[AclRule]) -> anyhow::Result<Self> {
         let mut out = Vec::with_capacity(rules.len());
@@ -145,6 +165,11 @@ impl Acl {
                     .transpose()
             };
             let group = flat(&r.group, "group")?;
+            if r.service.as_deref().is_some_and(|s| s.contains("${")) {
+                bail!(
+                    "{at}.service: a service glob names services, not the caller: no ${{account}}"
+                );
+            }
             let service = flat(&r.service, "service")?;
             if account.is_none() && group.is_none() {
                 bail!("{at}: needs an account (a user name glob; \"*\" for any user, \"\" for anonymous) or a group");
@@ -176,7 +201,7 @@ impl Acl {
                 account,
                 group,
                 service,
-                ip: crate::config::limits::networks(&r.ip, &format!("{at}.ip"))?,
+                ip: networks(&r.ip, &at)?,
                 resource_type: r.resource_type.clone(),
                 name: Glob::compile(&r.name).map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?,
                 actions: r.actions.clone(),

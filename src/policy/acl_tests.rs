@@ -193,6 +193,15 @@ fn service_and_networks_narrow_a_rule() {
         ..asker(&anon, "registry.test", [0, 0, 0, 0])
     };
     assert_eq!(acl.grant(&mapped, &public).rule, Some(1));
+    // A network written v4-mapped means the v4 one.
+    let mut mapped_net = rule("", "repository", "public/*", &["pull"]);
+    mapped_net.ip = vec!["::ffff:10.0.0.0/104".into()];
+    let acl = Acl::compile(&[mapped_net]).expect("compile");
+    assert_eq!(
+        acl.grant(&asker(&anon, "registry.test", [10, 9, 9, 9]), &public)
+            .rule,
+        Some(0)
+    );
 }
 
 #[test]
@@ -271,10 +280,20 @@ fn a_rule_an_earlier_one_covers_is_named() {
 
 #[test]
 fn bad_networks_and_services_are_startup_errors() {
-    let mut r = rule("*", "repository", "**", &["pull"]);
+    let mut r: AclRule = rule("*", "repository", "**", &["pull"]);
     r.ip = vec!["10.0.0.0/33".into()];
     let err = Acl::compile(&[r]).expect_err("cidr").to_string();
     assert!(err.contains("acl[0].ip") && err.contains("CIDR"), "{err}");
+    r = rule("*", "repository", "**", &["pull"]);
+    r.ip = vec!["10.1.2.3/8".into()];
+    let err = Acl::compile(&[r]).expect_err("host bits").to_string();
+    assert!(err.contains("did you mean 10.0.0.0/8"), "{err}");
+    r = rule("*", "repository", "**", &["pull"]);
+    r.service = Some("${account}.test".into());
+    assert!(
+        Acl::compile(&[r]).is_err(),
+        "a service glob names no account"
+    );
     let err = Acl::compile(&[rule("*", "repository", "${account}-x", &["pull"])])
         .expect_err("segments")
         .to_string();

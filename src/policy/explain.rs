@@ -45,7 +45,11 @@ impl Policy {
             .iter()
             .map(|scope| {
                 let grant = self.acl.grant(&at, scope);
-                let (granted, decided_by) = local(&at, scope, &grant);
+                let (granted, mut decided_by) = local(&at, scope, &grant);
+                let asks_api = grant.rule.is_none() && self.open_balena.is_some();
+                if asks_api {
+                    decided_by = DecidedBy::OpenBalena { allowed: false };
+                }
                 let granted = concrete(&scope.resource_type, granted);
                 let grants = match decided_by {
                     DecidedBy::StoreGrants => who
@@ -65,7 +69,9 @@ impl Policy {
                     granted,
                     decided_by,
                     grants,
-                    defers_upstream: grant.ask_upstream,
+                    // Only the upstream source's callers carry a credential the API reads.
+                    defers_upstream: (grant.ask_upstream || asks_api)
+                        && who.source == crate::identity::Source::Upstream,
                     passed: self.acl.misses(&at, scope, grant.rule),
                 }
             })
@@ -143,6 +149,7 @@ impl Policy {
             }
             DecidedBy::StoreGrants => format!("no rule; store grant {}", d.grants.join(", ")),
             DecidedBy::NoRule => "no rule applies".into(),
+            DecidedBy::OpenBalena { .. } => "no rule; open-balena-api would decide".into(),
         }
     }
 }

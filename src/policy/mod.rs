@@ -9,6 +9,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod explain;
+pub(crate) mod open_balena;
 pub(crate) mod upstream;
 
 use std::net::IpAddr;
@@ -25,6 +26,8 @@ use upstream::RepositoryCheck;
 pub struct Policy {
     pub acl: Acl,
     pub repository: Option<RepositoryCheck>,
+    /// `upstream.profile = "open-balena"`: what no rule decides, open-balena-api does.
+    pub open_balena: Option<open_balena::OpenBalenaCheck>,
 }
 
 /// What decided a scope's grant: the audit log's `decided_by`.
@@ -40,6 +43,8 @@ pub enum DecidedBy {
     StoreGrants,
     /// No rule matched and no store decides: nothing granted.
     NoRule,
+    /// No rule matched; open-balena-api's answers decided (`upstream.profile`).
+    OpenBalena { allowed: bool },
 }
 
 impl DecidedBy {
@@ -59,6 +64,8 @@ impl DecidedBy {
             Self::StoreAdmin => (None, "store:admin"),
             Self::StoreGrants => (None, "store:grants"),
             Self::NoRule => (None, "no-rule"),
+            Self::OpenBalena { allowed: true } => (None, "open-balena:allowed"),
+            Self::OpenBalena { allowed: false } => (None, "open-balena:refused"),
         }
     }
 }
@@ -118,6 +125,12 @@ impl Policy {
                 return Err(PolicyError::TooManyChecks(repo.max_per_request));
             }
         }
+        if let Some(ob) = &self.open_balena {
+            let asks = grants.iter().filter(|g| g.rule.is_none()).count();
+            if asks > ob.max_per_request {
+                return Err(PolicyError::TooManyChecks(ob.max_per_request));
+            }
+        }
         // Scopes are decided concurrently (each may wait for the API); one scope, docker's usual
         // request, in place: try_join_all's futures cost about 700 instructions a token.
         let pairs = scopes.iter().zip(grants);
@@ -150,6 +163,11 @@ impl Policy {
         scope: &Scope,
         grant: Grant,
     ) -> Result<(Option<Scope>, DecidedBy), PolicyError> {
+        if let (None, Some(ob)) = (grant.rule, &self.open_balena) {
+            let granted = ob.decide(caller, scope).await?;
+            let allowed = granted.is_some();
+            return Ok((granted, DecidedBy::OpenBalena { allowed }));
+        }
         let ask = asks_upstream(caller, scope, &grant);
         let (mut actions, mut by) = local(at, scope, &grant);
         if ask {

@@ -27,21 +27,25 @@ pub struct RepositoryCheck {
 /// upstream right now, and should not wait a whole TTL to push.
 const REFUSAL_TTL: Duration = Duration::from_secs(5);
 
-struct Expiry {
-    granted: Duration,
+/// A grant lives for the TTL, a refusal for at most [`REFUSAL_TTL`]; `granted` tells which
+/// a cached answer is.
+pub(crate) struct Expiry<F> {
+    ttl: Duration,
+    granted: F,
 }
 
-impl moka::Expiry<(CacheKey, String), bool> for Expiry {
-    fn expire_after_create(
-        &self,
-        _: &(CacheKey, String),
-        granted: &bool,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(if *granted {
-            self.granted
+impl<F> Expiry<F> {
+    pub(crate) fn new(ttl: Duration, granted: F) -> Self {
+        Self { ttl, granted }
+    }
+}
+
+impl<K, V, F: Fn(&V) -> bool> moka::Expiry<K, V> for Expiry<F> {
+    fn expire_after_create(&self, _: &K, answer: &V, _: std::time::Instant) -> Option<Duration> {
+        Some(if (self.granted)(answer) {
+            self.ttl
         } else {
-            REFUSAL_TTL.min(self.granted)
+            REFUSAL_TTL.min(self.ttl)
         })
     }
 }
@@ -61,10 +65,10 @@ impl RepositoryCheck {
             actions: repo.actions.clone(),
             cache: Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(Expiry {
-                    granted: Duration::from_secs(up.cache_ttl_seconds)
-                        .max(Duration::from_millis(1)),
-                })
+                .expire_after(Expiry::new(
+                    Duration::from_secs(up.cache_ttl_seconds).max(Duration::from_millis(1)),
+                    |granted: &bool| *granted,
+                ))
                 .build(),
         }
     }

@@ -177,8 +177,11 @@ impl NewGrant {
         }
         super::names::check_grant_name(&self.name)?;
         if let Some(s) = &self.service {
-            if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
-                return Err(StoreError::Invalid("service: 1 to 256 bytes".into()));
+            if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) || s.contains("${")
+            {
+                return Err(StoreError::Invalid(
+                    "service: a glob of 1 to 256 bytes over service names (no ${account})".into(),
+                ));
             }
             Glob::compile_flat(s).map_err(|e| StoreError::Invalid(format!("service: {e}")))?;
         }

@@ -70,6 +70,8 @@ pub struct Signer {
     pub service: String,
     /// Every service served (`token.services`), the default first.
     pub services: Vec<String>,
+    /// `token.audience`: any service named is accepted, and the token's `aud` is `service`.
+    any_service: bool,
     pub ttl: Duration,
 }
 
@@ -118,6 +120,7 @@ impl Signer {
             issuer: issuer.into(),
             service: service.into(),
             services: vec![service.into()],
+            any_service: false,
             ttl,
         }
     }
@@ -131,8 +134,18 @@ impl Signer {
         self
     }
 
-    /// The service a request names, if served here; the default when it names none.
+    /// One audience for every token, whatever service a request names (`token.audience`).
+    pub fn with_audience(mut self, audience: Option<&str>) -> Self {
+        self.any_service = audience.is_some();
+        self
+    }
+
+    /// The service a request names, if served here; the default when it names none (or
+    /// always, with `token.audience`).
     pub fn service_for<'a>(&'a self, asked: Option<&str>) -> Option<&'a str> {
+        if self.any_service {
+            return Some(&self.service);
+        }
         match asked {
             None => Some(&self.service),
             Some(a) => self.services.iter().find(|s| *s == a).map(String::as_str),

@@ -14,6 +14,7 @@ pub mod config;
 #[allow(unused_imports)]
 pub use config::ConfigBuilder;
 pub mod fake_api;
+pub mod fake_balena;
 pub mod idp;
 pub mod postgres;
 pub mod slapd;

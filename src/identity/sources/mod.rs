@@ -9,6 +9,7 @@
 pub mod htpasswd;
 pub mod ldap;
 pub mod oidc;
+pub mod open_balena;
 pub mod refresh;
 pub mod store;
 pub mod upstream;

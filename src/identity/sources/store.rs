@@ -228,6 +228,7 @@ impl From<Account> for Entry {
                 admin: a.user.admin,
                 rights: a.rights,
                 expires_at: None,
+                subject: None,
             }),
         }
     }

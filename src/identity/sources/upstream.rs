@@ -63,7 +63,9 @@ impl Upstream {
             client,
             url: cfg.url.clone(),
             forwarding: cfg.credentials,
-            username_pointer: cfg.username_pointer.clone(),
+            // Required by the generic profile, the only one this source serves
+            // (`UpstreamConfig::check_profile`).
+            username_pointer: cfg.username_pointer.clone().unwrap_or_default(),
             match_username: cfg.match_username,
             groups_pointer: cfg.groups_pointer.clone(),
         }
@@ -131,6 +133,7 @@ impl Upstream {
             admin: false,
             rights: Vec::new(),
             expires_at: None,
+            subject: None,
         })
     }
 }

@@ -349,6 +349,7 @@ impl LdapUsers {
             admin: false,
             rights: Vec::new(),
             expires_at: None,
+            subject: None,
         })
     }
 

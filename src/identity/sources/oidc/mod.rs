@@ -271,6 +271,7 @@ impl Provider {
             admin: false,
             rights: Vec::new(),
             expires_at: Some(exp),
+            subject: None,
         }))
     }
 }
