@@ -615,3 +615,19 @@ async fn overridden_file_values_are_named() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setting_that_does_nothing_is_named_at_start_up() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    gen_cert(tmp.path(), ISSUER);
+    let cfg = config(tmp.path(), "[audit]\npath = \"audit.log\"");
+    let issuer = Issuer::start(tmp.path(), &cfg, &[]).await;
+    let url = format!("{}?service={SERVICE}", issuer.realm());
+    token_at(&url, "alice", "alice-pw").await;
+    let log = issuer.proc.log_text();
+    assert!(
+        log.contains("audit.path is set but audit.enabled is false: no audit is written"),
+        "{log}"
+    );
+    assert!(!tmp.path().join("audit.log").exists(), "and indeed none is");
+}

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use layers::{describe, seed_env, warn_overridden};
 
+mod ineffective;
 mod key_sources;
 mod layers;
 pub mod ldap;
@@ -320,6 +321,9 @@ impl Config {
             warn_overridden(&fig, f);
         }
         cfg.validate()?;
+        for warning in ineffective::warnings(&cfg, |key| fig.find_value(key).is_ok()) {
+            tracing::warn!("{warning}");
+        }
         Ok(cfg)
     }
 
