@@ -289,6 +289,15 @@ async fn open_store(
                 .with_context(|| setting("store.url"))?,
         ),
     };
+    store.set_max_expiry_days(sc.max_expiry_days);
+    let beyond = store.count_beyond_lifetime().await?;
+    if beyond > 0 {
+        tracing::warn!(
+            accounts = beyond,
+            "non-admin accounts have no expiry or one beyond {}: made before the limit, they are left as they are; give each an expiry (PATCH /admin/v1/users/NAME)",
+            setting("store.max_expiry_days")
+        );
+    }
     if let Some(h) = htpasswd {
         for name in h.names() {
             if store.user(name).await?.is_some() {

@@ -11,6 +11,7 @@ pub mod app;
 pub(crate) mod audit;
 pub mod config;
 pub(crate) mod credentials;
+pub mod expiry;
 pub mod explaining;
 pub(crate) mod glob;
 pub mod http;

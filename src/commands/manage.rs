@@ -35,11 +35,19 @@ pub enum Users {
         expires: Option<String>,
     },
     /// List users: name, flags, expiry.
-    List,
-    /// Set a user's password, reading it from standard input.
+    List {
+        /// Only accounts that expire within this span from now (e.g. 7d, 36h).
+        #[arg(long, value_parser = store::parse_within)]
+        expiring: Option<i64>,
+    },
+    /// Set a user's password, reading it from standard input (or `--generate` one); the
+    /// expiry stays, the user's refresh tokens are revoked.
     Passwd {
         /// The user name.
         name: String,
+        /// Make a fresh random password and print it (once) instead of reading one.
+        #[arg(long)]
+        generate: bool,
     },
     /// Refuse a user's logins (at most store.cache_ttl_seconds later on running issuers).
     Disable {
@@ -156,7 +164,9 @@ async fn open(args: &StoreArgs) -> anyhow::Result<(Store, Option<Htpasswd>)> {
                 .as_ref()
                 .map(|p| Htpasswd::load(&p.relative()))
                 .transpose()?;
-            Ok((Store::open(&sc.url, &sc.base).await?, htpasswd))
+            let store = Store::open(&sc.url, &sc.base).await?;
+            store.set_max_expiry_days(sc.max_expiry_days);
+            Ok((store, htpasswd))
         }
         None => {
             let file = args.data_dir.join("token-issuer.db");
@@ -205,10 +215,12 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
                 .await?;
             eprintln!("added user {} to {}", store::shown(&name), store.shown);
         }
-        Users::List => {
+        Users::List { expiring } => {
             let mut after = String::new();
             loop {
-                let page = store.users(&after, store::MAX_PAGE).await?;
+                let page = store
+                    .users_expiring(&after, store::MAX_PAGE, expiring)
+                    .await?;
                 for u in &page {
                     let mut flags = Vec::new();
                     if u.admin {
@@ -228,13 +240,20 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
                 }
             }
         }
-        Users::Passwd { name } => {
-            let patch = UserPatch {
-                password_hash: Some(hash_stdin()?),
-                ..UserPatch::default()
+        Users::Passwd { name, generate } => {
+            let generated = generate.then(store::generate_password).transpose()?;
+            let hash = match &generated {
+                Some(pw) => store::hash_password(pw)?,
+                None => hash_stdin()?,
             };
-            store.update_user(&name, &patch).await?;
-            eprintln!("changed the password of {name}");
+            let revoked = store.set_password(&name, hash).await?;
+            if let Some(pw) = generated {
+                // Standard output holds the secret alone, for a script to capture.
+                println!("{pw}");
+            }
+            eprintln!(
+                "changed the password of {name} (its expiry unchanged; {revoked} refresh token(s) revoked)"
+            );
         }
         Users::Disable { name } => {
             set_disabled(&store, &name, true).await?;

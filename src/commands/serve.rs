@@ -41,7 +41,11 @@ pub(crate) async fn serve(
     };
     let audit = app.audit.clone();
     let with_metrics = cfg.metrics.enabled && cfg.metrics.listen.is_none();
+    // Once before serving, so the gauge and the warnings are there from the first scrape.
+    let mut warned = token_issuer::expiry::Warned::default();
+    token_issuer::expiry::report(&app, &mut warned).await;
     let live = Arc::new(reload::Live::new(app, cfg.clone(), source));
+    token_issuer::expiry::spawn(live.clone(), warned);
     // Before serving: from here on SIGHUP reloads instead of ending the process.
     reload::spawn(live.clone(), cfg.reload.watch);
     let mut serving = Vec::new();

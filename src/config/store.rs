@@ -18,6 +18,9 @@ pub struct StoreConfig {
     /// take effect here at once.
     #[serde(default = "default_store_ttl")]
     pub cache_ttl_seconds: u64,
+    /// The longest a non-admin account may live: creating or extending one without an
+    /// expiry, or beyond this many days, is refused. Off when absent.
+    pub max_expiry_days: Option<u64>,
     /// The directory relative SQLite paths are resolved against (the config file's).
     #[serde(skip)]
     pub base: PathBuf,
@@ -33,6 +36,15 @@ impl StoreConfig {
             anyhow::bail!(
                 "{}: between 1 and 300 (it bounds how long a disabled user keeps working)",
                 setting("store.cache_ttl_seconds")
+            );
+        }
+        if self
+            .max_expiry_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
+            anyhow::bail!(
+                "{}: between 1 and 3650 days",
+                setting("store.max_expiry_days")
             );
         }
         if self.url.is_empty() {

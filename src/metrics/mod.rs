@@ -85,6 +85,11 @@ pub struct RegistryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WithinLabel {
+    within: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -98,6 +103,7 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     upstream_calls: Family<UpstreamLabels, Counter>,
+    accounts_expiring: Family<WithinLabel, Gauge>,
     upstream_latency: Family<EndpointLabel, Histogram>,
     pub bcrypt_match: Counter,
     pub bcrypt_mismatch: Counter,
@@ -169,6 +175,7 @@ impl Metrics {
             cache_hits: result(&cache, "hit"),
             cache_misses: result(&cache, "miss"),
             upstream_calls: Family::default(),
+            accounts_expiring: Family::default(),
             upstream_latency: Family::new_with_constructor(latency_histogram),
             bcrypt_match: result(&bcrypt, "match"),
             bcrypt_mismatch: result(&bcrypt, "mismatch"),
@@ -237,6 +244,11 @@ impl Metrics {
             "When the signing certificate expires (Unix time): alert well before it",
             Unit::Seconds,
             m.key_not_after.clone(),
+        );
+        registry.register(
+            "accounts_expiring",
+            "Store accounts that expire within the span (1d, 7d) from now, counted every few minutes: alert before CI breaks",
+            m.accounts_expiring.clone(),
         );
         registry.register(
             "reloads",
@@ -317,6 +329,12 @@ impl Metrics {
         if HISTOGRAMS.load(Ordering::Relaxed) {
             self.token_latency.observe(took);
         }
+    }
+
+    pub fn accounts_expiring(&self, within: &'static str, n: i64) {
+        self.accounts_expiring
+            .get_or_create(&WithinLabel { within })
+            .set(n);
     }
 
     pub fn upstream_call(&self, endpoint: &'static str, outcome: &'static str, took: Duration) {

@@ -77,6 +77,28 @@ pub struct Store {
     postgres: bool,
     /// What the log and errors call it: the URL without its password.
     pub shown: String,
+    /// `store.max_expiry_days` in seconds (0: off). Atomic: a reload sets it on the store
+    /// the running issuer keeps.
+    max_expiry: std::sync::atomic::AtomicI64,
+}
+
+/// A span like `7d`, `36h` or `90m` (at most 10 years) in seconds, for expiry questions.
+pub fn parse_within(text: &str) -> std::result::Result<i64, String> {
+    humantime::parse_duration(text)
+        .ok()
+        .map(|d| d.as_secs())
+        .filter(|s| (1..=10 * 365 * 86_400).contains(s))
+        .map(|s| s as i64)
+        .ok_or_else(|| format!("{text:?} is not a span like 7d, 36h or 90m (at most 10 years)"))
+}
+
+/// A fresh password of 160 random bits (32 base32 characters), for `passwd --generate`:
+/// shown once, stored only as its bcrypt hash.
+pub fn generate_password() -> Result<String> {
+    let mut bytes = [0u8; 20];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| StoreError::Unavailable("the random number generator failed".into()))?;
+    Ok(data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase())
 }
 
 pub fn now() -> i64 {
@@ -106,6 +128,7 @@ impl Store {
             pool,
             postgres,
             shown,
+            max_expiry: std::sync::atomic::AtomicI64::new(0),
         };
         store.fill_folds("users").await?;
         store.fill_folds("user_groups").await?;

@@ -31,18 +31,113 @@ impl Store {
     }
 
     pub async fn users(&self, after: &str, limit: i64) -> Result<Vec<User>> {
+        self.users_expiring(after, limit, None).await
+    }
+
+    /// A page of users, or with `within` (seconds) only those whose account expires after
+    /// now and within that time: what an administrator renews before CI breaks.
+    pub async fn users_expiring(
+        &self,
+        after: &str,
+        limit: i64,
+        within: Option<i64>,
+    ) -> Result<Vec<User>> {
+        let t = now();
+        let (from, to) = match within {
+            Some(w) => (t, t.saturating_add(w)),
+            // Every user: no bound on expires_at (NULL passes the OR).
+            None => (i64::MIN, i64::MAX),
+        };
         let rows = self
             .timed(
                 sqlx::query(
                     "SELECT name, password_hash, admin, disabled, expires_at, created_at, updated_at \
-                     FROM users WHERE name > $1 ORDER BY name LIMIT $2",
+                     FROM users WHERE name > $1 AND ($3 OR (expires_at > $4 AND expires_at <= $5)) \
+                     ORDER BY name LIMIT $2",
                 )
                 .bind(after)
                 .bind(limit.clamp(1, MAX_PAGE))
+                .bind(within.is_none())
+                .bind(from)
+                .bind(to)
                 .fetch_all(&self.pool),
             )
             .await?;
         rows.iter().map(User::from_row).collect()
+    }
+
+    /// How many accounts expire after now and within `within` seconds.
+    pub async fn count_expiring(&self, within: i64) -> Result<i64> {
+        let t = now();
+        let row = self
+            .timed(
+                sqlx::query(
+                    "SELECT COUNT(*) FROM users WHERE expires_at > $1 AND expires_at <= $2",
+                )
+                .bind(t)
+                .bind(t.saturating_add(within))
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        get(&row, 0)
+    }
+
+    /// A new password for `name`, its expiry left as it is, and its refresh tokens revoked
+    /// (they were bound to the old password and would be refused anyway; gone, `tokens list`
+    /// says so too). Returns how many were revoked.
+    pub async fn set_password(&self, name: &str, password_hash: String) -> Result<u64> {
+        let patch = UserPatch {
+            password_hash: Some(password_hash),
+            ..UserPatch::default()
+        };
+        self.update_user(name, &patch).await?;
+        self.revoke_refresh_tokens_of(name).await
+    }
+
+    /// Sets `store.max_expiry_days` (none: any lifetime).
+    pub fn set_max_expiry_days(&self, days: Option<u64>) {
+        let secs = days.map_or(0, |d| d.saturating_mul(86_400) as i64);
+        self.max_expiry
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refuses a non-admin account without an expiry, or expiring beyond
+    /// `store.max_expiry_days` from now.
+    fn check_lifetime(&self, admin: bool, expires_at: Option<i64>) -> Result<()> {
+        let max = self.max_expiry.load(std::sync::atomic::Ordering::Relaxed);
+        if max == 0 || admin {
+            return Ok(());
+        }
+        let days = max / 86_400;
+        match expires_at {
+            None => Err(StoreError::Invalid(format!(
+                "a non-admin account needs an expiry at most {days} days away (store.max_expiry_days)"
+            ))),
+            Some(t) if t > now().saturating_add(max) => Err(StoreError::Invalid(format!(
+                "expires_at {} is more than {days} days away (store.max_expiry_days)",
+                super::rfc3339(t)
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Non-admin accounts with no expiry or one beyond `store.max_expiry_days` (0 when off):
+    /// made before the limit, reported at start-up and left as they are.
+    pub async fn count_beyond_lifetime(&self) -> Result<i64> {
+        let max = self.max_expiry.load(std::sync::atomic::Ordering::Relaxed);
+        if max == 0 {
+            return Ok(0);
+        }
+        let row = self
+            .timed(
+                sqlx::query(
+                    "SELECT COUNT(*) FROM users WHERE admin = 0 AND (expires_at IS NULL OR expires_at > $1)",
+                )
+                .bind(now().saturating_add(max))
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        get(&row, 0)
     }
 
     /// Adds a user; returns the name as stored (NFC: see `names`).
@@ -55,6 +150,7 @@ impl Store {
         expires_at: Option<i64>,
     ) -> Result<String> {
         let name = &names::checked("user", name)?;
+        self.check_lifetime(admin, expires_at)?;
         let t = now();
         let added = self
             .timed(
@@ -87,6 +183,12 @@ impl Store {
     /// PostgreSQL, under a table lock, so two admins demoting themselves at once cannot both
     /// pass it.
     pub async fn update_user(&self, name: &str, patch: &UserPatch) -> Result<()> {
+        if patch.expires_at.is_some() || patch.admin == Some(false) {
+            if let Some(u) = self.user(name).await? {
+                let admin = patch.admin.unwrap_or(u.admin);
+                self.check_lifetime(admin, patch.expires_at.unwrap_or(u.expires_at))?;
+            }
+        }
         let t = now();
         let guard = patch.admin == Some(false)
             || patch.disabled == Some(true)

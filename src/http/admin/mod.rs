@@ -40,6 +40,7 @@ pub fn routes() -> impl poem::Endpoint {
             "/users/:name",
             get(users::show).patch(users::update).delete(users::remove),
         )
+        .at("/users/:name/password", post(users::set_password))
         .at("/groups", get(groups::list).post(groups::add))
         .at("/groups/:name", delete(groups::remove))
         .at(
@@ -271,10 +272,19 @@ fn listing(
     let next = last.filter(|_| items.len() as i64 >= limit);
     let mut r = json_response(StatusCode::OK, &json!({ key: items, "next": next }));
     if let Some(n) = &next {
+        // The filters asked for (`user`, `expiring_within`) carry over to the next page.
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            if k != "after" && k != "limit" {
+                query.append_pair(&k, &v);
+            }
+        }
+        query.append_pair("after", n);
+        query.append_pair("limit", &limit.to_string());
         let link = format!(
-            "<{}?after={}&limit={limit}>; rel=\"next\"",
+            "<{}?{}>; rel=\"next\"",
             req.original_uri().path(),
-            form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+            query.finish()
         );
         if let Ok(v) = link.parse() {
             r.headers_mut().insert(header::LINK, v);

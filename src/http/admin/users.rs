@@ -52,7 +52,8 @@ async fn hash(password: String) -> Result<String, ApiError> {
 pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> ApiResult {
     let (_who, users) = admin(req, app).await?;
     let (after, limit) = page(req)?;
-    let found = users.store.users(&after, limit).await?;
+    let within = expiring_within(req)?;
+    let found = users.store.users_expiring(&after, limit, within).await?;
     let last = found.last().map(|u| u.name.clone());
     let items = found.iter().map(store::User::to_json).collect();
     Ok(listing(req, "users", items, last, limit))
@@ -166,4 +167,58 @@ pub(crate) async fn remove(
     users.invalidate(Some(&name)).await;
     tracing::info!(by = ?who.name, user = ?name, "admin API: user deleted");
     Ok(no_content())
+}
+
+/// `?expiring_within=7d`: only accounts that expire after now and within that time.
+fn expiring_within(req: &Request) -> Result<Option<i64>, ApiError> {
+    let query = req.uri().query().unwrap_or("");
+    let Some((_, v)) =
+        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "expiring_within")
+    else {
+        return Ok(None);
+    };
+    crate::store::parse_within(&v)
+        .map(Some)
+        .map_err(ApiError::Invalid)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: Option<String>,
+    #[serde(default)]
+    generate: bool,
+}
+
+/// `POST /admin/v1/users/{name}/password`: `{"password": "..."}` or `{"generate": true}` (the
+/// fresh one is in the answer, once). The expiry stays; the user's refresh tokens are revoked.
+#[handler]
+pub(crate) async fn set_password(
+    req: &Request,
+    Path(name): Path<String>,
+    body: Body,
+    Data(app): Data<&Arc<App>>,
+) -> ApiResult {
+    let (who, users) = admin(req, app).await?;
+    let p: NewPassword = json_body(req, body).await?;
+    let (password, generated) = match (p.password, p.generate) {
+        (Some(pw), false) => (pw, false),
+        (None, true) => (store::generate_password()?, true),
+        _ => {
+            return Err(ApiError::Invalid(
+                "give either \"password\" or \"generate\": true".into(),
+            ))
+        }
+    };
+    let revoked = users
+        .store
+        .set_password(&name, hash(password.clone()).await?)
+        .await?;
+    users.invalidate(Some(&name)).await;
+    tracing::info!(by = ?who.name, user = ?name, generated, revoked, "admin API: password changed");
+    let mut answer = serde_json::json!({"name": name, "refresh_tokens_revoked": revoked});
+    if generated {
+        answer["password"] = password.into();
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
