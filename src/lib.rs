@@ -8,7 +8,7 @@
 #![warn(unreachable_pub)]
 
 pub mod app;
-pub(crate) mod audit;
+pub mod audit;
 pub mod config;
 pub(crate) mod credentials;
 pub mod expiry;

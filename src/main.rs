@@ -265,10 +265,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::keys::generate(&issuer, &out_dir, days, key_type, force),
         Command::Healthcheck { config, url } => commands::tools::healthcheck(config, url).await,
         Command::SampleImage { dir, text } => commands::tools::sample_image(&dir, &text),
-        Command::Users { store, command } => manage::users(&store, command).await,
-        Command::Groups { store, command } => manage::groups(&store, command).await,
-        Command::Grants { store, command } => manage::grants(&store, command).await,
-        Command::Tokens { store, command } => manage::tokens(&store, command).await,
+        Command::Users { store, command } => {
+            manage::audited(&store, manage::users(&store, command).await).await
+        }
+        Command::Groups { store, command } => {
+            manage::audited(&store, manage::groups(&store, command).await).await
+        }
+        Command::Grants { store, command } => {
+            manage::audited(&store, manage::grants(&store, command).await).await
+        }
+        Command::Tokens { store, command } => {
+            manage::audited(&store, manage::tokens(&store, command).await).await
+        }
         Command::Keys {
             command:
                 KeysCommand::Rotate {

@@ -267,3 +267,97 @@ async fn a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens() {
     .await;
     assert_eq!(s, 400, "neither a password nor generate: {e}");
 }
+
+/// The audit file's admin lines, once `n` of them are there.
+async fn admin_lines(path: &Path, n: usize) -> Vec<Value> {
+    let read = || {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == "admin")
+            .collect::<Vec<_>>()
+    };
+    within(
+        std::time::Duration::from_secs(10),
+        "the admin lines",
+        || async { read().len() >= n },
+    )
+    .await;
+    read()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_changes_and_refused_admin_requests_are_audit_lines_without_secrets() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let cfg = format!(
+        "{}\n[audit]\nenabled = true\npath = \"audit.log\"",
+        config_with("")
+    );
+    users_before_start(dir, &cfg, &[]);
+    let issuer = start_on(dir, &cfg).await;
+    let made = json!({"name": "ci", "password": "s3cret-ci-pw", "expires_at": null});
+    let (s, _) = api(&issuer, "POST", "/users", Some(BOSS), Some(made)).await;
+    assert_eq!(s, 201);
+    let (s, _) = api(&issuer, "GET", "/users", Some(BOSS), None).await;
+    assert_eq!(s, 200, "a read writes no line");
+    let (s, _) = api(
+        &issuer,
+        "DELETE",
+        "/users/ci",
+        Some(("boss", "wrong-guess")),
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _) = api(&issuer, "GET", "/users", Some(("ci", "s3cret-ci-pw")), None).await;
+    assert_eq!(s, 403);
+    let config = dir.join("issuer.toml");
+    ok(&cli(
+        &[
+            "users",
+            "disable",
+            "ci",
+            "--config",
+            config.to_str().expect("utf8"),
+        ],
+        "",
+    ));
+    // The CLI's first admin (made before the issuer ran), then these; two processes write the
+    // file, so the order between them is not fixed.
+    let lines = admin_lines(&dir.join("audit.log"), 5).await;
+    let mut brief: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or("").to_string();
+            (s("by"), s("action"), s("target"), s("outcome"))
+        })
+        .collect();
+    brief.sort();
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let cli_by = format!("cli:{user}");
+    let mut want: Vec<(String, String, String, String)> = [
+        (cli_by.as_str(), "users add", "boss", "ok"),
+        ("boss", "POST /admin/v1/users", "users", "ok"),
+        ("boss", "DELETE /admin/v1/users/ci", "users/ci", "refused"),
+        ("ci", "GET /admin/v1/users", "users", "refused"),
+        (cli_by.as_str(), "users disable", "ci", "ok"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(brief, want);
+    let made = lines
+        .iter()
+        .find(|l| l["action"] == "POST /admin/v1/users")
+        .expect("the user made");
+    assert_eq!(made["status"], 201);
+    assert_eq!(made["fields"]["name"], "ci");
+    assert_eq!(made["fields"]["password_given"], true);
+    let text = std::fs::read_to_string(dir.join("audit.log")).expect("audit");
+    for secret in ["s3cret-ci-pw", "wrong-guess", "boss-pw", "$2"] {
+        assert!(!text.contains(secret), "{secret} in the audit log");
+    }
+}

@@ -93,6 +93,59 @@ impl Record<'_> {
     }
 }
 
+/// One administrative change, or a refused administrative request: the admin API's and the
+/// CLI's, in the same file as token decisions, told apart by `"kind":"admin"`.
+pub struct AdminRecord<'a> {
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    pub client_ip: Option<IpAddr>,
+    /// Who: the admin's name as given (Basic user), or `cli:<OS user>`.
+    pub by: &'a str,
+    /// `POST /admin/v1/users`, or the CLI's command (`users add`).
+    pub action: &'a str,
+    /// What it was done to (`users/ci-bot`).
+    pub target: &'a str,
+    /// The fields given, secrets removed (a JSON object).
+    pub fields: &'a serde_json::Value,
+    /// `ok`, `refused` (401/403), or `failed`.
+    pub outcome: &'a str,
+    /// The HTTP status (0 for the CLI).
+    pub status: u16,
+}
+
+impl AdminRecord<'_> {
+    /// Appends the line (without its newline) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"time":""#);
+        rfc3339_millis(self.time, out);
+        out.extend_from_slice(br#"","kind":"admin","request_id":"#);
+        ours(out, self.request_id);
+        out.extend_from_slice(br#","client_ip":"#);
+        match self.client_ip {
+            Some(a) => {
+                out.push(b'"');
+                ip(out, a);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(br#","by":"#);
+        string(out, self.by);
+        out.extend_from_slice(br#","action":"#);
+        string(out, self.action);
+        out.extend_from_slice(br#","target":"#);
+        string(out, self.target);
+        out.extend_from_slice(br#","fields":"#);
+        // serde_json escapes as `string` does for what needs it.
+        let _ = serde_json::to_writer(&mut *out, self.fields);
+        out.extend_from_slice(br#","outcome":"#);
+        ours(out, self.outcome);
+        out.extend_from_slice(br#","status":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.push(b'}');
+    }
+}
+
 /// Bytes that may stand in a JSON string as they are. Bytes of multi-byte UTF-8 characters are
 /// all ≥ 0x80, so a `str` is copied whole when it has no quote, backslash or control character.
 fn plain(b: u8) -> bool {

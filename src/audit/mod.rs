@@ -19,7 +19,7 @@ use crate::config::{setting, AuditConfig};
 use anyhow::Context;
 
 mod line;
-pub(crate) use line::Record;
+pub(crate) use line::{AdminRecord, Record};
 
 /// Bytes waiting for the writer; past this, requests wait for it.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -85,8 +85,17 @@ impl Audit {
         Ok(Some(Self { shared }))
     }
 
+    /// Queues an administrative change's line, as [`Audit::record`] does a decision's.
+    pub async fn record_admin(&self, record: &AdminRecord<'_>) {
+        self.queue(|line| record.write_to(line)).await
+    }
+
     /// Queues `record`; waits only while the writer is `MAX_PENDING` bytes behind.
     pub async fn record(&self, record: &Record<'_>) {
+        self.queue(|line| record.write_to(line)).await
+    }
+
+    async fn queue(&self, write: impl Fn(&mut Vec<u8>)) {
         thread_local! {
             /// Each worker thread's line buffer, reused: the line is written (well under a
             /// microsecond) before the shared buffer is locked, so the lock is held for a copy
@@ -96,7 +105,7 @@ impl Audit {
         loop {
             let queued = LINE.with_borrow_mut(|line| {
                 line.clear();
-                record.write_to(line);
+                write(line);
                 line.push(b'\n');
                 let mut p = self.lock();
                 if p.buf.len() >= MAX_PENDING {
@@ -347,3 +356,36 @@ impl ErrorLog {
 
 #[cfg(test)]
 mod tests;
+
+/// One line for a change the CLI made against the store (`by` is `cli:<OS user>`), written
+/// and flushed before the command exits; nothing when `[audit]` is off.
+pub async fn cli_change(
+    cfg: &crate::config::AuditConfig,
+    action: &str,
+    target: &str,
+    fields: serde_json::Value,
+    ok: bool,
+) -> anyhow::Result<()> {
+    let Some(audit) = Audit::start(cfg)? else {
+        return Ok(());
+    };
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let request_id = request_id();
+    audit
+        .record_admin(&AdminRecord {
+            time: std::time::SystemTime::now(),
+            request_id: &request_id,
+            client_ip: None,
+            by: &format!("cli:{user}"),
+            action,
+            target,
+            fields: &fields,
+            outcome: if ok { "ok" } else { "failed" },
+            status: 0,
+        })
+        .await;
+    audit.flush().await;
+    Ok(())
+}

@@ -9,13 +9,14 @@ mod explain;
 mod grants;
 mod groups;
 mod tokens;
+mod trail;
 mod users;
 
 use std::sync::Arc;
 
 use poem::error::ResponseError;
 use poem::http::{header, StatusCode};
-use poem::{delete, get, post, Body, Request, Response, Route};
+use poem::{delete, get, post, Body, EndpointExt, Request, Response, Route};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -53,6 +54,7 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/tokens", get(tokens::list).delete(tokens::revoke_all))
         .at("/tokens/:id", delete(tokens::revoke))
         .at("/explain", post(explain::explain_route))
+        .around(trail::audited)
 }
 
 /// An admin API failure, as a status and a message. Handlers return it with `?` and poem
