@@ -266,6 +266,18 @@ async fn a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens() {
     )
     .await;
     assert_eq!(s, 400, "neither a password nor generate: {e}");
+    // A PATCH of the password revokes them too: every password change goes one way.
+    let (status, body) = login(&issuer, "ci", printed).await;
+    assert_eq!(status, 200, "{body}");
+    let held = |t: Value| t["tokens"].as_array().map_or(0, Vec::len);
+    // This login's, and the one that saw the CLI's password take effect.
+    let (_, tokens) = api(&issuer, "GET", "/tokens?user=ci", Some(BOSS), None).await;
+    assert!(held(tokens) >= 1);
+    let patch = json!({"password": "ci-pw-3"});
+    let (s, _) = api(&issuer, "PATCH", "/users/ci", Some(BOSS), Some(patch)).await;
+    assert_eq!(s, 200);
+    let (_, tokens) = api(&issuer, "GET", "/tokens?user=ci", Some(BOSS), None).await;
+    assert_eq!(held(tokens), 0);
 }
 
 /// The audit file's admin lines, once `n` of them are there.

@@ -295,7 +295,8 @@ async fn set_disabled(store: &Store, name: &str, disabled: bool) -> anyhow::Resu
         disabled: Some(disabled),
         ..UserPatch::default()
     };
-    Ok(store.update_user(name, &patch).await?)
+    store.update_user(name, &patch).await?;
+    Ok(())
 }
 
 pub async fn groups(args: &StoreArgs, cmd: Groups) -> anyhow::Result<()> {

@@ -82,16 +82,14 @@ impl Store {
         get(&row, 0)
     }
 
-    /// A new password for `name`, its expiry left as it is, and its refresh tokens revoked
-    /// (they were bound to the old password and would be refused anyway; gone, `tokens list`
-    /// says so too). Returns how many were revoked.
+    /// A new password for `name`, its expiry left as it is (see [`Store::update_user`]).
+    /// Returns how many refresh tokens were revoked.
     pub async fn set_password(&self, name: &str, password_hash: String) -> Result<u64> {
         let patch = UserPatch {
             password_hash: Some(password_hash),
             ..UserPatch::default()
         };
-        self.update_user(name, &patch).await?;
-        self.revoke_refresh_tokens_of(name).await
+        self.update_user(name, &patch).await
     }
 
     /// Sets `store.max_expiry_days` (none: any lifetime).
@@ -181,8 +179,8 @@ impl Store {
     /// them). A change that would leave no enabled admin is refused ([`StoreError::Refused`]);
     /// the check is in the same statement (SQLite runs one writer at a time) or, on
     /// PostgreSQL, under a table lock, so two admins demoting themselves at once cannot both
-    /// pass it.
-    pub async fn update_user(&self, name: &str, patch: &UserPatch) -> Result<()> {
+    /// pass it. Returns how many refresh tokens a new password revoked.
+    pub async fn update_user(&self, name: &str, patch: &UserPatch) -> Result<u64> {
         if patch.expires_at.is_some() || patch.admin == Some(false) {
             if let Some(u) = self.user(name).await? {
                 let admin = patch.admin.unwrap_or(u.admin);
@@ -239,7 +237,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(self.not_done(name).await);
         }
-        Ok(())
+        // A new password revokes the user's refresh tokens, whoever changed it (the admin
+        // API's PATCH or password route, the CLI): they were bound to the old password and
+        // would be refused anyway; gone, `tokens list` says so too.
+        match patch.password_hash {
+            Some(_) => self.revoke_refresh_tokens_of(name).await,
+            None => Ok(0),
+        }
     }
 
     /// Runs a write whose `WHERE` holds [`another_admin`]: on PostgreSQL under a table lock, so
