@@ -111,10 +111,7 @@ impl Policy {
         let scopes: Vec<serde_json::Value> = decisions
             .iter()
             .map(|d| {
-                let rule = match d.decided_by {
-                    DecidedBy::Rule(n) | DecidedBy::Upstream { rule: n, .. } => Some(n),
-                    _ => None,
-                };
+                let rule = d.decided_by.parts().0;
                 serde_json::json!({
                     "scope": d.scope.to_string(),
                     "granted": d.granted,
