@@ -140,7 +140,8 @@ impl App {
             Some(o) if o.identity_inputs == identity_inputs => o.auth.clone(),
             _ => Arc::new(build_auth(cfg, htpasswd, old, client.clone()).await?),
         };
-        let policy = build_policy(cfg, client.clone())?;
+        let services = cfg.services()?;
+        let policy = build_policy(cfg, client.clone(), &services)?;
         let signer = Signer::new(
             &keys,
             issuer,
@@ -148,7 +149,7 @@ impl App {
             Duration::from_secs(cfg.token.ttl_seconds),
             cfg.token.x5c,
         )
-        .with_services(cfg.services()?)
+        .with_services(services)
         .with_audience(cfg.token.audience.as_deref());
         Ok(Self {
             jwks_json: Jwks {
@@ -368,7 +369,11 @@ fn warn_on_expiry(keys: &KeyMaterial, now: i64, x5c: X5cMode) {
     }
 }
 
-fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Result<Policy> {
+fn build_policy(
+    cfg: &Config,
+    client: Option<upstream::Client>,
+    services: &[String],
+) -> anyhow::Result<Policy> {
     let capacity = cfg.identity.cache_capacity;
     let open_balena = match (&cfg.upstream, &client) {
         (Some(up), Some(client)) if up.profile == UpstreamProfile::OpenBalena => Some(
@@ -401,17 +406,8 @@ fn build_policy(cfg: &Config, client: Option<upstream::Client>) -> anyhow::Resul
     for warning in acl.shadow_warnings() {
         tracing::warn!("{warning}");
     }
-    let services = cfg.services()?;
-    for (i, r) in cfg.acl.iter().enumerate() {
-        let Some(pattern) = &r.service else { continue };
-        let glob = crate::glob::Glob::compile_flat(pattern)
-            .map_err(|e| anyhow::anyhow!("acl[{i}].service: {e}"))?;
-        if !services.iter().any(|s| glob.matches(s, "")) {
-            tracing::warn!(
-                "acl[{i}].service {pattern:?} matches none of the services served ({services:?}, {}): the rule never applies",
-                setting("token.services")
-            );
-        }
+    for warning in acl.unserved_warnings(services) {
+        tracing::warn!("{warning}");
     }
     if acl.uses_upstream() && repository.is_none() {
         anyhow::bail!(

@@ -274,6 +274,25 @@ impl Acl {
         out
     }
 
+    /// Rules naming a `service` that matches none of `services`: they never apply.
+    pub fn unserved_warnings(&self, services: &[String]) -> Vec<String> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.service
+                    .as_ref()
+                    .is_some_and(|g| !services.iter().any(|s| g.matches(s, "")))
+            })
+            .map(|(i, r)| {
+                format!(
+                    "rule acl[{i}] {} never applies: its service matches none of the services served ({services:?}, token.services)",
+                    r.text
+                )
+            })
+            .collect()
+    }
+
     /// The shadowed-rule warnings, one sentence each.
     pub fn shadow_warnings(&self) -> Vec<String> {
         self.shadowed()

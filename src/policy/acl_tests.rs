@@ -302,3 +302,20 @@ fn bad_networks_and_services_are_startup_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rule_for_a_service_not_served_is_named() {
+    let mut staging = rule("*", "repository", "**", &["pull"]);
+    staging.service = Some("staging.*".into());
+    let acl = Acl::compile(&[staging, rule("*", "repository", "x", &["pull"])]).expect("compile");
+    let served = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(acl
+        .unserved_warnings(&served(&["registry.test", "staging.test"]))
+        .is_empty());
+    let warnings = acl.unserved_warnings(&served(&["registry.test"]));
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].starts_with("rule acl[0] { account = \"*\", service = \"staging.*\""),
+        "{warnings:?}"
+    );
+}
