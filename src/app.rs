@@ -73,6 +73,9 @@ impl App {
         old: Option<&App>,
         audit: Option<crate::audit::Audit>,
     ) -> anyhow::Result<Self> {
+        for warning in &cfg.ineffective {
+            tracing::warn!("{warning}");
+        }
         let issuer = cfg.issuer()?;
         let service = cfg.service()?;
         let src = cfg.key_sources()?;

@@ -94,6 +94,11 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Settings given to no effect, found while loading (where it is known what was given)
+    /// and logged when the service is assembled, at start-up and on reload: a CLI command
+    /// reading the same file does not repeat them.
+    #[serde(skip)]
+    pub ineffective: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,9 +326,7 @@ impl Config {
             warn_overridden(&fig, f);
         }
         cfg.validate()?;
-        for warning in ineffective::warnings(&cfg, |key| fig.find_value(key).is_ok()) {
-            tracing::warn!("{warning}");
-        }
+        cfg.ineffective = ineffective::warnings(&cfg, |key| fig.find_value(key).is_ok());
         Ok(cfg)
     }
 
