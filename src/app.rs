@@ -418,7 +418,7 @@ fn build_policy(
             setting("upstream.repository.url")
         );
     }
-    if acl.is_empty() && cfg.store.is_none() {
+    if acl.is_empty() && cfg.store.is_none() && open_balena.is_none() {
         tracing::warn!("no [[acl]] rules: tokens will grant nothing");
     }
     Ok(Policy {
