@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::config::UpstreamProfile;
-use crate::config::{setting, AclRule, Config, KeySources, X5cMode};
+use crate::config::{setting, Config, KeySources, X5cMode};
 use crate::identity::ldap::LdapUsers;
 use crate::identity::open_balena::OpenBalenaUsers;
 use crate::identity::store::StoreUsers;
@@ -16,7 +16,7 @@ use crate::identity::{
     damping::Damping, htpasswd::Htpasswd, Authenticator, CacheSettings, Sources,
 };
 use crate::keys::{jwk::Jwks, KeyError, KeyMaterial, PublishedKey};
-use crate::policy::{upstream::RepositoryCheck, Acl, Policy};
+use crate::policy::Policy;
 use crate::store::Store;
 use crate::token::Signer;
 use crate::upstream;
@@ -144,7 +144,7 @@ impl App {
             _ => Arc::new(build_auth(cfg, htpasswd, old, client.clone()).await?),
         };
         let services = cfg.services()?;
-        let policy = build_policy(cfg, client.clone(), &services)?;
+        let policy = Policy::build(cfg, client.clone(), &services)?;
         let signer = Signer::new(
             &keys,
             issuer,
@@ -370,62 +370,6 @@ fn warn_on_expiry(keys: &KeyMaterial, now: i64, x5c: X5cMode) {
             "the signing certificate expires at {until}, within {EXPIRY_WARNING_DAYS} days; then {effect}; rotate the key"
         );
     }
-}
-
-fn build_policy(
-    cfg: &Config,
-    client: Option<upstream::Client>,
-    services: &[String],
-) -> anyhow::Result<Policy> {
-    let capacity = cfg.identity.cache_capacity;
-    let open_balena = match (&cfg.upstream, &client) {
-        (Some(up), Some(client)) if up.profile == UpstreamProfile::OpenBalena => Some(
-            crate::policy::open_balena::OpenBalenaCheck::new(up, client.clone(), capacity)?,
-        ),
-        _ => None,
-    };
-    let repository = match (&cfg.upstream, client) {
-        (Some(up), Some(client)) => up
-            .repository
-            .as_ref()
-            .map(|r| RepositoryCheck::new(up, r, client, capacity)),
-        _ => None,
-    };
-    let acl = if cfg.acl.is_empty() && repository.is_some() {
-        // Jellyfish / open-balena style with no local rules: the API decides every repository.
-        tracing::info!("no [[acl]] rules: every repository is decided by upstream.repository.url");
-        Acl::compile(&[AclRule {
-            account: Some("*".into()),
-            group: None,
-            service: None,
-            ip: Vec::new(),
-            resource_type: "repository".into(),
-            name: "**".into(),
-            actions: vec!["upstream".into()],
-        }])?
-    } else {
-        Acl::compile(&cfg.acl)?
-    };
-    for warning in acl.shadow_warnings() {
-        tracing::warn!("{warning}");
-    }
-    for warning in acl.unserved_warnings(services) {
-        tracing::warn!("{warning}");
-    }
-    if acl.uses_upstream() && repository.is_none() {
-        anyhow::bail!(
-            "acl: a rule grants \"upstream\" but {} is not set",
-            setting("upstream.repository.url")
-        );
-    }
-    if acl.is_empty() && cfg.store.is_none() && open_balena.is_none() {
-        tracing::warn!("no [[acl]] rules: tokens will grant nothing");
-    }
-    Ok(Policy {
-        acl,
-        repository,
-        open_balena,
-    })
 }
 
 /// The built-in registry for `[registry]`, open and running its background work: it trusts
