@@ -266,16 +266,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck { config, url } => commands::tools::healthcheck(config, url).await,
         Command::SampleImage { dir, text } => commands::tools::sample_image(&dir, &text),
         Command::Users { store, command } => {
-            manage::audited(&store, manage::users(&store, command).await).await
+            commands::store_audit::audited(&store, manage::users(&store, command).await).await
         }
         Command::Groups { store, command } => {
-            manage::audited(&store, manage::groups(&store, command).await).await
+            commands::store_audit::audited(&store, manage::groups(&store, command).await).await
         }
         Command::Grants { store, command } => {
-            manage::audited(&store, manage::grants(&store, command).await).await
+            commands::store_audit::audited(&store, manage::grants(&store, command).await).await
         }
         Command::Tokens { store, command } => {
-            manage::audited(&store, manage::tokens(&store, command).await).await
+            commands::store_audit::audited(&store, manage::tokens(&store, command).await).await
         }
         Command::Keys {
             command:

@@ -13,7 +13,7 @@ use token_issuer::store::{self, NewGrant, Store, UserPatch};
 pub struct StoreArgs {
     /// The store of this config file's [store] url (its htpasswd file, if any, is checked too).
     #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The store `dev` keeps in DATA_DIR/token-issuer.db.
     #[arg(long, global = true, default_value = "data")]
     data_dir: PathBuf,
@@ -437,37 +437,4 @@ pub async fn tokens(args: &StoreArgs, cmd: Tokens) -> anyhow::Result<()> {
         Tokens::Revoke { .. } => anyhow::bail!("name a token id or --user USER"),
     }
     Ok(())
-}
-
-/// After a store command: with `--config` and `[audit]` on, one `"kind":"admin"` line for a
-/// change (the arguments name it; passwords come from standard input and are never among
-/// them), whatever its outcome. Listings write none.
-pub async fn audited(args: &StoreArgs, result: anyhow::Result<()>) -> anyhow::Result<()> {
-    let Some(file) = &args.config else {
-        return result;
-    };
-    let words: Vec<String> = std::env::args().skip(1).collect();
-    let mut plain = words.iter().filter(|w| !w.starts_with('-'));
-    let (Some(noun), Some(verb)) = (plain.next(), plain.next()) else {
-        return result;
-    };
-    let reads = verb == "list"
-        || (noun == "groups"
-            && verb == "members"
-            && !words.iter().any(|w| w == "--add" || w == "--remove"));
-    if reads {
-        return result;
-    }
-    let target = plain.next().cloned().unwrap_or_default();
-    let fields = serde_json::json!({ "args": words });
-    let cfg = token_issuer::config::Config::load(Some(file), &[])?;
-    token_issuer::audit::cli_change(
-        &cfg.audit,
-        &format!("{noun} {verb}"),
-        &target,
-        fields,
-        result.is_ok(),
-    )
-    .await?;
-    result
 }

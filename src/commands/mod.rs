@@ -5,4 +5,5 @@ pub(crate) mod keys;
 pub(crate) mod manage;
 pub(crate) mod rotate;
 pub(crate) mod serve;
+pub(crate) mod store_audit;
 pub(crate) mod tools;
