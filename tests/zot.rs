@@ -136,17 +136,9 @@ async fn issuer(dir: &Path, kind: &str) -> Issuer {
 }
 
 async fn token(issuer: &Issuer, user: &str, scope: &str) -> String {
-    let body: Value = reqwest::Client::new()
-        .get(issuer.realm())
-        .query(&[("service", SERVICE), ("scope", scope)])
-        .basic_auth(user, Some(format!("{user}-pw")))
-        .send()
-        .await
-        .expect("realm")
-        .json()
-        .await
-        .expect("json");
-    body["token"].as_str().expect("a token").to_string()
+    let scope: String = form_urlencoded::byte_serialize(scope.as_bytes()).collect();
+    let url = format!("{}?service={SERVICE}&scope={scope}", issuer.realm());
+    token_at(&url, user, &format!("{user}-pw")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
