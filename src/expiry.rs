@@ -43,7 +43,7 @@ pub async fn report(app: &App, warned: &mut Warned) {
     while warned.0.len() < MAX_WARNED {
         let page = match users
             .store
-            .users_expiring(&after, MAX_PAGE, Some(WEEK))
+            .users_where(&after, MAX_PAGE, store::UserFilter::Expiring(WEEK))
             .await
         {
             Ok(p) => p,

@@ -318,6 +318,10 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str, id_token: &
     assert!(err.contains(docker.words.denied), "{label}: {err}");
     docker.ok(&["logout", host], None);
 
+    if docker.program == "docker" {
+        rotation_needs_a_new_login(docker, dir, host, label, &image);
+    }
+
     // A CI job's OIDC ID token as the password: its rule lets it push org/ci.
     let ci = format!("{host}/org/ci:latest");
     docker.ok(&["tag", &image, &ci], None);
@@ -346,6 +350,57 @@ fn docker_flow(docker: &Docker, dir: &Path, host: &str, label: &str, id_token: &
     assert!(err.contains(docker.words.denied), "{label}: {err}");
     docker.ok(&["logout", host], None);
     docker.ok(&["rmi", &image, &other, &ci, &team], None);
+}
+
+/// A store robot's password rotated (`users passwd --generate`): the refresh token docker
+/// keeps for it stops working, and docker says to log in again; a login with the new password
+/// works.
+fn rotation_needs_a_new_login(docker: &Docker, dir: &Path, host: &str, label: &str, image: &str) {
+    let config = dir.join("issuer.toml");
+    let config = config.to_str().expect("utf8");
+    let cli = |args: &[&str], stdin: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--config", config]);
+        store_api::ok(&store_api::cli(&all, stdin))
+    };
+    cli(&["users", "add", "robot"], "robot-pw\n");
+    cli(&["grants", "add", "--user", "robot", "org/*", "pull"], "");
+    docker.ok(
+        &["login", "-u", "robot", "--password-stdin", host],
+        Some("robot-pw"),
+    );
+    let stored = docker.stored_login(host).expect("docker's saved login");
+    assert!(
+        stored["identitytoken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("tirt_")),
+        "{label}: {stored}"
+    );
+    docker.ok(&["pull", image], None);
+    let fresh = cli(&["users", "passwd", "robot", "--generate"], "");
+    // The CLI writes the database; the running issuer sees it within store.cache_ttl_seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        let out = docker.run(&["pull", image], None);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{label}: the old login still pulls"
+        );
+    };
+    eprintln!(
+        "{label}: after the rotation, docker pull says: {}",
+        err.trim()
+    );
+    assert!(err.contains("log in again"), "{label}: {err}");
+    docker.ok(
+        &["login", "-u", "robot", "--password-stdin", host],
+        Some(fresh.trim()),
+    );
+    docker.ok(&["pull", image], None);
+    docker.ok(&["logout", host], None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

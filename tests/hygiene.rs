@@ -1,61 +1,21 @@
-//! Credential hygiene on the SQLite store: expiry that warns before it breaks CI (the list,
-//! the gauge, the daily warning), a maximum lifetime for non-admin accounts, and rotation that
-//! keeps the expiry and revokes the refresh tokens of the old password.
+//! Credential hygiene, each test on SQLite and on PostgreSQL: expiry that warns before it
+//! breaks CI (the list, the gauge, the daily warning), a maximum lifetime for non-admin
+//! accounts, rotation that keeps the expiry and revokes the refresh tokens of the old password,
+//! and admin changes in the audit log.
 
 mod common;
 
 use std::path::Path;
 
+use common::hygiene::*;
 use common::store_api::*;
-use common::*;
 use serde_json::{json, Value};
 
-/// The store tests' config with `extra` lines in `[store]`.
-fn config_with(extra: &str) -> String {
-    ConfigBuilder::keys_from_env(SERVICE)
-        .section(&format!("[store]\nurl = \"sqlite://store.db\"\n{extra}"))
-        .allow("alice", "**", &["pull"])
-        .build()
-}
+on_both!(accounts_expiring_soon_are_listed_counted_and_warned_about);
 
-/// Writes the config and makes users with the CLI before any issuer runs: `(name, --expires)`.
-fn users_before_start(dir: &Path, cfg: &str, users: &[(&str, Option<&str>)]) {
-    std::fs::write(dir.join("issuer.toml"), cfg).expect("config");
-    write_users(dir, &[("alice", "alice-pw")]);
-    add_boss(&dir.join("issuer.toml"));
-    for (name, expires) in users {
-        let mut args = vec!["users", "add", name, "--config"];
-        let path = dir.join("issuer.toml");
-        let path = path.to_str().expect("utf8");
-        args.push(path);
-        if let Some(e) = expires {
-            args.extend(["--expires", e]);
-        }
-        ok(&cli(&args, &format!("{name}-pw\n")));
-    }
-}
-
-async fn start_on(dir: &Path, cfg: &str) -> Issuer {
-    let (env, _) = keys(dir);
-    write_users(dir, &[("alice", "alice-pw")]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Issuer::start(dir, cfg, &env).await
-}
-
-fn names(listing: &Value) -> Vec<String> {
-    listing["users"]
-        .as_array()
-        .expect("users")
-        .iter()
-        .map(|u| u["name"].as_str().expect("name").to_string())
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn accounts_expiring_soon_are_listed_counted_and_warned_about() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let cfg = config_with("");
+async fn accounts_expiring_soon_are_listed_counted_and_warned_about(kind: Kind, dir: &Path) {
+    let db = Db::new(kind, dir).await;
+    let cfg = db.config("");
     users_before_start(
         dir,
         &cfg,
@@ -115,13 +75,13 @@ async fn accounts_expiring_soon_are_listed_counted_and_warned_about() {
     assert!(!log.contains("user=\"later\""), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_maximum_lifetime_refuses_accounts_that_would_outlive_it() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
+on_both!(a_maximum_lifetime_refuses_accounts_that_would_outlive_it);
+
+async fn a_maximum_lifetime_refuses_accounts_that_would_outlive_it(kind: Kind, dir: &Path) {
+    let db = Db::new(kind, dir).await;
     // Made before the limit: reported at start-up, left as it is.
-    users_before_start(dir, &config_with(""), &[("old-robot", None)]);
-    let cfg = config_with("max_expiry_days = 30");
+    users_before_start(dir, &db.config(""), &[("old-robot", None)]);
+    let cfg = db.config("max_expiry_days = 30");
     std::fs::write(dir.join("issuer.toml"), &cfg).expect("config");
     let issuer = start_on(dir, &cfg).await;
     let log = issuer.proc.log_text();
@@ -173,27 +133,11 @@ async fn a_maximum_lifetime_refuses_accounts_that_would_outlive_it() {
     );
 }
 
-/// A token request for `user` with `password`, offline: the status and the body.
-async fn login(issuer: &Issuer, user: &str, password: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .get(issuer.realm())
-        .query(&[
-            ("service", SERVICE),
-            ("offline_token", "true"),
-            ("client_id", "ci"),
-        ])
-        .basic_auth(user, Some(password))
-        .send()
-        .await
-        .expect("realm");
-    (r.status().as_u16(), r.json().await.expect("json"))
-}
+on_both!(a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let cfg = config_with("");
+async fn a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens(kind: Kind, dir: &Path) {
+    let db = Db::new(kind, dir).await;
+    let cfg = db.config("");
     users_before_start(dir, &cfg, &[("ci", Some("10d"))]);
     let issuer = start_on(dir, &cfg).await;
     let (_, before) = api(&issuer, "GET", "/users/ci", Some(BOSS), None).await;
@@ -299,13 +243,16 @@ async fn admin_lines(path: &Path, n: usize) -> Vec<Value> {
     read()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn admin_changes_and_refused_admin_requests_are_audit_lines_without_secrets() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
+on_both!(admin_changes_and_refused_admin_requests_are_audit_lines_without_secrets);
+
+async fn admin_changes_and_refused_admin_requests_are_audit_lines_without_secrets(
+    kind: Kind,
+    dir: &Path,
+) {
+    let db = Db::new(kind, dir).await;
     let cfg = format!(
         "{}\n[audit]\nenabled = true\npath = \"audit.log\"",
-        config_with("")
+        db.config("")
     );
     users_before_start(dir, &cfg, &[]);
     let issuer = start_on(dir, &cfg).await;
@@ -372,4 +319,43 @@ async fn admin_changes_and_refused_admin_requests_are_audit_lines_without_secret
     for secret in ["s3cret-ci-pw", "wrong-guess", "boss-pw", "$2"] {
         assert!(!text.contains(secret), "{secret} in the audit log");
     }
+}
+
+/// Wrong passwords at the admin API count as failed logins: past `damping.failures_per_minute`
+/// the pair is slowed and, beyond `damping.max_waiting`, turned away with a 429; other
+/// accounts from the same address are not held.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_logins_are_damped_like_any_login() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let db = Db::new(Kind::Sqlite, dir).await;
+    let cfg = format!(
+        "{}\n[damping]\nfailures_per_minute = 2\nmax_delay_seconds = 2\nmax_waiting = 1",
+        db.config("")
+    );
+    users_before_start(dir, &cfg, &[]);
+    let issuer = start_on(dir, &cfg).await;
+    let guess = |n: usize| {
+        let issuer = &issuer;
+        async move {
+            let wrong = format!("guess-{n}");
+            api(
+                issuer,
+                "GET",
+                "/users",
+                Some(("boss", wrong.as_str())),
+                None,
+            )
+            .await
+            .0
+        }
+    };
+    for n in 0..2 {
+        assert_eq!(guess(n).await, 401);
+    }
+    let burst = futures::future::join_all((2..8).map(guess)).await;
+    assert!(burst.iter().all(|s| [401, 429].contains(s)), "{burst:?}");
+    assert!(burst.contains(&429), "past the threshold: {burst:?}");
+    // The realm's alice, from the same address, is not held by boss's failures.
+    assert_eq!(token(&issuer, ("alice", "alice-pw"), &[]).await.0, 200);
 }

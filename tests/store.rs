@@ -396,8 +396,8 @@ async fn cli_manages_the_store_and_imports_htpasswd() {
     let listed = ok(&cli(&["users", "list", "--config", cfg_s], ""));
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 3, "{listed}");
-    assert_eq!(lines[0], "dave\t");
-    assert_eq!(lines[1], "erin\tdisabled");
+    assert_eq!(lines[0], "dave\tnever used");
+    assert_eq!(lines[1], "erin\tdisabled, never used");
     assert!(lines[2].starts_with("frank\texpires 20"), "{listed}");
     ok(&cli(&["groups", "add", "ops", "--config", cfg_s], ""));
     assert_eq!(

@@ -34,11 +34,14 @@ pub enum Users {
         #[arg(long)]
         expires: Option<String>,
     },
-    /// List users: name, flags, expiry.
+    /// List users: name, flags, expiry, last use (to the minute).
     List {
         /// Only accounts that expire within this span from now (e.g. 7d, 36h).
-        #[arg(long, value_parser = store::parse_within)]
+        #[arg(long, value_parser = store::parse_within, conflicts_with = "unused")]
         expiring: Option<i64>,
+        /// Only accounts not used for this span (e.g. 90d); never used counts from creation.
+        #[arg(long, value_parser = store::parse_within)]
+        unused: Option<i64>,
     },
     /// Set a user's password, reading it from standard input (or `--generate` one); the
     /// expiry stays, the user's refresh tokens are revoked.
@@ -215,12 +218,15 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
                 .await?;
             eprintln!("added user {} to {}", store::shown(&name), store.shown);
         }
-        Users::List { expiring } => {
+        Users::List { expiring, unused } => {
+            let filter = match (expiring, unused) {
+                (Some(w), _) => store::UserFilter::Expiring(w),
+                (_, Some(u)) => store::UserFilter::Unused(u),
+                _ => store::UserFilter::All,
+            };
             let mut after = String::new();
             loop {
-                let page = store
-                    .users_expiring(&after, store::MAX_PAGE, expiring)
-                    .await?;
+                let page = store.users_where(&after, store::MAX_PAGE, filter).await?;
                 for u in &page {
                     let mut flags = Vec::new();
                     if u.admin {
@@ -232,6 +238,10 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
                     if let Some(t) = u.expires_at {
                         flags.push(format!("expires {}", store::rfc3339(t)));
                     }
+                    flags.push(match u.last_used_at {
+                        Some(t) => format!("last used {}", store::rfc3339(t)),
+                        None => "never used".into(),
+                    });
                     println!("{}\t{}", store::shown(&u.name), flags.join(", "));
                 }
                 match page.last() {
@@ -415,12 +425,16 @@ pub async fn tokens(args: &StoreArgs, cmd: Tokens) -> anyhow::Result<()> {
         Tokens::List { user } => {
             for t in store.refresh_tokens_of(&user).await? {
                 println!(
-                    "{}\t{}\tclient {:?}\tissued {}\texpires {}",
+                    "{}\t{}\tclient {:?}\tissued {}\texpires {}\t{}",
                     t.id,
                     t.source,
                     t.client_id,
                     store::rfc3339(t.created_at),
-                    store::rfc3339(t.expires_at)
+                    store::rfc3339(t.expires_at),
+                    t.last_used_at.map_or("never used".into(), |u| format!(
+                        "last used {}",
+                        store::rfc3339(u)
+                    ))
                 );
             }
         }

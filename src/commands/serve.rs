@@ -40,6 +40,11 @@ pub(crate) async fn serve(
         _ => None,
     };
     let audit = app.audit.clone();
+    // The store outlives reloads (store.url takes effect at restart): one writer of last uses.
+    let store = app.auth.store().map(|u| u.store.clone());
+    if let Some(s) = &store {
+        token_issuer::store::spawn_last_used_flusher(s.clone());
+    }
     let with_metrics = cfg.metrics.enabled && cfg.metrics.listen.is_none();
     // Once before serving, so the gauge and the warnings are there from the first scrape.
     let mut warned = token_issuer::expiry::Warned::default();
@@ -85,6 +90,11 @@ pub(crate) async fn serve(
     }
     if let Some(a) = audit {
         a.flush().await;
+    }
+    if let Some(s) = store {
+        if let Err(e) = s.flush_last_used().await {
+            tracing::warn!("last use times noted since the last minute not written: {e}");
+        }
     }
     result
 }

@@ -61,6 +61,40 @@ pub(crate) fn warnings(cfg: &Config, given: impl Fn(&str) -> bool) -> Vec<String
         &["upstream.match_username"],
         "upstream.profile is not generic: the open-balena profile names callers by actor type",
     );
+    // Groups are read by rules that name one and by the store's group grants; with neither,
+    // the groups a provider or a directory is asked for decide nothing.
+    let groups_read = cfg.store.is_some() || cfg.acl.iter().any(|r| r.group.is_some());
+    let no_groups = "no [[acl]] rule names a group and there is no [store] with group grants: \
+                     the groups are never read";
+    unless(
+        groups_read,
+        &[
+            "ldap.group_base",
+            "ldap.group_filter",
+            "ldap.group_name_attribute",
+            "ldap.member_of_attribute",
+            "ldap.max_groups",
+        ],
+        no_groups,
+    );
+    let local = cfg.identity.htpasswd.is_some() || cfg.store.is_some();
+    unless(
+        local,
+        &["ldap.position"],
+        "there is neither an htpasswd file nor a [store]: the directory has nothing to be placed before or after",
+    );
+    unless(
+        local || cfg.ldap.is_some(),
+        &["identity.cache_ttl_seconds"],
+        "there is no htpasswd file, [store] or [ldap]: it caches their password checks (upstream.cache_ttl_seconds is the upstream API's)",
+    );
+    if !groups_read {
+        for (i, o) in cfg.oidc.iter().enumerate() {
+            if !o.groups.is_empty() {
+                out.push(format!("oidc[{i}].groups is set but {no_groups}"));
+            }
+        }
+    }
     out
 }
 
@@ -83,6 +117,11 @@ mod tests {
         }
     }
 
+    /// A directory asked for groups that nothing reads, placed in a chain it is alone in.
+    const LDAP_GROUPS: &str = "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=s\"\n\
+        user_base = \"dc=t\"\nuser_filter = \"(uid={username})\"\ngroup_base = \"ou=g,dc=t\"\n\
+        position = \"first\"\n[[acl]]\naccount = \"*\"\nname = \"**\"\nactions = [\"pull\"]";
+
     #[test]
     fn each_setting_given_to_no_effect_is_named() {
         let cases: &[(&str, &str)] = &[
@@ -100,6 +139,21 @@ mod tests {
             (
                 "[upstream]\nprofile = \"open-balena\"\nurl = \"http://127.0.0.1:1\"\nmatch_username = false",
                 "upstream.match_username is set but upstream.profile is not generic",
+            ),
+            (
+                "[[oidc]]\nissuer = \"https://idp.test\"\naudiences = [\"r\"]\nusername = \"{sub}\"\n\
+                 groups = [\"{org}\"]\n[[acl]]\naccount = \"*\"\nname = \"**\"\nactions = [\"pull\"]",
+                "oidc[0].groups is set but no [[acl]] rule names a group",
+            ),
+            (
+                LDAP_GROUPS,
+                "ldap.group_base is set but no [[acl]] rule names a group",
+            ),
+            (LDAP_GROUPS, "ldap.position is set but there is neither"),
+            (
+                "[identity]\ncache_ttl_seconds = 30\n[upstream]\nurl = \"http://127.0.0.1:1/w\"\n\
+                 username_pointer = \"/n\"",
+                "identity.cache_ttl_seconds is set but there is no htpasswd file",
             ),
         ];
         for (toml, warning) in cases {
@@ -120,6 +174,9 @@ mod tests {
             "[token]\nrefresh_ttl_days = 30\n[store]\nurl = \"sqlite://s.db\"",
             "[upstream]\nurl = \"http://127.0.0.1:1/w\"\nusername_pointer = \"/n\"\n\
              [upstream.repository]\nurl = \"http://127.0.0.1:1/r/{name}\"",
+            "[[oidc]]\nissuer = \"https://idp.test\"\naudiences = [\"r\"]\nusername = \"{sub}\"\n\
+             groups = [\"{org}\"]\n[[acl]]\ngroup = \"ops\"\nname = \"**\"\nactions = [\"pull\"]",
+            "[identity]\ncache_ttl_seconds = 30\nhtpasswd = \"users\"",
             "",
         ] {
             let found = warnings(&config(toml), given(toml));

@@ -348,6 +348,19 @@ impl Authenticator {
             .refresh
             .redeem(token, client_id, &self.checks, client)
             .await?;
+        let caller = self.refreshed(users, token, &record, client).await?;
+        users.store.note_token_used(&record.id);
+        Ok(caller)
+    }
+
+    /// The caller a redeemed refresh token stands for, its account checked as it is now.
+    async fn refreshed(
+        &self,
+        users: &StoreUsers,
+        token: &str,
+        record: &crate::store::RefreshRecord,
+        client: IpAddr,
+    ) -> Result<Caller, AuthError> {
         let user = record.user.as_str();
         match record.source.as_str() {
             "store" => {
@@ -361,6 +374,7 @@ impl Authenticator {
                 if let Some(why) = entry.refusal() {
                     return Err(AuthError::Refused(why));
                 }
+                users.store.note_user_used(user);
                 Ok(Caller::Known(entry.identity.clone()))
             }
             "local" => {
@@ -373,7 +387,7 @@ impl Authenticator {
                 Ok(Caller::Known(Arc::new(Identity::local(user))))
             }
             "upstream" => {
-                let creds = refresh::sealed_credentials(token, &record)?;
+                let creds = refresh::sealed_credentials(token, record)?;
                 // The platform is asked again (through its cache), so a revoked key revokes
                 // this token too; the credential goes on to the per-repository checks.
                 match self.authenticate(&creds, client).await {

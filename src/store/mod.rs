@@ -8,6 +8,7 @@
 
 mod grants;
 mod groups;
+mod last_used;
 mod names;
 mod records;
 mod refresh;
@@ -19,9 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use last_used::{spawn_flusher as spawn_last_used_flusher, Flushed};
 pub use names::{fold, shown, valid_name, RULE as NAME_RULE};
 pub use records::{
-    hash_password, parse_time, rfc3339, Account, Grant, Group, NewGrant, Rights, User, UserPatch,
+    hash_password, parse_time, rfc3339, Account, Grant, Group, NewGrant, Rights, User, UserFilter,
+    UserPatch,
 };
 pub use refresh::{RefreshRecord, MAX_REFRESH_PER_USER};
 
@@ -80,6 +83,8 @@ pub struct Store {
     /// `store.max_expiry_days` in seconds (0: off). Atomic: a reload sets it on the store
     /// the running issuer keeps.
     max_expiry: std::sync::atomic::AtomicI64,
+    /// Uses noted since the last write (see `last_used`).
+    used: last_used::Pending,
 }
 
 /// A span like `7d`, `36h` or `90m` (at most 10 years) in seconds, for expiry questions.
@@ -129,6 +134,7 @@ impl Store {
             postgres,
             shown,
             max_expiry: std::sync::atomic::AtomicI64::new(0),
+            used: last_used::Pending::default(),
         };
         store.fill_folds("users").await?;
         store.fill_folds("user_groups").await?;

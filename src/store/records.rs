@@ -16,6 +16,20 @@ pub struct User {
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When it last logged in or refreshed, to the minute (see `last_used`); none: never
+    /// since this was recorded.
+    pub last_used_at: Option<i64>,
+}
+
+/// Which users a list shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserFilter {
+    #[default]
+    All,
+    /// Those whose account expires after now and within this many seconds.
+    Expiring(i64),
+    /// Those not used for this many seconds (never used: created at least that long ago).
+    Unused(i64),
 }
 
 impl User {
@@ -28,6 +42,7 @@ impl User {
             expires_at: get(r, 4)?,
             created_at: get(r, 5)?,
             updated_at: get(r, 6)?,
+            last_used_at: get(r, 7)?,
         })
     }
 
@@ -40,6 +55,7 @@ impl User {
             "expires_at": self.expires_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
+            "last_used_at": self.last_used_at.map(rfc3339),
         })
     }
 }

@@ -26,6 +26,8 @@ pub struct RefreshRecord {
     pub sealed: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// When it was last redeemed, to the minute (see `last_used`); none: never.
+    pub last_used_at: Option<i64>,
 }
 
 impl RefreshRecord {
@@ -38,6 +40,7 @@ impl RefreshRecord {
             "client_id": self.client_id,
             "created_at": rfc3339(self.created_at),
             "expires_at": rfc3339(self.expires_at),
+            "last_used_at": self.last_used_at.map(rfc3339),
         })
     }
 
@@ -52,12 +55,17 @@ impl RefreshRecord {
             sealed: get(r, 6)?,
             created_at: get(r, 7)?,
             expires_at: get(r, 8)?,
+            last_used_at: get(r, 9)?,
         })
     }
 }
 
+/// What a new token is written with; [`SELECTED`] adds what is written later.
 const COLUMNS: &str =
     "id, token_hash, user_name, source, client_id, binding, sealed, created_at, expires_at";
+/// The columns [`RefreshRecord::from_row`] reads, in its order.
+const SELECTED: &str = "id, token_hash, user_name, source, client_id, binding, sealed, \
+                        created_at, expires_at, last_used_at";
 
 impl Store {
     /// Stores a new refresh token, then drops the user's expired ones and the oldest beyond
@@ -99,7 +107,7 @@ impl Store {
         let row = self
             .timed(
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM refresh_tokens WHERE token_hash = $1"
+                    "SELECT {SELECTED} FROM refresh_tokens WHERE token_hash = $1"
                 ))
                 .bind(token_hash)
                 .fetch_optional(&self.pool),
@@ -113,7 +121,7 @@ impl Store {
         let rows = self
             .timed(
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM refresh_tokens WHERE user_name = $1 \
+                    "SELECT {SELECTED} FROM refresh_tokens WHERE user_name = $1 \
                      ORDER BY created_at DESC, id LIMIT $2"
                 ))
                 .bind(user)

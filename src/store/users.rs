@@ -2,19 +2,21 @@
 
 use super::names;
 use super::{
-    conflict, fold, get, now, shown, Account, Result, Store, StoreError, User, UserPatch, MAX_PAGE,
+    conflict, fold, get, now, shown, Account, Result, Store, StoreError, User, UserFilter,
+    UserPatch, MAX_PAGE,
 };
+
+/// The columns [`User::from_row`] reads, in its order.
+const USER_COLUMNS: &str =
+    "name, password_hash, admin, disabled, expires_at, created_at, updated_at, last_used_at";
 
 impl Store {
     pub async fn user(&self, name: &str) -> Result<Option<User>> {
         let row = self
             .timed(
-                sqlx::query(
-                    "SELECT name, password_hash, admin, disabled, expires_at, created_at, updated_at \
-                     FROM users WHERE name = $1",
-                )
-                .bind(name)
-                .fetch_optional(&self.pool),
+                sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         row.map(|r| User::from_row(&r)).transpose()
@@ -31,38 +33,38 @@ impl Store {
     }
 
     pub async fn users(&self, after: &str, limit: i64) -> Result<Vec<User>> {
-        self.users_expiring(after, limit, None).await
+        self.users_where(after, limit, UserFilter::All).await
     }
 
-    /// A page of users, or with `within` (seconds) only those whose account expires after
-    /// now and within that time: what an administrator renews before CI breaks.
-    pub async fn users_expiring(
+    /// A page of the users `filter` keeps, by name.
+    pub async fn users_where(
         &self,
         after: &str,
         limit: i64,
-        within: Option<i64>,
+        filter: UserFilter,
     ) -> Result<Vec<User>> {
         let t = now();
-        let (from, to) = match within {
-            Some(w) => (t, t.saturating_add(w)),
-            // Every user: no bound on expires_at (NULL passes the OR).
-            None => (i64::MIN, i64::MAX),
+        let (cond, bounds): (&str, &[i64]) = match filter {
+            UserFilter::All => ("", &[]),
+            UserFilter::Expiring(w) => (
+                " AND expires_at > $3 AND expires_at <= $4",
+                &[t, t.saturating_add(w)],
+            ),
+            // Never used counts from the account's creation: a robot made 90 days ago and never
+            // used is as idle as one last used then.
+            UserFilter::Unused(span) => (
+                " AND COALESCE(last_used_at, created_at) <= $3",
+                &[t.saturating_sub(span)],
+            ),
         };
-        let rows = self
-            .timed(
-                sqlx::query(
-                    "SELECT name, password_hash, admin, disabled, expires_at, created_at, updated_at \
-                     FROM users WHERE name > $1 AND ($3 OR (expires_at > $4 AND expires_at <= $5)) \
-                     ORDER BY name LIMIT $2",
-                )
-                .bind(after)
-                .bind(limit.clamp(1, MAX_PAGE))
-                .bind(within.is_none())
-                .bind(from)
-                .bind(to)
-                .fetch_all(&self.pool),
-            )
-            .await?;
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE name > $1{cond} ORDER BY name LIMIT $2"
+        );
+        let mut q = sqlx::query(&sql).bind(after).bind(limit.clamp(1, MAX_PAGE));
+        for b in bounds {
+            q = q.bind(*b);
+        }
+        let rows = self.timed(q.fetch_all(&self.pool)).await?;
         rows.iter().map(User::from_row).collect()
     }
 

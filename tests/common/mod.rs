@@ -15,6 +15,7 @@ pub mod config;
 pub use config::ConfigBuilder;
 pub mod fake_api;
 pub mod fake_balena;
+pub mod hygiene;
 pub mod idp;
 pub mod postgres;
 pub mod slapd;
@@ -206,6 +207,14 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (a clean shutdown) and waits for the process to exit.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait_exit()
+    }
+
     /// Waits for the process to exit by itself (start-up failures), returning status and log.
     pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -222,7 +231,11 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        // Quietly: the group may have ended already.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -52,8 +52,8 @@ async fn hash(password: String) -> Result<String, ApiError> {
 pub(crate) async fn list(req: &Request, Data(app): Data<&Arc<App>>) -> ApiResult {
     let (_who, users) = admin(req, app).await?;
     let (after, limit) = page(req)?;
-    let within = expiring_within(req)?;
-    let found = users.store.users_expiring(&after, limit, within).await?;
+    let filter = user_filter(req)?;
+    let found = users.store.users_where(&after, limit, filter).await?;
     let last = found.last().map(|u| u.name.clone());
     let items = found.iter().map(store::User::to_json).collect();
     Ok(listing(req, "users", items, last, limit))
@@ -169,17 +169,26 @@ pub(crate) async fn remove(
     Ok(no_content())
 }
 
-/// `?expiring_within=7d`: only accounts that expire after now and within that time.
-fn expiring_within(req: &Request) -> Result<Option<i64>, ApiError> {
+/// `?expiring_within=7d`: only accounts that expire after now and within that time;
+/// `?unused_for=90d`: only those not used for that long. One or the other.
+fn user_filter(req: &Request) -> Result<store::UserFilter, ApiError> {
     let query = req.uri().query().unwrap_or("");
-    let Some((_, v)) =
-        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "expiring_within")
-    else {
-        return Ok(None);
+    let span = |key: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| {
+                store::parse_within(&v).map_err(|e| ApiError::Invalid(format!("{key}: {e}")))
+            })
+            .transpose()
     };
-    crate::store::parse_within(&v)
-        .map(Some)
-        .map_err(ApiError::Invalid)
+    match (span("expiring_within")?, span("unused_for")?) {
+        (None, None) => Ok(store::UserFilter::All),
+        (Some(w), None) => Ok(store::UserFilter::Expiring(w)),
+        (None, Some(u)) => Ok(store::UserFilter::Unused(u)),
+        (Some(_), Some(_)) => Err(ApiError::Invalid(
+            "give expiring_within or unused_for, not both".into(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -164,6 +164,7 @@ impl RefreshTokens {
                 sealed,
                 created_at: now,
                 expires_at: now.saturating_add(self.lifetime.as_secs() as i64),
+                last_used_at: None,
             })
             .await?;
         // A token looked up (and found unknown) before it existed must not stay unknown.

@@ -190,6 +190,7 @@ impl StoreUsers {
         if let Some(why) = entry.refusal() {
             return Err(AuthError::Refused(why));
         }
+        self.store.note_user_used(&entry.identity.name);
         Ok(entry.identity.clone())
     }
 }
