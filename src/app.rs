@@ -277,6 +277,14 @@ async fn build_auth(
     )
 }
 
+/// What the store takes from `[store]` besides its URL: at start-up, on reload, and in the CLI.
+pub fn configure_store(store: &Store, sc: &crate::config::StoreConfig) -> anyhow::Result<()> {
+    store.set_max_expiry_days(sc.max_expiry_days);
+    let what = setting("store.pepper_files");
+    store.set_peppers(crate::store::Peppers::load(&sc.pepper_paths(), &what)?);
+    Ok(())
+}
+
 /// Opens and migrates the store, and refuses to start when a name is both an htpasswd user
 /// and a store user (which one would decide is not obvious; sources must not overlap).
 async fn open_store(
@@ -293,7 +301,7 @@ async fn open_store(
                 .with_context(|| setting("store.url"))?,
         ),
     };
-    store.set_max_expiry_days(sc.max_expiry_days);
+    configure_store(&store, sc)?;
     let beyond = store.count_beyond_lifetime().await?;
     if beyond > 0 {
         tracing::warn!(

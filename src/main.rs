@@ -139,7 +139,7 @@ enum Command {
         #[command(flatten)]
         store: manage::StoreArgs,
         #[command(subcommand)]
-        command: manage::Users,
+        command: commands::users::Users,
     },
     /// Manage the store's groups and their members.
     Groups {
@@ -266,7 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck { config, url } => commands::tools::healthcheck(config, url).await,
         Command::SampleImage { dir, text } => commands::tools::sample_image(&dir, &text),
         Command::Users { store, command } => {
-            commands::store_audit::audited(&store, manage::users(&store, command).await).await
+            commands::store_audit::audited(&store, commands::users::users(&store, command).await)
+                .await
         }
         Command::Groups { store, command } => {
             commands::store_audit::audited(&store, manage::groups(&store, command).await).await

@@ -115,7 +115,25 @@ async fn dev_mode_with_skopeo_and_a_restart() {
             & 0o777
     };
     assert_eq!((mode("data"), mode("data/token-issuer.db")), (0o700, 0o600));
+    assert_eq!(mode("data/pepper"), 0o600);
     assert_eq!(std::fs::read_to_string(&pw_file).expect("pw"), "first-pw");
+    // dev makes a pepper, so generated secrets work at once, from the CLI as from the API.
+    let made = Command::new(BIN)
+        .args(["users", "add", "robot", "--generate", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .expect("users add");
+    assert!(made.status.success(), "{made:?}");
+    let secret = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    assert!(secret.starts_with("tis_"), "{secret}");
+    let realm = format!("http://127.0.0.1:{}/v1/registry", dev.issuer);
+    let r = reqwest::Client::new()
+        .get(&realm)
+        .basic_auth("robot", Some(&secret))
+        .send()
+        .await
+        .expect("realm");
+    assert_eq!(r.status(), 200);
 
     let host = format!("127.0.0.1:{}", dev.registry);
     let layout = dir.join("image");

@@ -158,8 +158,8 @@ async fn a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens(kind: K
     .await;
     assert_eq!(s, 200, "{answer}");
     assert_eq!(answer["refresh_tokens_revoked"], 1);
-    let fresh = answer["password"].as_str().expect("the new password, once");
-    assert_eq!(fresh.len(), 32);
+    let fresh = answer["secret"].as_str().expect("the new secret, once");
+    assert!(fresh.starts_with("tis_") && fresh.len() == 36, "{fresh}");
     assert_eq!(login(&issuer, "ci", fresh).await.0, 200);
     assert_eq!(login(&issuer, "ci", "ci-pw").await.0, 401);
     let (_, after) = api(&issuer, "GET", "/users/ci", Some(BOSS), None).await;
@@ -193,7 +193,7 @@ async fn a_new_password_keeps_the_expiry_and_ends_the_old_refresh_tokens(kind: K
         "",
     ));
     let printed = out.trim();
-    assert!(printed.len() == 32 && printed != fresh, "{out}");
+    assert!(printed.starts_with("tis_") && printed != fresh, "{out}");
     // The CLI writes the database; a running issuer sees it within store.cache_ttl_seconds.
     within(
         std::time::Duration::from_secs(15),

@@ -7,3 +7,4 @@ pub(crate) mod rotate;
 pub(crate) mod serve;
 pub(crate) mod store_audit;
 pub(crate) mod tools;
+pub(crate) mod users;

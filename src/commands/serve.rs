@@ -100,6 +100,8 @@ pub(crate) async fn serve(
 }
 
 const DEV_ISSUER: &str = "token-issuer-dev";
+/// The pepper `dev` makes for generated secrets, in its data directory.
+pub(crate) const DEV_PEPPER: &str = "pepper";
 
 /// First run: a key as `gen-token-auth-cert` makes it, a SQLite store holding an `admin` user
 /// (the admin flag: everything, and the admin API) with a random password (or
@@ -142,6 +144,13 @@ pub(crate) async fn dev_init(dir: &Path) -> anyhow::Result<PathBuf> {
         _ => uuid::Uuid::new_v4().simple().to_string(),
     };
     keys::generate::write_file(&password_file, password.as_bytes(), 0o600)?;
+    let pepper = dir.join(DEV_PEPPER);
+    if !pepper.exists() {
+        let mut bytes = [0u8; 48];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        let text = data_encoding::BASE64.encode(&bytes);
+        keys::generate::write_file(&pepper, text.as_bytes(), 0o600)?;
+    }
     let store = token_issuer::store::Store::open("sqlite://token-issuer.db", dir).await?;
     let hash = token_issuer::store::hash_password(&password)?;
     match store.add_user("admin", &hash, true, false, None).await {
@@ -172,6 +181,7 @@ key_file = "{DEV_ISSUER}.pem"
 kid_file = "{DEV_ISSUER}.kid"
 [store]
 url = "sqlite://token-issuer.db"
+pepper_files = ["{DEV_PEPPER}"]
 [registry]
 storage = "registry"
 "#

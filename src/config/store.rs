@@ -21,6 +21,10 @@ pub struct StoreConfig {
     /// The longest a non-admin account may live: creating or extending one without an
     /// expiry, or beyond this many days, is refused. Off when absent.
     pub max_expiry_days: Option<u64>,
+    /// Files each holding a pepper: the key generated secrets are stored under (HMAC), kept
+    /// out of the database. The first makes new hashes; every one verifies (rotation).
+    #[serde(default)]
+    pub pepper_files: Vec<figment::value::magic::RelativePathBuf>,
     /// The directory relative SQLite paths are resolved against (the config file's).
     #[serde(skip)]
     pub base: PathBuf,
@@ -31,6 +35,11 @@ fn default_store_ttl() -> u64 {
 }
 
 impl StoreConfig {
+    /// `pepper_files` resolved against the file that named them.
+    pub fn pepper_paths(&self) -> Vec<PathBuf> {
+        self.pepper_files.iter().map(|p| p.relative()).collect()
+    }
+
     pub(super) fn validate(&self) -> anyhow::Result<()> {
         if !(1..=300).contains(&self.cache_ttl_seconds) {
             anyhow::bail!(

@@ -291,9 +291,13 @@ impl Authenticator {
         };
         self.checks
             .once(&self.unknown, at, |suspect| async move {
-                self.checks
-                    .bcrypt(hash.clone(), &at.creds.password, suspect)
-                    .await?;
+                // A generated secret's shape is checked by a keyed hash alone (see
+                // `StoreUsers::verify`), so it costs no bcrypt here either.
+                if !crate::store::looks_generated(&at.creds.password) {
+                    self.checks
+                        .bcrypt(hash.clone(), &at.creds.password, suspect)
+                        .await?;
+                }
                 Err(AuthError::BadCredentials)
             })
             .await

@@ -18,22 +18,6 @@ impl Store {
         rows.iter().map(Grant::from_row).collect()
     }
 
-    /// The grants of `user` and of every group they are in.
-    pub async fn grants_for(&self, user: &str) -> Result<Vec<Grant>> {
-        let rows = self
-            .timed(
-                sqlx::query(
-                    "SELECT id, user_name, group_name, resource_type, name, actions, service FROM grants \
-                     WHERE user_name = $1 OR group_name IN \
-                     (SELECT group_name FROM members WHERE user_name = $1) ORDER BY id",
-                )
-                .bind(user)
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        rows.iter().map(Grant::from_row).collect()
-    }
-
     /// The grants of `group` (for identities whose groups come from elsewhere: OIDC claims).
     pub async fn group_grants(&self, group: &str) -> Result<Vec<Grant>> {
         let rows = self

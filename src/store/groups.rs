@@ -5,22 +5,6 @@ use super::{conflict, fold, now, shown, Group, Result, Store, StoreError, MAX_PA
 use sqlx::Row;
 
 impl Store {
-    /// The groups `user` is a member of.
-    pub async fn groups_of(&self, user: &str) -> Result<Vec<String>> {
-        let rows = self
-            .timed(
-                sqlx::query(
-                    "SELECT group_name FROM members WHERE user_name = $1 ORDER BY group_name",
-                )
-                .bind(user)
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
-            .collect()
-    }
-
     pub async fn groups(&self, after: &str, limit: i64) -> Result<Vec<Group>> {
         let rows = self
             .timed(

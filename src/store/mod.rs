@@ -12,6 +12,9 @@ mod last_used;
 mod names;
 mod records;
 mod refresh;
+mod secrets;
+#[cfg(test)]
+mod tests;
 mod users;
 
 use std::path::Path;
@@ -27,6 +30,7 @@ pub use records::{
     UserPatch,
 };
 pub use refresh::{RefreshRecord, MAX_REFRESH_PER_USER};
+pub use secrets::{generate_secret, is_keyed, looks_generated, Keyed, Peppers, SECRET_PREFIX};
 
 /// How long a store call may take before the request that needs it gets a 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,6 +89,8 @@ pub struct Store {
     max_expiry: std::sync::atomic::AtomicI64,
     /// Uses noted since the last write (see `last_used`).
     used: last_used::Pending,
+    /// What generated secrets are hashed under (`store.pepper_files`); set again by a reload.
+    peppers: std::sync::RwLock<std::sync::Arc<Peppers>>,
 }
 
 /// A span like `7d`, `36h` or `90m` (at most 10 years) in seconds, for expiry questions.
@@ -95,15 +101,6 @@ pub fn parse_within(text: &str) -> std::result::Result<i64, String> {
         .filter(|s| (1..=10 * 365 * 86_400).contains(s))
         .map(|s| s as i64)
         .ok_or_else(|| format!("{text:?} is not a span like 7d, 36h or 90m (at most 10 years)"))
-}
-
-/// A fresh password of 160 random bits (32 base32 characters), for `passwd --generate`:
-/// shown once, stored only as its bcrypt hash.
-pub fn generate_password() -> Result<String> {
-    let mut bytes = [0u8; 20];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| StoreError::Unavailable("the random number generator failed".into()))?;
-    Ok(data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase())
 }
 
 pub fn now() -> i64 {
@@ -135,10 +132,47 @@ impl Store {
             shown,
             max_expiry: std::sync::atomic::AtomicI64::new(0),
             used: last_used::Pending::default(),
+            peppers: Default::default(),
         };
         store.fill_folds("users").await?;
         store.fill_folds("user_groups").await?;
         Ok(store)
+    }
+
+    /// Sets the peppers generated secrets are hashed under and checked against.
+    pub fn set_peppers(&self, peppers: Peppers) {
+        if let Ok(mut p) = self.peppers.write() {
+            *p = std::sync::Arc::new(peppers);
+        }
+    }
+
+    pub fn peppers(&self) -> std::sync::Arc<Peppers> {
+        self.peppers.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// A fresh generated secret and its stored form, under the first pepper.
+    pub fn new_secret(&self) -> Result<(String, String)> {
+        let secret = generate_secret()?;
+        let stored = self.peppers().hash(&secret)?;
+        Ok((secret, stored))
+    }
+
+    /// The user whose generated secret `secret` is (found by its keyed hash under each
+    /// pepper), if any: what to disable when a secret leaks.
+    pub async fn find_secret(&self, secret: &str) -> Result<Option<String>> {
+        for stored in self.peppers().candidates(secret) {
+            let row = self
+                .timed(
+                    sqlx::query("SELECT name FROM users WHERE password_hash = $1")
+                        .bind(&stored)
+                        .fetch_optional(&self.pool),
+                )
+                .await?;
+            if let Some(r) = row {
+                return Ok(Some(get(&r, 0)?));
+            }
+        }
+        Ok(None)
     }
 
     async fn timed<T>(

@@ -81,6 +81,15 @@ pub fn hash_password(password: &str) -> Result<String> {
             "password: 1 to 72 bytes (bcrypt ignores the rest)".into(),
         ));
     }
+    // Checked by the keyed hash alone at login (see `secrets`): as a password it could never
+    // log in.
+    if super::looks_generated(password) {
+        return Err(StoreError::Invalid(
+            "password: this has the shape of a generated secret (tis_...); ask for one with \
+             \"generate\": true (users add/passwd --generate) instead"
+                .into(),
+        ));
+    }
     bcrypt::hash(password, 10).map_err(|e| StoreError::Invalid(format!("password: {e}")))
 }
 
@@ -138,14 +147,19 @@ impl Grant {
     }
 
     pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
-        let actions: String = get(r, 5)?;
+        Self::from_columns(r, 0)
+    }
+
+    /// A grant from the row's columns `at`.. (id, user, group, type, name, actions, service).
+    pub(super) fn from_columns(r: &AnyRow, at: usize) -> Result<Self> {
+        let actions: String = get(r, at + 5)?;
         Ok(Self {
-            id: get(r, 0)?,
-            user: get(r, 1)?,
-            group: get(r, 2)?,
-            service: get(r, 6)?,
-            resource_type: get(r, 3)?,
-            name: get(r, 4)?,
+            id: get(r, at)?,
+            user: get(r, at + 1)?,
+            group: get(r, at + 2)?,
+            service: get(r, at + 6)?,
+            resource_type: get(r, at + 3)?,
+            name: get(r, at + 4)?,
             actions: actions
                 .split(',')
                 .filter(|a| !a.is_empty())

@@ -22,8 +22,16 @@ pub enum Kind {
     Postgres,
 }
 
+/// What [`Db::config`] names in `store.pepper_files`, written by [`Db::new`].
+pub const PEPPER: &str = "pepper";
+
 impl Db {
     pub async fn new(kind: Kind, dir: &Path) -> Self {
+        std::fs::write(
+            dir.join(PEPPER),
+            "test-pepper-0123456789abcdefghijklmnopqrstuvwxyz\n",
+        )
+        .expect("pepper");
         match kind {
             Kind::Sqlite => Self {
                 url: "sqlite://store.db".into(),
@@ -41,20 +49,35 @@ impl Db {
 
     /// Runs `sql` on the store directly (what no API offers: a time in the past).
     pub async fn execute(&self, dir: &Path, sql: &str) {
+        let pool = self.pool(dir).await;
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+        pool.close().await;
+    }
+
+    /// The first column of the first row `sql` selects, as text.
+    pub async fn text(&self, dir: &Path, sql: &str) -> String {
+        let pool = self.pool(dir).await;
+        let row = sqlx::query(sql).fetch_one(&pool).await.expect(sql);
+        pool.close().await;
+        sqlx::Row::try_get::<String, _>(&row, 0).expect("text")
+    }
+
+    async fn pool(&self, dir: &Path) -> sqlx::AnyPool {
         let url = match self.url.strip_prefix("sqlite://") {
             Some(file) => format!("sqlite://{}", dir.join(file).display()),
             None => self.url.clone(),
         };
         sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&url).await.expect("open the store");
-        sqlx::query(sql).execute(&pool).await.expect(sql);
-        pool.close().await;
+        sqlx::AnyPool::connect(&url).await.expect("open the store")
     }
 
     /// The store tests' config on this store, with `extra` lines in `[store]`.
     pub fn config(&self, extra: &str) -> String {
         ConfigBuilder::keys_from_env(SERVICE)
-            .section(&format!("[store]\nurl = {:?}\n{extra}", self.url))
+            .section(&format!(
+                "[store]\nurl = {:?}\npepper_files = [{PEPPER:?}]\n{extra}",
+                self.url
+            ))
             .allow("alice", "**", &["pull"])
             .build()
     }

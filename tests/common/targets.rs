@@ -31,6 +31,11 @@ impl Target {
 
 fn config(dir: &Path, registry: Option<u16>, extra: &str) -> String {
     write_users(dir, &[ADMIN, READER]);
+    std::fs::write(
+        dir.join("pepper"),
+        "targets-pepper-0123456789abcdefghijklmnopqrstuvwxyz",
+    )
+    .expect("pepper");
     let mut c = format!(
         r#"
 [token]
@@ -45,6 +50,7 @@ htpasswd = "users.htpasswd"
 # password, and every later pull trades it for access tokens).
 [store]
 url = "sqlite://store.db"
+pepper_files = ["pepper"]
 [[acl]]
 account = "admin"
 name = "**"

@@ -54,6 +54,7 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/tokens", get(tokens::list).delete(tokens::revoke_all))
         .at("/tokens/:id", delete(tokens::revoke))
         .at("/explain", post(explain::explain_route))
+        .at("/find-secret", post(users::find_secret))
         .around(trail::audited)
 }
 

@@ -15,7 +15,7 @@ use crate::audit::AdminRecord;
 use crate::http::client::client_address;
 
 /// Body fields that are secrets: never in a line, only that they were given.
-const SECRETS: &[&str] = &["password"];
+const SECRETS: &[&str] = &["password", "secret"];
 
 pub(super) async fn audited<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let app = req.extensions().get::<Arc<App>>().cloned();

@@ -16,7 +16,11 @@ use crate::store::{self, UserPatch};
 #[serde(deny_unknown_fields)]
 struct NewUser {
     name: String,
-    password: String,
+    password: Option<String>,
+    /// Instead of a password: make a secret (`tis_...`), stored under the pepper and
+    /// returned once.
+    #[serde(default)]
+    generate: bool,
     #[serde(default)]
     admin: bool,
     #[serde(default)]
@@ -38,6 +42,25 @@ struct Patch {
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`, the default).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
+}
+
+/// The stored form of a new credential and, when generated, the secret to answer with once:
+/// `{"password"}` (bcrypt) or `{"generate": true}` (a secret under the store's pepper).
+async fn credential(
+    users: &crate::identity::store::StoreUsers,
+    password: Option<String>,
+    generate: bool,
+) -> Result<(String, Option<String>), ApiError> {
+    match (password, generate) {
+        (Some(pw), false) => Ok((hash(pw).await?, None)),
+        (None, true) => {
+            let (secret, stored) = users.store.new_secret()?;
+            Ok((stored, Some(secret)))
+        }
+        _ => Err(ApiError::Invalid(
+            "give either \"password\" or \"generate\": true".into(),
+        )),
+    }
 }
 
 /// bcrypt on a blocking thread: ~60 ms of CPU that must not stall the runtime.
@@ -89,7 +112,7 @@ pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -
         .as_deref()
         .map(store::parse_time)
         .transpose()?;
-    let password_hash = hash(new.password).await?;
+    let (password_hash, secret) = credential(users, new.password, new.generate).await?;
     let name = users
         .store
         .add_user(
@@ -107,7 +130,11 @@ pub(crate) async fn add(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -
         .user(&name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
-    Ok(json_response(StatusCode::CREATED, &user.to_json()))
+    let mut answer = user.to_json();
+    if let Some(s) = secret {
+        answer["secret"] = s.into();
+    }
+    Ok(json_response(StatusCode::CREATED, &answer))
 }
 
 #[handler]
@@ -210,24 +237,43 @@ pub(crate) async fn set_password(
 ) -> ApiResult {
     let (who, users) = admin(req, app).await?;
     let p: NewPassword = json_body(req, body).await?;
-    let (password, generated) = match (p.password, p.generate) {
-        (Some(pw), false) => (pw, false),
-        (None, true) => (store::generate_password()?, true),
-        _ => {
-            return Err(ApiError::Invalid(
-                "give either \"password\" or \"generate\": true".into(),
-            ))
-        }
-    };
-    let revoked = users
-        .store
-        .set_password(&name, hash(password.clone()).await?)
-        .await?;
+    let (stored, secret) = credential(users, p.password, p.generate).await?;
+    let revoked = users.store.set_password(&name, stored).await?;
     users.invalidate(Some(&name)).await;
+    let generated = secret.is_some();
     tracing::info!(by = ?who.name, user = ?name, generated, revoked, "admin API: password changed");
     let mut answer = serde_json::json!({"name": name, "refresh_tokens_revoked": revoked});
-    if generated {
-        answer["password"] = password.into();
+    if let Some(s) = secret {
+        answer["secret"] = s.into();
     }
     Ok(json_response(StatusCode::OK, &answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Leaked {
+    secret: String,
+}
+
+/// `POST /admin/v1/find-secret` with `{"secret"}`: whose generated secret it is (by its keyed
+/// hash), `{"name"}`, or 404. The secret is in the body, never in a URL a proxy logs.
+#[handler]
+pub(crate) async fn find_secret(
+    req: &Request,
+    body: Body,
+    Data(app): Data<&Arc<App>>,
+) -> ApiResult {
+    let (who, users) = admin(req, app).await?;
+    let p: Leaked = json_body(req, body).await?;
+    let name = users.store.find_secret(&p.secret).await?;
+    tracing::info!(by = ?who.name, found = name.is_some(), "admin API: secret looked up");
+    match name {
+        Some(n) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"name": n}),
+        )),
+        None => Err(ApiError::NotFound(
+            "no user has this secret under the configured peppers (store.pepper_files)".into(),
+        )),
+    }
 }

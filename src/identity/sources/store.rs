@@ -168,11 +168,7 @@ impl StoreUsers {
             crate::metrics::get().cache_misses.inc();
             let hash = &hash;
             let verify = at.checks.damped(at.creds, at.client, |suspect| async move {
-                match at
-                    .checks
-                    .bcrypt(hash.clone(), &at.creds.password, suspect)
-                    .await?
-                {
+                match self.check(hash, at, suspect).await? {
                     true => Ok(hash.clone()),
                     false => Err(AuthError::BadCredentials),
                 }
@@ -192,6 +188,44 @@ impl StoreUsers {
         }
         self.store.note_user_used(&entry.identity.name);
         Ok(entry.identity.clone())
+    }
+}
+
+impl StoreUsers {
+    /// One check of a presented password against a stored hash. What it costs depends on the
+    /// password's shape alone, never on the account, so timing tells a guesser nothing: a
+    /// generated secret's shape (`tis_...`) is checked by the keyed hash and never by bcrypt
+    /// (a bcrypt account cannot hold one: such passwords are refused); any other password
+    /// costs one bcrypt, against the dummy hash when the account holds a keyed one.
+    async fn check(
+        &self,
+        hash: &Arc<str>,
+        at: &Attempt<'_>,
+        suspect: bool,
+    ) -> Result<bool, AuthError> {
+        let password = &at.creds.password;
+        let keyed = store::is_keyed(hash);
+        if store::looks_generated(password) {
+            if !keyed {
+                return Ok(false);
+            }
+            return Ok(match self.store.peppers().verify(hash, password) {
+                store::Keyed::Match => true,
+                store::Keyed::Mismatch => false,
+                store::Keyed::UnknownPepper(id) => {
+                    tracing::warn!(user = ?at.creds.username, pepper = %id,
+                        "this account's secret was made under a pepper no longer in store.pepper_files, so it cannot log in: give it a new one (token-issuer users passwd NAME --generate)");
+                    false
+                }
+            });
+        }
+        let against = if keyed {
+            self.dummy_hash.as_str().into()
+        } else {
+            hash.clone()
+        };
+        let ok = at.checks.bcrypt(against, password, suspect).await?;
+        Ok(ok && !keyed)
     }
 }
 

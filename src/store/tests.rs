@@ -1,0 +1,52 @@
+//! The store's one-statement account read against the facts it gathers.
+
+use super::*;
+
+#[tokio::test]
+async fn an_account_is_its_user_groups_and_the_grants_of_both_in_one_read() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = Store::open("sqlite://s.db", tmp.path())
+        .await
+        .expect("store");
+    s.add_user("ann", "h-ann", false, false, Some(4_000_000_000))
+        .await
+        .expect("ann");
+    s.add_user("bob", "h-bob", true, false, None)
+        .await
+        .expect("bob");
+    for g in ["ops", "dev"] {
+        s.add_group(g).await.expect("group");
+        s.add_member(g, "ann").await.expect("member");
+    }
+    let grant = |user: Option<&str>, group: Option<&str>, name: &str| NewGrant {
+        user: user.map(str::to_string),
+        group: group.map(str::to_string),
+        service: None,
+        resource_type: "repository".into(),
+        name: name.into(),
+        actions: vec!["pull".into()],
+    };
+    let mut ids = Vec::new();
+    for g in [
+        grant(Some("ann"), None, "ann/*"),
+        grant(None, Some("ops"), "ops/*"),
+        grant(Some("bob"), None, "bob/*"),
+    ] {
+        ids.push(s.add_grant(&g).await.expect("grant").id);
+    }
+    let ann = s.account("ann").await.expect("read").expect("ann");
+    assert_eq!(ann.user, s.user("ann").await.expect("user").expect("ann"));
+    assert_eq!(ann.groups, ["dev", "ops"]);
+    let mut want = ids[..2].to_vec();
+    want.sort();
+    let got: Vec<String> = ann.rights.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(got, want, "ordered by id");
+    assert!(ann
+        .rights
+        .iter()
+        .all(|r| r.allows("ann", "svc", "repository", "ops/x", "pull")
+            != r.allows("ann", "svc", "repository", "ann/x", "pull")));
+    let bob = s.account("bob").await.expect("read").expect("bob");
+    assert!(bob.user.admin && bob.groups.is_empty() && bob.rights.len() == 1);
+    assert_eq!(s.account("nobody").await.expect("read"), None);
+}
