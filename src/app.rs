@@ -214,13 +214,21 @@ fn same_upstream(old: &App, cfg: &Config) -> bool {
 /// Everything the identity side is built from, as text: the settings, and the htpasswd file's
 /// digest. Equal text means the running [`Authenticator`] (and its caches) can stay.
 fn identity_fingerprint(cfg: &Config, htpasswd: Option<&str>) -> String {
-    let htpasswd = htpasswd.map_or(String::new(), |text| {
+    let digest = |bytes: &[u8]| {
         data_encoding::HEXLOWER
-            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
-    });
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+    };
+    let htpasswd = htpasswd.map_or(String::new(), |text| digest(text.as_bytes()));
+    // A pepper file rewritten in place is a new pepper, though its name is the same.
+    let peppers: Vec<String> = cfg
+        .store
+        .iter()
+        .flat_map(|s| s.pepper_paths())
+        .map(|p| std::fs::read(&p).map_or_else(|_| "unreadable".into(), |b| digest(&b)))
+        .collect();
     // Debug text of plain config data: equal text is equal settings.
     format!(
-        "upstream={:?};identity={:?};store={:?};damping={:?};oidc={:?};refresh_ttl_days={};htpasswd={htpasswd};ldap={:?}",
+        "upstream={:?};identity={:?};store={:?};peppers={peppers:?};damping={:?};oidc={:?};refresh_ttl_days={};htpasswd={htpasswd};ldap={:?}",
         cfg.upstream, cfg.identity, cfg.store, cfg.damping, cfg.oidc, cfg.token.refresh_ttl_days,
         cfg.ldap.as_ref().map(|l| l.fingerprint())
     )
@@ -277,11 +285,20 @@ async fn build_auth(
     )
 }
 
-/// What the store takes from `[store]` besides its URL: at start-up, on reload, and in the CLI.
+/// The peppers `[store]` names, read and checked.
+fn load_peppers(sc: &crate::config::StoreConfig) -> anyhow::Result<Arc<crate::store::Peppers>> {
+    let what = setting("store.pepper_files");
+    Ok(Arc::new(crate::store::Peppers::load(
+        &sc.pepper_paths(),
+        &what,
+    )?))
+}
+
+/// What the CLI's store takes from `[store]` besides its URL, at once (a serving issuer's
+/// waits for its configuration to be in force: [`StoreUsers::apply_settings`]).
 pub fn configure_store(store: &Store, sc: &crate::config::StoreConfig) -> anyhow::Result<()> {
     store.set_max_expiry_days(sc.max_expiry_days);
-    let what = setting("store.pepper_files");
-    store.set_peppers(crate::store::Peppers::load(&sc.pepper_paths(), &what)?);
+    store.set_peppers(load_peppers(sc)?);
     Ok(())
 }
 
@@ -293,16 +310,23 @@ async fn open_store(
     cfg: &Config,
     running: Option<Arc<Store>>,
 ) -> anyhow::Result<StoreUsers> {
+    let fresh = running.is_none();
     let store = match running {
         Some(s) => s,
-        None => Arc::new(
-            Store::open(&sc.url, &sc.base)
-                .await
-                .with_context(|| setting("store.url"))?,
-        ),
+        None => {
+            let s = Arc::new(
+                Store::open(&sc.url, &sc.base)
+                    .await
+                    .with_context(|| setting("store.url"))?,
+            );
+            // Whether opened at start-up or by a reload that adds `[store]`: its uses are
+            // written once a minute, and at shutdown by `serve`.
+            crate::store::spawn_last_used_flusher(s.clone());
+            s
+        }
     };
-    configure_store(&store, sc)?;
-    let beyond = store.count_beyond_lifetime().await?;
+    let peppers = load_peppers(sc)?;
+    let beyond = store.count_beyond_lifetime(sc.max_expiry_days).await?;
     if beyond > 0 {
         tracing::warn!(
             accounts = beyond,
@@ -322,13 +346,20 @@ async fn open_store(
         }
     }
     tracing::info!(store = %store.shown, cache_ttl_seconds = sc.cache_ttl_seconds, "user store open");
-    StoreUsers::new(
+    let users = StoreUsers::new(
         store,
         Duration::from_secs(sc.cache_ttl_seconds),
         Duration::from_secs(cfg.identity.cache_ttl_seconds),
         cfg.identity.cache_capacity,
         Duration::from_secs(cfg.token.refresh_ttl_days * 86_400),
-    )
+        (sc.max_expiry_days, peppers),
+    )?;
+    // A store opened now serves nothing yet; a running one gets these when the reload's
+    // configuration goes into force (`reload`).
+    if fresh {
+        users.apply_settings();
+    }
+    Ok(users)
 }
 
 /// The published keys, each checked: a certificate, not the signing key's, not twice.

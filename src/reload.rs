@@ -135,6 +135,11 @@ impl Live {
             reg.auth.trust(crate::app::trusted_keys(&app));
         }
         set_loaded_metrics(&app);
+        // Nothing can fail from here: the store takes this configuration's settings as it
+        // goes into force.
+        if let Some(users) = app.auth.store() {
+            users.apply_settings();
+        }
         self.app.store(Arc::new(app));
         Ok(())
     }

@@ -64,6 +64,15 @@ async fn last_use_is_written_at_shutdown_and_idle_accounts_are_listed(kind: Kind
         &format!("UPDATE users SET created_at = {long_ago} WHERE name <> 'boss'"),
     )
     .await;
+    // As after the upgrade that began recording last use: an old account may have been used
+    // before it, so none counts as idle yet.
+    assert_eq!(cli_ok(dir, &["users", "list", "--unused", "90d"], ""), "");
+    // Recording began long ago too.
+    db.execute(
+        dir,
+        &format!("UPDATE store_meta SET value = {long_ago} WHERE key = 'last_used_since'"),
+    )
+    .await;
     let issuer = start_on(dir, &cfg).await;
     let before = now();
     assert_eq!(login(&issuer, "used", "used-pw").await.0, 200);

@@ -57,6 +57,10 @@ async fn generated_secrets_log_in_and_are_kept_only_as_a_keyed_hash(kind: Kind, 
     let (s, e) = api(&issuer, "POST", "/users", Some(BOSS), Some(shaped)).await;
     assert_eq!(s, 400, "{e}");
 
+    // Nor in an htpasswd file: that shape is only ever checked against keyed hashes.
+    let refused = cli(&["htpasswd", "someone"], &format!("{secret}\n"));
+    assert!(!refused.status.success(), "{refused:?}");
+
     // Stored as keyed hashes; the admin's chosen password as bcrypt.
     let hash_of = |name: &str| format!("SELECT password_hash FROM users WHERE name = '{name}'");
     assert!(db.text(dir, &hash_of("robot")).await.starts_with("$tis1$"));
@@ -65,6 +69,19 @@ async fn generated_secrets_log_in_and_are_kept_only_as_a_keyed_hash(kind: Kind, 
         .await
         .starts_with("$tis1$"));
     assert!(db.text(dir, &hash_of("boss")).await.starts_with("$2"));
+
+    // Misspelt fields are a 400, and their values stay out of the audit line too.
+    for body in [
+        json!({"name": "typo", "Secret": secret}),
+        json!({"name": "typo", "pasword": "plain-typo-pw"}),
+    ] {
+        assert_eq!(
+            api(&issuer, "POST", "/users", Some(BOSS), Some(body))
+                .await
+                .0,
+            400
+        );
+    }
 
     // Whose is it: the admin API and the CLI.
     let (s, found) = api(
@@ -76,6 +93,13 @@ async fn generated_secrets_log_in_and_are_kept_only_as_a_keyed_hash(kind: Kind, 
     )
     .await;
     assert_eq!((s, found["name"].as_str()), (200, Some("robot")), "{found}");
+    let not_one = json!({"secret": "boss-pw"});
+    assert_eq!(
+        api(&issuer, "POST", "/find-secret", Some(BOSS), Some(not_one))
+            .await
+            .0,
+        400
+    );
     let unknown = json!({"secret": "tis_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"});
     assert_eq!(
         api(&issuer, "POST", "/find-secret", Some(BOSS), Some(unknown))
@@ -110,8 +134,8 @@ async fn generated_secrets_log_in_and_are_kept_only_as_a_keyed_hash(kind: Kind, 
         places.push(String::from_utf8_lossy(&bytes).into_owned());
     }
     for text in &places {
-        for s in [&secret, &cli_secret] {
-            assert!(!text.contains(&s[4..]), "a secret in clear");
+        for s in [&secret[4..], &cli_secret[4..], "plain-typo-pw"] {
+            assert!(!text.contains(s), "a secret in clear");
         }
     }
 }
@@ -123,6 +147,22 @@ fn with_peppers(cfg: &str, files: &[&str]) -> String {
     cfg.replace(&was, &format!("pepper_files = {files:?}"))
 }
 
+/// Sends SIGHUP and waits for the reload counter of `result` to move.
+async fn reload(issuer: &common::Issuer, result: &str) {
+    let series = format!("token_issuer_reloads_total{{result=\"{result}\"}}");
+    let before = issuer.metric(&series).await.unwrap_or(0.0);
+    let pid = issuer.proc.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    within(std::time::Duration::from_secs(10), "the reload", || async {
+        issuer.metric(&series).await.unwrap_or(0.0) > before
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pepper_rotation_keeps_secrets_working_until_the_old_pepper_goes() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -130,9 +170,12 @@ async fn a_pepper_rotation_keeps_secrets_working_until_the_old_pepper_goes() {
     let db = Db::new(Kind::Sqlite, dir).await;
     let cfg = db.config("");
     users_before_start(dir, &cfg, &[]);
-    let robot = cli_ok(dir, &["users", "add", "robot", "--generate"], "");
-    let behind = cli_ok(dir, &["users", "add", "left-behind", "--generate"], "");
-    let (robot, behind) = (robot.trim(), behind.trim());
+    let made = |name: &str| {
+        cli_ok(dir, &["users", "add", name, "--generate"], "")
+            .trim()
+            .to_string()
+    };
+    let (robot, behind, later) = (made("robot"), made("left-behind"), made("later"));
     std::fs::write(
         dir.join("new-pepper"),
         "another-pepper-0123456789abcdefghijklmnopqrstuvwxyz",
@@ -140,10 +183,9 @@ async fn a_pepper_rotation_keeps_secrets_working_until_the_old_pepper_goes() {
     .expect("pepper");
 
     // Step 1: the new pepper first, the old one still listed: every secret still works.
-    let both = with_peppers(&cfg, &["new-pepper", PEPPER]);
-    let mut issuer = start_on(dir, &both).await;
-    assert_eq!(token(&issuer, ("robot", robot), &[]).await.0, 200);
-    assert_eq!(token(&issuer, ("left-behind", behind), &[]).await.0, 200);
+    let issuer = start_on(dir, &with_peppers(&cfg, &["new-pepper", PEPPER])).await;
+    assert_eq!(token(&issuer, ("robot", &robot), &[]).await.0, 200);
+    assert_eq!(token(&issuer, ("left-behind", &behind), &[]).await.0, 200);
     // Step 2: new secrets, made under the new pepper.
     let (s, answer) = api(
         &issuer,
@@ -156,17 +198,24 @@ async fn a_pepper_rotation_keeps_secrets_working_until_the_old_pepper_goes() {
     assert_eq!(s, 200, "{answer}");
     let renewed = answer["secret"].as_str().expect("secret").to_string();
     assert_eq!(token(&issuer, ("robot", &renewed), &[]).await.0, 200);
-    let (status, log) = issuer.proc.terminate();
-    assert!(status.success(), "{log}");
 
-    // Step 3: the old pepper removed. The renewed secret works; one left under the old pepper
-    // does not, and the log says how to mend it.
-    let issuer = start_on(dir, &with_peppers(&cfg, &["new-pepper"])).await;
+    // A reload that drops the old pepper but fails (a broken rule) changes nothing: a secret
+    // under the old pepper, never checked before, still works.
+    let only_new = with_peppers(&cfg, &["new-pepper"]);
+    let broken = format!("{only_new}\n[[acl]]\nname = \"${{account}}-x\"\nactions = [\"pull\"]\n");
+    std::fs::write(dir.join("issuer.toml"), broken).expect("config");
+    reload(&issuer, "failed").await;
+    assert_eq!(token(&issuer, ("later", &later), &[]).await.0, 200);
+
+    // Step 3: the old pepper removed, by a reload. The renewed secret works; one left under
+    // the old pepper does not, and the log says how to mend it.
+    std::fs::write(dir.join("issuer.toml"), &only_new).expect("config");
+    reload(&issuer, "ok").await;
     assert_eq!(token(&issuer, ("robot", &renewed), &[]).await.0, 200);
-    assert_eq!(token(&issuer, ("left-behind", behind), &[]).await.0, 401);
+    assert_eq!(token(&issuer, ("left-behind", &behind), &[]).await.0, 401);
     let log = issuer.proc.log_text();
     assert!(
-        log.contains("no longer in store.pepper_files")
+        log.contains("not in store.pepper_files here")
             && log.contains("users passwd NAME --generate"),
         "{log}"
     );

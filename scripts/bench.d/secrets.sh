@@ -61,6 +61,9 @@ read -r sg_s sg_ok sg_cpu < <(secrets_run "$tmp/secrets-g.curl" "$secrets_n")
 # As many requests of one robot already verified: the warm time for the same count.
 for _ in $(seq 1 "$secrets_n"); do echo "robot-g1:$secret"; done | cold_config "$tmp/secrets-w.curl"
 read -r sw_s sw_ok sw_cpu < <(secrets_run "$tmp/secrets-w.curl" "$secrets_n")
+# Stopped here: its minute's writes of last use must not fall into the later rows.
+kill "$secrets_pid" 2>/dev/null || true
+wait "$secrets_pid" 2>/dev/null || true
 [ "$sb_ok" = "$secrets_bcrypt_n" ] && [ "$sg_ok" = "$secrets_n" ] && [ "$sw_ok" = "$secrets_n" ] ||
   { echo "bench: secrets rows: $sb_ok/$secrets_bcrypt_n bcrypt, $sg_ok/$secrets_n generated, $sw_ok/$secrets_n warm got a token" >&2; exit 1; }
 echo "store robots, cold logins ($cold_conns connections), issuer CPU per login; generated secrets (HMAC under a pepper) against bcrypt cost 10"

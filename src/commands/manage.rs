@@ -130,7 +130,8 @@ pub(crate) async fn open(args: &StoreArgs) -> anyhow::Result<(Store, Option<Htpa
             // `dev` keeps its pepper beside the store.
             let pepper = args.data_dir.join(super::serve::DEV_PEPPER);
             if pepper.is_file() {
-                store.set_peppers(store::Peppers::load(&[pepper], "the dev pepper")?);
+                let peppers = store::Peppers::load(&[pepper], "the dev pepper")?;
+                store.set_peppers(std::sync::Arc::new(peppers));
             }
             Ok((store, None))
         }

@@ -40,11 +40,6 @@ pub(crate) async fn serve(
         _ => None,
     };
     let audit = app.audit.clone();
-    // The store outlives reloads (store.url takes effect at restart): one writer of last uses.
-    let store = app.auth.store().map(|u| u.store.clone());
-    if let Some(s) = &store {
-        token_issuer::store::spawn_last_used_flusher(s.clone());
-    }
     let with_metrics = cfg.metrics.enabled && cfg.metrics.listen.is_none();
     // Once before serving, so the gauge and the warnings are there from the first scrape.
     let mut warned = token_issuer::expiry::Warned::default();
@@ -91,8 +86,9 @@ pub(crate) async fn serve(
     if let Some(a) = audit {
         a.flush().await;
     }
-    if let Some(s) = store {
-        if let Err(e) = s.flush_last_used().await {
+    // The store in force (a reload may have added one): what was noted since the last write.
+    if let Some(users) = live.current().auth.store() {
+        if let Err(e) = users.store.flush_last_used().await {
             tracing::warn!("last use times noted since the last minute not written: {e}");
         }
     }

@@ -81,6 +81,12 @@ fn htpasswd_line(user: &str, password: &str, cost: u32) -> anyhow::Result<String
     if user.contains(':') || user.is_empty() {
         anyhow::bail!("user {user:?}: must be non-empty and hold no ':'");
     }
+    if token_issuer::store::looks_generated(password) {
+        anyhow::bail!(
+            "this password has the shape of a generated secret (tis_...), which is checked only \
+             against the store's keyed hashes: choose another, or make a store user with --generate"
+        );
+    }
     let hash = bcrypt::hash(password, cost)?;
     Ok(format!("{user}:{}", hash.replacen("$2b$", "$2y$", 1)))
 }

@@ -121,6 +121,9 @@ pub async fn users(args: &StoreArgs, cmd: Users) -> anyhow::Result<()> {
         }
         Users::FindSecret => {
             let secret = super::tools::read_password()?;
+            if !store::looks_generated(&secret) {
+                anyhow::bail!("this is not a generated secret (tis_ and 32 base32 characters)");
+            }
             match store.find_secret(&secret).await? {
                 Some(name) => println!("{}", store::shown(&name)),
                 None => anyhow::bail!(

@@ -84,7 +84,8 @@ async fn sources_are_asked_in_order_and_a_name_nobody_knows_costs_a_check() {
         .expect("carol");
     let file = Htpasswd::parse(&format!("alice:{}\n", fast("file-pw"))).expect("parse");
     let ttl = Duration::from_secs(60);
-    let users = StoreUsers::new(store, ttl, ttl, 100, ttl).expect("users");
+    let users =
+        StoreUsers::new(store, ttl, ttl, 100, ttl, (None, Default::default())).expect("users");
     let settings = CacheSettings {
         local_ttl: ttl,
         capacity: 100,

@@ -16,19 +16,24 @@ use tokio::sync::Notify;
 use super::{now, Result, Store};
 
 /// Accounts (and, apart, refresh tokens) noted between two writes at most. Past it a use is
-/// not noted until the next write, which [`Store::last_used_full`] asks for at once: a
-/// roll-out of more distinct accounts than this in a minute costs an extra write, not memory.
+/// not noted until the next write, which a full map asks for at once: a
+/// roll-out of more distinct accounts than this in a minute costs an extra write, not memory,
+/// and the uses that arrive while the map is full are not recorded.
 pub(super) const MAX_PENDING: usize = 100_000;
 /// Rows one transaction updates: one commit (one fsync on SQLite) per batch, not per row.
-const BATCH: usize = 500;
+const BATCH: usize = 100;
+/// How long one batch may take: a row is a round trip, so a batch over a slow link to
+/// PostgreSQL needs longer than one query's `QUERY_TIMEOUT`.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often `serve` writes the uses noted.
 pub(super) const EVERY: Duration = Duration::from_secs(60);
 
-/// Uses noted since the last write (name or token id → Unix seconds), and the signal that the
-/// map is full.
+/// Uses noted since the last write (name or token id → Unix seconds), the signal that the
+/// map is full, and the lock that makes flushes one at a time (so that the one at shutdown
+/// waits for one already running rather than letting the process end under it).
 #[derive(Default)]
-pub(super) struct Pending(Mutex<Noted>, Notify);
+pub(super) struct Pending(Mutex<Noted>, Notify, tokio::sync::Mutex<()>);
 
 #[derive(Default)]
 struct Noted {
@@ -68,6 +73,36 @@ pub struct Flushed {
 }
 
 impl Store {
+    /// Reads (writing it at the first start) when last use began to be recorded.
+    pub(super) async fn note_tracking_start(&self) -> Result<()> {
+        self.timed(
+            sqlx::query(
+                "INSERT INTO store_meta (key, value) VALUES ('last_used_since', $1) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(now())
+            .execute(&self.pool),
+        )
+        .await?;
+        let row = self
+            .timed(
+                sqlx::query("SELECT value FROM store_meta WHERE key = 'last_used_since'")
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        let since: i64 = super::get(&row, 0)?;
+        self.last_used_since
+            .store(since, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// When last use began to be recorded: an account never used counts as idle from then or
+    /// its creation, whichever is later.
+    pub fn last_used_since(&self) -> i64 {
+        self.last_used_since
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Notes that the store user `name` logged in (or refreshed) now.
     pub fn note_user_used(&self, name: &str) {
         self.note_use(name, users);
@@ -93,12 +128,17 @@ impl Store {
     /// Writes the uses noted since the last call. What could not be written (the database
     /// away) is noted again for the next call, so a flush that fails loses nothing.
     pub async fn flush_last_used(&self) -> Result<Flushed> {
+        let _one_at_a_time = self.used.2.lock().await;
         let taken = match self.used.0.lock() {
             Ok(mut n) => std::mem::take(&mut *n),
             Err(_) => return Ok(Flushed::default()),
         };
-        let users: Vec<_> = taken.users.into_iter().collect();
-        let tokens: Vec<_> = taken.tokens.into_iter().collect();
+        // In key order: replicas writing the same rows at once lock them in the same order,
+        // so PostgreSQL never finds them waiting on each other.
+        let mut users: Vec<_> = taken.users.into_iter().collect();
+        let mut tokens: Vec<_> = taken.tokens.into_iter().collect();
+        users.sort_unstable();
+        tokens.sort_unstable();
         let mut done = Flushed::default();
         let plan: [(_, _, _, Side, _); 2] = [
             (&users, "users", "name", self::users, &mut done.users),
@@ -129,13 +169,14 @@ impl Store {
         }
     }
 
-    /// One transaction: each row's time, unless the row already holds a later one.
+    /// One transaction: each row's time, unless the row already holds a later one or was made
+    /// after the use (a name deleted and made again within the minute is another account).
     async fn write_used(&self, table: &str, key: &str, rows: &[(String, i64)]) -> Result<u64> {
         let sql = format!(
-            "UPDATE {table} SET last_used_at = $1 WHERE {key} = $2 \
+            "UPDATE {table} SET last_used_at = $1 WHERE {key} = $2 AND created_at <= $1 \
              AND (last_used_at IS NULL OR last_used_at < $1)"
         );
-        self.timed(async {
+        let batch = async {
             let mut tx = self.pool.begin().await?;
             let mut n = 0;
             for (k, t) in rows {
@@ -147,9 +188,15 @@ impl Store {
                     .rows_affected();
             }
             tx.commit().await?;
-            Ok(n)
-        })
-        .await
+            Ok::<_, sqlx::Error>(n)
+        };
+        match tokio::time::timeout(BATCH_TIMEOUT, batch).await {
+            Ok(r) => r.map_err(super::StoreError::from),
+            Err(_) => Err(super::StoreError::Unavailable(format!(
+                "no answer within {} s",
+                BATCH_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     fn renote(&self, side: Side, rows: &[(String, i64)]) {

@@ -30,7 +30,9 @@ pub use records::{
     UserPatch,
 };
 pub use refresh::{RefreshRecord, MAX_REFRESH_PER_USER};
-pub use secrets::{generate_secret, is_keyed, looks_generated, Keyed, Peppers, SECRET_PREFIX};
+pub use secrets::{
+    generate_secret, is_keyed, looks_generated, refuse_generated, Keyed, Peppers, SECRET_PREFIX,
+};
 
 /// How long a store call may take before the request that needs it gets a 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -91,6 +93,8 @@ pub struct Store {
     used: last_used::Pending,
     /// What generated secrets are hashed under (`store.pepper_files`); set again by a reload.
     peppers: std::sync::RwLock<std::sync::Arc<Peppers>>,
+    /// When last use began to be recorded here (see `last_used`).
+    last_used_since: std::sync::atomic::AtomicI64,
 }
 
 /// A span like `7d`, `36h` or `90m` (at most 10 years) in seconds, for expiry questions.
@@ -133,16 +137,18 @@ impl Store {
             max_expiry: std::sync::atomic::AtomicI64::new(0),
             used: last_used::Pending::default(),
             peppers: Default::default(),
+            last_used_since: Default::default(),
         };
+        store.note_tracking_start().await?;
         store.fill_folds("users").await?;
         store.fill_folds("user_groups").await?;
         Ok(store)
     }
 
     /// Sets the peppers generated secrets are hashed under and checked against.
-    pub fn set_peppers(&self, peppers: Peppers) {
+    pub fn set_peppers(&self, peppers: std::sync::Arc<Peppers>) {
         if let Ok(mut p) = self.peppers.write() {
-            *p = std::sync::Arc::new(peppers);
+            *p = peppers;
         }
     }
 
@@ -160,7 +166,13 @@ impl Store {
     /// The user whose generated secret `secret` is (found by its keyed hash under each
     /// pepper), if any: what to disable when a secret leaks.
     pub async fn find_secret(&self, secret: &str) -> Result<Option<String>> {
-        for stored in self.peppers().candidates(secret) {
+        let candidates = self.peppers().candidates(secret);
+        if candidates.is_empty() {
+            return Err(StoreError::Invalid(
+                "no store.pepper_files here: generated secrets cannot be looked up".into(),
+            ));
+        }
+        for stored in candidates {
             let row = self
                 .timed(
                     sqlx::query("SELECT name FROM users WHERE password_hash = $1")

@@ -88,11 +88,13 @@ impl Store {
                 " AND expires_at > $3 AND expires_at <= $4",
                 &[t, t.saturating_add(w)],
             ),
-            // Never used counts from the account's creation: a robot made 90 days ago and never
-            // used is as idle as one last used then.
+            // Never used counts from the account's creation, or from when last use began to be
+            // recorded if that is later: a robot made 90 days ago and never used is as idle as
+            // one last used then, but one made before the upgrade may have been used since.
             UserFilter::Unused(span) => (
-                " AND COALESCE(last_used_at, created_at) <= $3",
-                &[t.saturating_sub(span)],
+                " AND ((last_used_at IS NOT NULL AND last_used_at <= $3) \
+                  OR (last_used_at IS NULL AND created_at <= $3 AND $4 <= $3))",
+                &[t.saturating_sub(span), self.last_used_since()],
             ),
         };
         let sql = format!(
@@ -159,13 +161,13 @@ impl Store {
         }
     }
 
-    /// Non-admin accounts with no expiry or one beyond `store.max_expiry_days` (0 when off):
-    /// made before the limit, reported at start-up and left as they are.
-    pub async fn count_beyond_lifetime(&self) -> Result<i64> {
-        let max = self.max_expiry.load(std::sync::atomic::Ordering::Relaxed);
-        if max == 0 {
+    /// Non-admin accounts with no expiry or one beyond `max_days` (`store.max_expiry_days`;
+    /// none: 0): made before the limit, reported at start-up and left as they are.
+    pub async fn count_beyond_lifetime(&self, max_days: Option<u64>) -> Result<i64> {
+        let Some(days) = max_days else {
             return Ok(0);
-        }
+        };
+        let max = days.saturating_mul(86_400) as i64;
         let row = self
             .timed(
                 sqlx::query(

@@ -14,8 +14,16 @@ use crate::app::App;
 use crate::audit::AdminRecord;
 use crate::http::client::client_address;
 
-/// Body fields that are secrets: never in a line, only that they were given.
-const SECRETS: &[&str] = &["password", "secret"];
+/// Whether a body field holds a secret: never in a line, only that it was given. By name,
+/// whatever its case or spelling (`Password`, `pasword`, `new_secret`: a misspelt field is a
+/// 400, but its line is still written), and by value (anything shaped like a generated secret).
+fn secret(key: &str, value: &Value) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pas", "secret", "token", "key"]
+        .iter()
+        .any(|k| key.contains(k))
+        || value.as_str().is_some_and(crate::store::looks_generated)
+}
 
 pub(super) async fn audited<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let app = req.extensions().get::<Arc<App>>().cloned();
@@ -34,13 +42,15 @@ pub(super) async fn audited<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::
                 return Ok(poem::error::ResponseError::as_response(&e));
             }
         };
-        if let Ok(Value::Object(mut given)) = serde_json::from_slice::<Value>(&body) {
-            for secret in SECRETS {
-                if given.remove(*secret).is_some() {
-                    given.insert(format!("{secret}_given"), Value::Bool(true));
-                }
-            }
-            fields = Value::Object(given);
+        if let Ok(Value::Object(given)) = serde_json::from_slice::<Value>(&body) {
+            let shown = given
+                .into_iter()
+                .map(|(k, v)| match secret(&k, &v) {
+                    true => (format!("{k}_given"), Value::Bool(true)),
+                    false => (k, v),
+                })
+                .collect();
+            fields = Value::Object(shown);
         }
         req.set_body(body);
     }

@@ -265,6 +265,13 @@ pub(crate) async fn find_secret(
 ) -> ApiResult {
     let (who, users) = admin(req, app).await?;
     let p: Leaked = json_body(req, body).await?;
+    if !store::looks_generated(&p.secret) {
+        return Err(ApiError::Invalid(
+            "\"secret\" is not a generated secret (tis_ and 32 base32 characters); a \
+             person's password cannot be looked up"
+                .into(),
+        ));
+    }
     let name = users.store.find_secret(&p.secret).await?;
     tracing::info!(by = ?who.name, found = name.is_some(), "admin API: secret looked up");
     match name {

@@ -39,6 +39,10 @@ pub struct StoreUsers {
     pub(crate) dummy_hash: String,
     /// Refresh tokens live in the same store.
     pub refresh: RefreshTokens,
+    /// `store.max_expiry_days` and the peppers, given to the store (which outlives a reload)
+    /// by [`StoreUsers::apply_settings`] only once the configuration they came with is in
+    /// force: a reload that fails keeps the running ones.
+    settings: (Option<u64>, Arc<store::Peppers>),
 }
 
 /// A store user as the request path uses them.
@@ -56,8 +60,10 @@ impl StoreUsers {
         verified_ttl: Duration,
         capacity: u64,
         refresh_lifetime: Duration,
+        settings: (Option<u64>, Arc<store::Peppers>),
     ) -> anyhow::Result<Self> {
         Ok(Self {
+            settings,
             refresh: RefreshTokens::new(store.clone(), refresh_lifetime, ttl, capacity),
             store,
             ttl,
@@ -66,6 +72,12 @@ impl StoreUsers {
             verified: expiring(capacity, verified_ttl),
             dummy_hash: bcrypt::hash(uuid::Uuid::new_v4().to_string(), 10)?,
         })
+    }
+
+    /// Gives the store this configuration's `store.max_expiry_days` and peppers.
+    pub fn apply_settings(&self) {
+        self.store.set_max_expiry_days(self.settings.0);
+        self.store.set_peppers(self.settings.1.clone());
     }
 
     /// The store's user called `name`, from the cache or (once per TTL, shared by concurrent
@@ -207,14 +219,14 @@ impl StoreUsers {
         let keyed = store::is_keyed(hash);
         if store::looks_generated(password) {
             if !keyed {
-                return Ok(false);
+                return Ok(store::refuse_generated(password));
             }
             return Ok(match self.store.peppers().verify(hash, password) {
                 store::Keyed::Match => true,
                 store::Keyed::Mismatch => false,
                 store::Keyed::UnknownPepper(id) => {
                     tracing::warn!(user = ?at.creds.username, pepper = %id,
-                        "this account's secret was made under a pepper no longer in store.pepper_files, so it cannot log in: give it a new one (token-issuer users passwd NAME --generate)");
+                        "this account's secret was made under a pepper not in store.pepper_files here (removed, or not yet given to this issuer), so it cannot log in: list the pepper, or give the account a new secret (token-issuer users passwd NAME --generate)");
                     false
                 }
             });
