@@ -21,6 +21,8 @@ mod jwt;
 pub mod keys;
 pub mod metrics;
 pub(crate) mod policy;
+#[cfg(test)]
+mod props;
 pub mod registry;
 pub mod reload;
 pub mod sample;

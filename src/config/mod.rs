@@ -57,6 +57,8 @@ const NON_CONFIG_ENV: &[&str] = &[
     "log",
     "ldap.bind_password",
     "upstream.service_api_key",
+    // A debug build's panicking route, for the tests (`server::panics`).
+    "test_panic",
 ];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

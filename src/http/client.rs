@@ -49,7 +49,7 @@ pub(crate) fn client_address(req: &Request, trusted: &[ipnet::IpNet]) -> IpAddr 
 const MAX_HOPS: usize = 32;
 
 /// `for=192.0.2.1`, `for="[2001:db8::1]:4711"` in one `Forwarded` element.
-fn forwarded_for(element: &str) -> Option<IpAddr> {
+pub(crate) fn forwarded_for(element: &str) -> Option<IpAddr> {
     element.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
         if !k.eq_ignore_ascii_case("for") {

@@ -2,10 +2,10 @@
 //! the [`App`] in force when it arrived (see `crate::reload`).
 
 pub mod admin;
-mod client;
+pub(crate) mod client;
 mod error;
 pub mod realm;
-mod request;
+pub(crate) mod request;
 mod trail;
 
 use std::sync::Arc;

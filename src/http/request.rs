@@ -121,7 +121,7 @@ fn parse_scopes(values: &[String], max: usize) -> Result<Vec<Scope>, RealmError>
     })
 }
 
-pub(super) fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
+pub(crate) fn basic_credentials(req: &Request) -> Result<Option<Credentials>, RealmError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -9,6 +9,7 @@
 //! the reverse proxy's job in front).
 
 mod deadline;
+mod panics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -61,7 +62,12 @@ pub async fn serve(
         what,
     } = bound;
     tracing::info!(listen = %local, max_connections = limits.max_connections, "{what} listening");
-    let endpoint = Arc::new(endpoint.map_to_response().boxed());
+    let endpoint = Arc::new(
+        panics::test_route(endpoint)
+            .with(poem::middleware::CatchPanic::new().with_handler(panics::answer))
+            .map_to_response()
+            .boxed(),
+    );
     let timeouts = Timeouts {
         header: limits.header_timeout,
         idle: limits.idle_timeout,

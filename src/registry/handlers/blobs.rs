@@ -104,7 +104,7 @@ fn stream_file(
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n`, inclusive, within `size`.
-fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+pub(crate) fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     let (a, b) = spec.split_once('-')?;
     let (start, end) = match (a.trim(), b.trim()) {

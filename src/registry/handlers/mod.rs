@@ -4,11 +4,11 @@
 //! does ([`route`]), computes the access the request needs ([`needed_access`]), checks the token,
 //! and hands the request to the resource's handler.
 
-mod blobs;
+pub(crate) mod blobs;
 mod listings;
 mod manifests;
 mod referrers;
-mod uploads;
+pub(crate) mod uploads;
 
 use std::sync::Arc;
 

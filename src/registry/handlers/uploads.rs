@@ -11,7 +11,7 @@ use crate::registry::Registry;
 
 /// `start-end` (what docker sends; distribution's spec form) or `bytes start-end` /
 /// `bytes=start-end`; the end is inclusive and may be left out.
-fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let v = v.trim_start_matches("bytes=").trim_start_matches("bytes ");
     let (a, b) = v.split_once('-')?;
     let start = a.trim().parse().ok()?;

@@ -1,0 +1,37 @@
+//! A request whose handler panics is answered 500 with the cause in the log, and nothing else
+//! is touched: the connection, its neighbours and the process go on. (Without this, hyper's
+//! connection task would end with the panic and the client would see a reset with no word.)
+
+use std::any::Any;
+
+use poem::http::StatusCode;
+use poem::{Endpoint, EndpointExt, IntoResponse, Response};
+
+/// The 500 for a panic, in the realm's error shape; the cause goes to the log only (it may
+/// name internals), with the panic's message.
+pub(super) fn answer(cause: Box<dyn Any + Send + 'static>) -> Response {
+    let message = cause
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(cause = %message, "a request handler panicked; answered 500");
+    let body = serde_json::json!({"errors": [{
+        "code": "UNKNOWN",
+        "message": "internal error: the cause is in the token issuer's log",
+    }]});
+    (StatusCode::INTERNAL_SERVER_ERROR, poem::web::Json(body)).into_response()
+}
+
+/// In a debug build with `TOKEN_ISSUER_TEST_PANIC=1`, `GET /__test/panic` panics: what the
+/// tests prove the 500 with. A release build has no such route.
+pub(super) fn test_route<E: Endpoint + 'static>(ep: E) -> impl Endpoint {
+    let armed =
+        cfg!(debug_assertions) && std::env::var("TOKEN_ISSUER_TEST_PANIC").is_ok_and(|v| v == "1");
+    ep.around(move |ep, req| async move {
+        if armed && req.uri().path() == "/__test/panic" {
+            panic!("the test route panicked, as asked");
+        }
+        ep.call(req).await.map(IntoResponse::into_response)
+    })
+}
