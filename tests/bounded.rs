@@ -1,0 +1,120 @@
+//! A flood of distinct bogus usernames from distinct addresses (IPv6 networks, through a
+//! trusted proxy) is remembered within the tables' capacities, not per request: the damping
+//! tables' entries stay at their bound, the process's memory does not grow with the flood, and a
+//! good user is served throughout. (Generated-secret-shaped passwords cost no bcrypt, so the
+//! flood runs at the issuer's full rate; each is still a failed login.)
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::store_api::{keys, SERVICE};
+use common::{write_users, ConfigBuilder, Issuer};
+
+const FLOOD: usize = 20_000;
+const CAPACITY: u64 = 1_000;
+
+/// The process's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+async fn alice(issuer: &Issuer) -> (u16, Duration) {
+    let t = Instant::now();
+    let s = reqwest::Client::new()
+        .get(issuer.realm())
+        .query(&[("service", SERVICE), ("scope", "repository:a/b:pull")])
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .expect("realm")
+        .status()
+        .as_u16();
+    (s, t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_bogus_names_from_many_networks_stays_within_the_tables() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_users(dir, &[("alice", "alice-pw")]);
+    let (env, _) = keys(dir);
+    let capacity = CAPACITY.to_string();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("TOKEN_ISSUER_IDENTITY__CACHE_CAPACITY", &capacity));
+    let cfg = ConfigBuilder::keys_from_env(SERVICE)
+        .section(&format!(
+            "[http]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[damping]\ntable_capacity = {CAPACITY}"
+        ))
+        .allow("alice", "**", &["pull"])
+        .build();
+    let issuer = Issuer::start(dir, &cfg, &env).await;
+    assert_eq!(alice(&issuer).await.0, 200);
+    let pid = issuer.proc.child.id();
+    let before = rss_kib(pid);
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..32)
+        .map(|_| {
+            let (realm, next) = (issuer.realm(), next.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= FLOOD {
+                        return;
+                    }
+                    // A /64 of its own each, as a client rotating networks would.
+                    let from = format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff);
+                    let n = data_encoding::BASE32_NOPAD.encode(&(i as u64).to_be_bytes());
+                    let guess = format!("tis_{:a>32}", n.to_lowercase());
+                    let s = c
+                        .get(&realm)
+                        .query(&[("service", SERVICE)])
+                        .header("x-forwarded-for", from)
+                        .basic_auth(format!("bogus-{i}"), Some(guess))
+                        .send()
+                        .await
+                        .expect("realm")
+                        .status()
+                        .as_u16();
+                    assert!(s == 401 || s == 429, "a bogus login answered {s}");
+                }
+            })
+        })
+        .collect();
+    // The good user, during the flood.
+    let mut worst = Duration::ZERO;
+    while next.load(Ordering::SeqCst) < FLOOD {
+        let (s, took) = alice(&issuer).await;
+        assert_eq!(s, 200);
+        worst = worst.max(took);
+    }
+    for f in flooders {
+        f.await.expect("flooder");
+    }
+    let after = rss_kib(pid);
+    let entries = issuer
+        .metric("token_issuer_damping_entries")
+        .await
+        .expect("the damping gauge");
+    eprintln!(
+        "{FLOOD} bogus logins: damping entries {entries}, RSS {before} -> {after} KiB, \
+         alice's slowest {worst:?}"
+    );
+    // Three tables (pairs, addresses, accounts) of CAPACITY each, with moka's slack.
+    assert!(
+        entries <= 3.3 * CAPACITY as f64,
+        "{entries} damping entries"
+    );
+    assert!(after < before + 64 * 1024, "RSS {before} -> {after} KiB");
+    assert!(worst < Duration::from_secs(1), "alice waited {worst:?}");
+    assert_eq!(alice(&issuer).await.0, 200);
+}
