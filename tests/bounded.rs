@@ -16,16 +16,6 @@ use common::{write_users, ConfigBuilder, Issuer};
 const FLOOD: usize = 20_000;
 const CAPACITY: u64 = 1_000;
 
-/// The process's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 async fn alice(issuer: &Issuer) -> (u16, Duration) {
     let t = Instant::now();
     let s = reqwest::Client::new()
@@ -58,7 +48,7 @@ async fn a_flood_of_bogus_names_from_many_networks_stays_within_the_tables() {
     let issuer = Issuer::start(dir, &cfg, &env).await;
     assert_eq!(alice(&issuer).await.0, 200);
     let pid = issuer.proc.child.id();
-    let before = rss_kib(pid);
+    let before = common::vm_rss_kib(pid);
 
     let next = Arc::new(AtomicUsize::new(0));
     let flooders: Vec<_> = (0..32)
@@ -100,7 +90,7 @@ async fn a_flood_of_bogus_names_from_many_networks_stays_within_the_tables() {
     for f in flooders {
         f.await.expect("flooder");
     }
-    let after = rss_kib(pid);
+    let after = common::vm_rss_kib(pid);
     let entries = issuer
         .metric("token_issuer_damping_entries")
         .await

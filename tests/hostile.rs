@@ -514,15 +514,6 @@ async fn slow_repository(poem::web::Data(b): poem::web::Data<&Arc<Bounds>>) -> &
     "{}"
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_use_is_bounded() {
     use poem::listener::{Acceptor, Listener};

@@ -148,6 +148,16 @@ pub fn write_users(dir: &Path, users: &[(&str, &str)]) {
     std::fs::write(dir.join("users.htpasswd"), lines).expect("users.htpasswd");
 }
 
+/// A process's resident memory (`VmRSS`), in KiB.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
 /// A child process killed when the test ends; its output goes to a log file shown on failure.
 pub struct Proc {
     pub child: Child,
