@@ -156,12 +156,21 @@ impl Checks {
 
     /// The one bcrypt check, whatever the hash's source: a fair slot (suspects queue apart),
     /// a blocking thread (~60 ms of CPU must not stall the runtime), and the metrics.
+    ///
+    /// A password of a generated secret's shape (`tis_...`) is never given to bcrypt: no bcrypt
+    /// hash can hold one (they are refused), and such a refusal must cost what it costs
+    /// everywhere (see `store::refuse_generated`), so timing does not tell which source or
+    /// kind of account a name has.
     pub(crate) async fn bcrypt(
         &self,
         hash: Arc<str>,
         password: &str,
         suspect: bool,
     ) -> Result<bool, AuthError> {
+        if crate::store::looks_generated(password) {
+            crate::store::refuse_generated(password);
+            return Ok(false);
+        }
         let pass = password.to_string();
         let slot = self.bcrypt.acquire(suspect).await?;
         let ok = tokio::task::spawn_blocking(move || {

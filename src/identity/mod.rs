@@ -291,15 +291,9 @@ impl Authenticator {
         };
         self.checks
             .once(&self.unknown, at, |suspect| async move {
-                // A generated secret's shape is checked by a keyed hash alone (see
-                // `StoreUsers::check`), so it costs no bcrypt here either.
-                if crate::store::looks_generated(&at.creds.password) {
-                    crate::store::refuse_generated(&at.creds.password);
-                } else {
-                    self.checks
-                        .bcrypt(hash.clone(), &at.creds.password, suspect)
-                        .await?;
-                }
+                self.checks
+                    .bcrypt(hash.clone(), &at.creds.password, suspect)
+                    .await?;
                 Err(AuthError::BadCredentials)
             })
             .await

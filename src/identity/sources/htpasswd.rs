@@ -50,15 +50,7 @@ impl IdentitySource for LocalUsers {
             let name = &at.creds.username;
             at.checks
                 .once(&self.verified, at, |suspect| async move {
-                    // A generated secret's shape is never a file's password (the htpasswd
-                    // command refuses it) and costs what it costs everywhere: no bcrypt.
-                    let password = &at.creds.password;
-                    let ok = if crate::store::looks_generated(password) {
-                        crate::store::refuse_generated(password)
-                    } else {
-                        at.checks.bcrypt(hash, password, suspect).await?
-                    };
-                    match ok {
+                    match at.checks.bcrypt(hash, &at.creds.password, suspect).await? {
                         true => Ok(Arc::new(Identity::local(name))),
                         false => Err(AuthError::BadCredentials),
                     }

@@ -206,9 +206,9 @@ impl StoreUsers {
 impl StoreUsers {
     /// One check of a presented password against a stored hash. What it costs depends on the
     /// password's shape alone, never on the account, so timing tells a guesser nothing: a
-    /// generated secret's shape (`tis_...`) is checked by the keyed hash and never by bcrypt
-    /// (a bcrypt account cannot hold one: such passwords are refused); any other password
-    /// costs one bcrypt, against the dummy hash when the account holds a keyed one.
+    /// generated secret's shape (`tis_...`) is checked by the keyed hash, and never by bcrypt
+    /// (`Checks::bcrypt` refuses it); any other password costs one bcrypt, against the dummy
+    /// hash when the account holds a keyed one.
     async fn check(
         &self,
         hash: &Arc<str>,
@@ -217,10 +217,7 @@ impl StoreUsers {
     ) -> Result<bool, AuthError> {
         let password = &at.creds.password;
         let keyed = store::is_keyed(hash);
-        if store::looks_generated(password) {
-            if !keyed {
-                return Ok(store::refuse_generated(password));
-            }
+        if keyed && store::looks_generated(password) {
             return Ok(match self.store.peppers().verify(hash, password) {
                 store::Keyed::Match => true,
                 store::Keyed::Mismatch => false,
