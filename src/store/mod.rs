@@ -30,9 +30,7 @@ pub use records::{
     UserPatch,
 };
 pub use refresh::{RefreshRecord, MAX_REFRESH_PER_USER};
-pub use secrets::{
-    generate_secret, is_keyed, looks_generated, refuse_generated, Keyed, Peppers, SECRET_PREFIX,
-};
+pub use secrets::{is_keyed, looks_generated, refuse_generated, Keyed, Peppers};
 
 /// How long a store call may take before the request that needs it gets a 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -158,7 +156,7 @@ impl Store {
 
     /// A fresh generated secret and its stored form, under the first pepper.
     pub fn new_secret(&self) -> Result<(String, String)> {
-        let secret = generate_secret()?;
+        let secret = secrets::generate_secret()?;
         let stored = self.peppers().hash(&secret)?;
         Ok((secret, stored))
     }

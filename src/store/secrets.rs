@@ -18,7 +18,7 @@ use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, HEXLOWER};
 use super::{Result, StoreError};
 
 /// What every generated secret starts with, for secret scanners (`tis_[a-z2-7]{32}`).
-pub const SECRET_PREFIX: &str = "tis_";
+const SECRET_PREFIX: &str = "tis_";
 /// Base32 characters after the prefix (160 bits).
 const SECRET_CHARS: usize = 32;
 /// What a stored keyed hash starts with.
@@ -82,11 +82,6 @@ impl Peppers {
             id,
             key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
         })
-    }
-
-    /// The ids of the peppers in force, the first making new hashes.
-    pub fn ids(&self) -> Vec<&str> {
-        self.0.iter().map(|p| p.id.as_str()).collect()
     }
 
     fn stored(pepper: &Pepper, secret: &str) -> String {
@@ -161,7 +156,7 @@ pub fn looks_generated(s: &str) -> bool {
 }
 
 /// A fresh secret: `tis_` and 160 random bits, shown once.
-pub fn generate_secret() -> Result<String> {
+pub(super) fn generate_secret() -> Result<String> {
     let mut bytes = [0u8; 20];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| StoreError::Unavailable("the random number generator failed".into()))?;
@@ -221,7 +216,7 @@ mod tests {
     fn short_peppers_garbled_hashes_and_no_pepper_are_refused() {
         assert!(Peppers::pepper(b"short").is_none());
         let p = peppers(&[OLD]);
-        let id = p.ids()[0].to_string();
+        let id = p.0[0].id.clone();
         for garbled in ["$tis1$", "$tis1$x", &format!("$tis1${id}$!!"), "$2b$10$x"] {
             assert_eq!(p.verify(garbled, "tis_x"), Keyed::Mismatch, "{garbled}");
         }

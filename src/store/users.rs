@@ -70,10 +70,6 @@ impl Store {
         Ok(user.map(|u| Account::new(u, groups, grants)))
     }
 
-    pub async fn users(&self, after: &str, limit: i64) -> Result<Vec<User>> {
-        self.users_where(after, limit, UserFilter::All).await
-    }
-
     /// A page of the users `filter` keeps, by name.
     pub async fn users_where(
         &self,
