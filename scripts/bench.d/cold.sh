@@ -17,14 +17,7 @@ cores=$(nproc)
 hash=$(echo cold-pw | "$bin" htpasswd --cost 10 x); hash=${hash#x:}
 { cat "$tmp/users.htpasswd"; for i in $(seq 1 $((cold_n + 8))); do echo "cold$i:$hash"; done; } > "$tmp/cold.htpasswd"
 cold_port=$(free_port)
-cat > "$tmp/cold.toml" <<TOML
-[token]
-issuer = "bench.test"
-service = "bench"
-x5c = "never"
-[keys]
-cert_file = "bench.test.crt"
-key_file = "bench.test.pem"
+{ bench_token_keys; cat <<TOML
 [identity]
 htpasswd = "cold.htpasswd"
 [upstream]
@@ -46,6 +39,7 @@ account = "up*"
 name = "**"
 actions = ["upstream"]
 TOML
+} > "$tmp/cold.toml"
 TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/cold.toml" --listen "127.0.0.1:$cold_port" & pids+=($!)
 wait_up "http://127.0.0.1:$cold_port/healthz"
 cold_url="http://127.0.0.1:$cold_port/v1/registry?service=bench&scope=repository:org/app:pull,push"

@@ -9,8 +9,7 @@ growth_issuer() { # $1 = rules; sets growth_port[$1]; the issuer's pid joins $pi
   port=$(free_port)
   growth_port[$n]=$port
   {
-    printf '[token]\nissuer = "bench.test"\nservice = "bench"\nx5c = "never"\n'
-    printf '[keys]\ncert_file = "bench.test.crt"\nkey_file = "bench.test.pem"\n'
+    bench_token_keys
     printf '[identity]\nhtpasswd = "users.htpasswd"\n'
     for i in $(seq 1 $((n - 1))); do
       printf '[[acl]]\naccount = "team%d-*"\nname = "team%d/**"\nactions = ["pull", "push"]\n' "$i" "$i"

@@ -14,8 +14,7 @@ whoami_rate=$(awk -v n="$ldap_cold_n" -v s="$whoami_s" 'BEGIN {printf "%.0f", n/
 
 ldap_cold_port=$(free_port)
 {
-  printf '[token]\nissuer = "bench.test"\nservice = "bench"\nx5c = "never"\n'
-  printf '[keys]\ncert_file = "bench.test.crt"\nkey_file = "bench.test.pem"\n'
+  bench_token_keys
   ldap_section
   printf '[[acl]]\ngroup = "bench"\nname = "**"\nactions = ["pull", "push"]\n'
 } > "$tmp/ldap-cold.toml"

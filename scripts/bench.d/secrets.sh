@@ -7,14 +7,7 @@ secrets_n=${BENCH_SECRETS_N:-10000}
 secrets_bcrypt_n=${BENCH_SECRETS_BCRYPT_N:-500}
 secrets_port=$(free_port)
 openssl rand -base64 48 > "$tmp/pepper"
-cat > "$tmp/secrets.toml" <<TOML
-[token]
-issuer = "bench.test"
-service = "bench"
-x5c = "never"
-[keys]
-cert_file = "bench.test.crt"
-key_file = "bench.test.pem"
+{ bench_token_keys; cat <<TOML
 [store]
 url = "sqlite://secrets.db"
 pepper_files = ["pepper"]
@@ -23,6 +16,7 @@ account = "robot*"
 name = "**"
 actions = ["pull", "push"]
 TOML
+} > "$tmp/secrets.toml"
 "$bin" users list --config "$tmp/secrets.toml" >/dev/null
 secret="tis_$(head -c 20 /dev/urandom | python3 -c 'import base64, sys; print(base64.b32encode(sys.stdin.buffer.read()).decode().lower())')"
 bcrypt_hash=$(echo robot-pw | "$bin" htpasswd --cost 10 x); bcrypt_hash=${bcrypt_hash#x:}
