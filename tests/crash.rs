@@ -15,15 +15,6 @@ use common::store_api::*;
 use common::Issuer;
 use serde_json::json;
 
-fn kill(issuer: &Issuer, signal: &str) {
-    let pid = issuer.proc.child.id().to_string();
-    let ok = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
-
 /// Waits until `count` reaches `n` (the process is serving), at most 30 s.
 async fn at_least(count: &AtomicUsize, n: usize, what: &str) {
     within(Duration::from_secs(30), what, || async {
@@ -82,7 +73,7 @@ async fn answered_admin_writes_and_refresh_tokens_survive_kill_9() {
         })
         .collect();
     at_least(&count, 200, "200 answered writes").await;
-    kill(&issuer, "-KILL");
+    issuer.proc.signal("-KILL");
     for w in writers {
         w.await.expect("writer");
     }
@@ -162,7 +153,7 @@ async fn every_decision_answered_before_sigterm_is_in_the_audit_file() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = hammer(&issuer, answered.clone(), stop.clone());
     at_least(&answered, 2000, "2000 tokens").await;
-    kill(&issuer, "-TERM");
+    issuer.proc.signal("-TERM");
     let (status, log) = issuer.proc.wait_exit();
     assert!(status.success(), "{log}");
     stop.store(true, Ordering::SeqCst);

@@ -14,13 +14,7 @@ const SERVICE: &str = "registry.test";
 const ISSUER: &str = "issuer.test";
 
 fn terminate(proc: &mut Proc) -> std::process::ExitStatus {
-    let pid = proc.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    proc.wait_exit().0
+    proc.terminate().0
 }
 
 struct Dev {
@@ -490,12 +484,7 @@ async fn dev_restart_waits_for_the_storage_lock() {
         .await;
 
     // SIGTERM, then at once a new process on the same storage: it comes up.
-    let pid = second.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    second.signal("-TERM");
     let mut third = start_dev(dir, "pw").await;
     assert!(second.wait_exit().0.success());
     assert!(terminate(&mut third.proc).success());

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -424,7 +423,7 @@ async fn a_moved_audit_file_is_reopened_on_sighup() {
     let moved = d.tmp.path().join("audit.log.moved");
     std::fs::rename(d.audit_path(), &moved).expect("move");
     let reloads = metrics(&d.issuer.url()).await;
-    kill("-HUP", &d.issuer);
+    d.issuer.proc.signal("-HUP");
     within(Duration::from_secs(5), "the SIGHUP reload", || async {
         let now = metrics(&d.issuer.url()).await;
         m(&now, "token_issuer_reloads_total{result=\"ok\"}")
@@ -443,14 +442,6 @@ async fn a_moved_audit_file_is_reopened_on_sighup() {
     .await;
     let kept = std::fs::read_to_string(&moved).expect("moved");
     assert_eq!(kept.lines().count(), 10, "the moved file kept its lines");
-}
-
-fn kill(signal: &str, issuer: &Issuer) {
-    let status = Command::new("kill")
-        .args([signal, &issuer.proc.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -651,7 +642,7 @@ async fn sighup_reloads_users_and_keys_and_names_restart_only_settings() {
     );
     assert_eq!(token(&c, &issuer, Some(BOB), &s).await.expect("t").0, 401);
     let before = metrics(&issuer.url()).await;
-    kill("-HUP", &issuer);
+    issuer.proc.signal("-HUP");
     within(Duration::from_secs(5), "bob works after SIGHUP", || async {
         token(&c, &issuer, Some(BOB), &s).await.expect("t").0 == 200
     })
@@ -765,7 +756,7 @@ async fn sigterm_under_load_finishes_what_is_in_flight_and_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    kill("-TERM", &issuer);
+    issuer.proc.signal("-TERM");
     let done_before = m(&at_kill, matched) - m(&before, matched);
     assert!(
         done_before < 16.0,

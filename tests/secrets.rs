@@ -151,12 +151,7 @@ fn with_peppers(cfg: &str, files: &[&str]) -> String {
 async fn reload(issuer: &common::Issuer, result: &str) {
     let series = format!("token_issuer_reloads_total{{result=\"{result}\"}}");
     let before = issuer.metric(&series).await.unwrap_or(0.0);
-    let pid = issuer.proc.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    issuer.proc.signal("-HUP");
     within(std::time::Duration::from_secs(10), "the reload", || async {
         issuer.metric(&series).await.unwrap_or(0.0) > before
     })

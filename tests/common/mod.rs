@@ -217,11 +217,18 @@ impl Proc {
         }
     }
 
+    /// Sends `signal` (`-HUP`, `-TERM`, `-KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {signal} {}", self.name);
+    }
+
     /// Sends SIGTERM (a clean shutdown) and waits for the process to exit.
     pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal("-TERM");
         self.wait_exit()
     }
 
