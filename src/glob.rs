@@ -130,6 +130,19 @@ impl Glob {
         }
     }
 
+    /// The first path segment of every name this glob can match, when the pattern spells it
+    /// out (`team/**`, `team/app`, `users/${account}/*`: `team`, `team`, `users`); `None`
+    /// when a wildcard or `${account}` may stand in it (`team-*/x`, `**`, `${account}/**`).
+    /// The rules' index files rules by it.
+    pub fn first_segment(&self) -> Option<&str> {
+        let (text, whole) = self.literal_prefix();
+        match text.find('/') {
+            Some(i) => Some(&text[..i]),
+            None if whole => Some(text),
+            None => None,
+        }
+    }
+
     /// Whether this glob matches every name `other` can match, as far as a cheap look can
     /// tell (`**`, the same pattern, or `P**` against a pattern that starts with `P`); false
     /// when unsure.

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use anyhow::bail;
 
+use super::acl_index::NameIndex;
 use crate::config::AclRule;
 use crate::glob::Glob;
 use crate::identity::Identity;
@@ -41,6 +42,7 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Acl {
     rules: Vec<Rule>,
+    index: NameIndex,
 }
 
 /// Who asks, for which service, from where: what a rule matches besides the scope.
@@ -208,7 +210,8 @@ impl Acl {
                 text: render(r),
             });
         }
-        Ok(Self { rules: out })
+        let index = NameIndex::new(out.iter().map(|r| &r.name));
+        Ok(Self { rules: out, index })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -228,12 +231,23 @@ impl Acl {
 
     /// What the first matching rule grants of `scope` to the asker.
     pub fn grant(&self, at: &Asker, scope: &Scope) -> Grant {
-        let Some((index, rule)) = self
-            .rules
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.check(at, scope).is_ok())
-        else {
+        let first = self
+            .index
+            .candidates(&scope.name)
+            .find(|&i| self.rules[i].check(at, scope).is_ok());
+        self.granted(first, scope)
+    }
+
+    /// What [`Self::grant`] decides, by trying every rule in order (what the index must agree
+    /// with).
+    #[cfg(test)]
+    pub(crate) fn grant_by_scan(&self, at: &Asker, scope: &Scope) -> Grant {
+        let first = (0..self.rules.len()).find(|&i| self.rules[i].check(at, scope).is_ok());
+        self.granted(first, scope)
+    }
+
+    fn granted(&self, first: Option<usize>, scope: &Scope) -> Grant {
+        let Some((index, rule)) = first.map(|i| (i, &self.rules[i])) else {
             return Grant::default();
         };
         Grant {
@@ -267,7 +281,8 @@ impl Acl {
     pub fn shadowed(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         for (j, later) in self.rules.iter().enumerate() {
-            if let Some(i) = self.rules[..j].iter().position(|r| r.covers(later)) {
+            let earlier = self.index.rivals(&later.name).take_while(|&i| i < j);
+            if let Some(i) = earlier.into_iter().find(|&i| self.rules[i].covers(later)) {
                 out.push((j, i));
             }
         }

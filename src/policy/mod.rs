@@ -8,6 +8,7 @@
 //! out. Asking for more than allowed is not an error (the token spec says so).
 
 pub(crate) mod acl;
+mod acl_index;
 mod build;
 pub(crate) mod explain;
 pub(crate) mod open_balena;
