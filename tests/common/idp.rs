@@ -120,14 +120,7 @@ impl Idp {
 
     /// `claims` signed by `kid` with that key's algorithm.
     pub fn sign(&self, kid: &str, claims: &serde_json::Value) -> String {
-        let key = self.key(kid);
-        let head = serde_json::json!({"alg": key.alg().name(), "typ": "JWT", "kid": kid});
-        sign_raw(&head, claims, |m| {
-            key.signing_key
-                .sign(&SystemRandom::new(), m)
-                .expect("sign")
-                .to_vec()
-        })
+        sign_with(&self.key(kid), kid, claims)
     }
 
     pub fn fetches(&self) -> usize {
@@ -137,6 +130,18 @@ impl Idp {
 
 /// `head.claims.signature(head.claims)` in base64url, for tokens a real provider would never
 /// sign (alg none, HMAC).
+/// An ID token signed with `key` (published as `kid`): what [`Idp::sign`] does, for a caller
+/// holding the key alone (a task that outlives a borrow of the provider).
+pub fn sign_with(key: &KeyMaterial, kid: &str, claims: &serde_json::Value) -> String {
+    let head = serde_json::json!({"alg": key.alg().name(), "typ": "JWT", "kid": kid});
+    sign_raw(&head, claims, |m| {
+        key.signing_key
+            .sign(&SystemRandom::new(), m)
+            .expect("sign")
+            .to_vec()
+    })
+}
+
 pub fn sign_raw(
     head: &serde_json::Value,
     claims: &serde_json::Value,

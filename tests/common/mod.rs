@@ -17,6 +17,7 @@ pub mod fake_api;
 pub mod fake_balena;
 pub mod hygiene;
 pub mod idp;
+pub mod load;
 pub mod postgres;
 pub mod slapd;
 pub mod store_api;

@@ -1,0 +1,529 @@
+//! The soak: `serve` with htpasswd, a SQLite store, an upstream identity API and an OIDC
+//! provider, and `dev` with its built-in registry, under mixed traffic at full rate for
+//! SOAK_SECONDS (60 by default; `scripts/soak --minutes N` for longer): warm tokens, cold logins,
+//! wrong passwords, refresh grants, OIDC ID tokens, admin changes every second, a SIGHUP every
+//! 10 s alternating two rule sets, and pushes and pulls against `dev`.
+//!
+//! It fails on any 5xx or connection error, on a token that is not exactly what one of the two
+//! rule sets grants, on RSS at the end above 1.2× the baseline (taken after the first minute, or
+//! a quarter of a shorter run), on open files growing, and on any `ERROR` in either log.
+
+mod common;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::fake_api::FakeApi;
+use common::hygiene::*;
+use common::idp::{sign_with, Idp};
+use common::load::{Outcome, Tally, Timeline};
+use common::store_api::*;
+use common::*;
+use serde_json::{json, Value};
+
+/// The two rule sets the SIGHUPs alternate between: (account or group, name, actions).
+const RULES: [&[(&str, &str, &[&str])]; 2] = [
+    &[
+        ("account alice", "team/**", &["pull", "push"]),
+        ("account ci", "ci/**", &["pull", "push"]),
+        ("group fleet", "fleet/**", &["pull"]),
+        ("group my-org", "my-org/*", &["pull", "push"]),
+    ],
+    &[
+        ("account alice", "team/**", &["pull"]),
+        ("account ci", "ci/**", &["pull"]),
+        ("group fleet", "fleet/**", &["pull", "push"]),
+        ("group my-org", "my-org/*", &["pull"]),
+    ],
+];
+
+/// Each kind of token request's scope: one repository under a rule, one under none.
+const ASKS: [(&str, &str); 4] = [
+    ("alice", "team/app"),
+    ("ci", "ci/app"),
+    ("fleet", "fleet/app"),
+    ("my-org", "my-org/app"),
+];
+
+/// Every kind of request the soak sends: each must be answered (2xx, or 4xx for the fault).
+const KINDS: [&str; 10] = [
+    "warm htpasswd",
+    "warm store",
+    "cold upstream",
+    "oidc",
+    "refresh grant",
+    "admin change",
+    "dev token",
+    "dev push",
+    "dev pull",
+    "wrong password",
+];
+
+fn acl(set: usize) -> String {
+    RULES[set]
+        .iter()
+        .map(|(who, name, actions)| {
+            let (key, value) = who.split_once(' ').expect("who");
+            format!("[[acl]]\n{key} = {value:?}\nname = {name:?}\nactions = {actions:?}\n")
+        })
+        .collect()
+}
+
+/// What rule set `set` grants `who` asking for push and pull of its repository.
+fn grants(set: usize, who: &str) -> Value {
+    let (_, name, actions) = RULES[set]
+        .iter()
+        .find(|(w, _, _)| w.ends_with(who))
+        .expect("rule");
+    json!([{"type": "repository", "name": name.replace("**", "app").replace('*', "app"), "actions": actions}])
+}
+
+/// The caches (`identity.cache_capacity`, above) and the damping tables are made small, so
+/// that every one of them is full within the soak's first seconds (new upstream devices and
+/// OIDC tokens arrive by the hundred a second): what grows after the baseline is then a leak,
+/// not a table filling up to its cap. tests/bounded.rs measures the tables at their caps.
+const SMALL_TABLES: &str = "[damping]\ntable_capacity = 5000";
+
+fn config(db: &Db, api: &FakeApi, idp: &Idp, set: usize) -> String {
+    ConfigBuilder::keys_from_env(SERVICE)
+        .section(&format!(
+            "[store]\nurl = {:?}\npepper_files = [{PEPPER:?}]",
+            db.url
+        ))
+        .section(&format!(
+            "[upstream]\nurl = {:?}\ncredentials = \"bearer\"\nusername_pointer = \"/data/slug\"\n\
+             match_username = true\ngroups_pointer = \"/data/data/groups\"\ntimeout_ms = 2000\n\
+             cache_ttl_seconds = 60",
+            api.url("/api/v2/whoami")
+        ))
+        .section(&format!(
+            "[[oidc]]\nissuer = {:?}\naudiences = [{SERVICE:?}]\nusername = \"{{repository}}@{{ref}}\"\n\
+             groups = [\"{{repository_owner}}\"]\n[oidc.require]\nrepository_owner = \"my-org\"",
+            idp.issuer()
+        ))
+        .section("[audit]\nenabled = true\npath = \"audit.log\"")
+        .section(SMALL_TABLES)
+        .section(&acl(set))
+        .build()
+        .replace("[identity]\n", "[identity]\ncache_capacity = 2000\n")
+}
+
+fn seconds_since_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Sends `req` and reads the answer: status and body, or why there was none.
+async fn send(req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), String> {
+    let r = req.send().await.map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let body = r.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// A token answer checked against both rule sets: a 200 must grant exactly what one of them
+/// grants `who`.
+fn token_outcome(sent: Result<(u16, bytes::Bytes), String>, who: &str) -> Outcome {
+    let (status, body) = match sent {
+        Ok(a) => a,
+        Err(e) => return Outcome::NoAnswer(e),
+    };
+    if status != 200 {
+        return Outcome::Answer(status, None);
+    }
+    let access = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| Some(jwt_claims(b["token"].as_str()?)["access"].clone()));
+    let why = match access {
+        Some(a) if a == grants(0, who) || a == grants(1, who) => None,
+        other => Some(format!(
+            "{who} was granted {other:?}, which no rule set grants"
+        )),
+    };
+    Outcome::Answer(status, why)
+}
+
+/// Runs `one(n)` for n = 0, 1, ... until `stop`, noting each outcome as `kind`.
+fn worker<F, Fut>(
+    kind: &'static str,
+    allowed: &'static [u16],
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+    mut one: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(u64) -> Fut + Send + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    let (stop, tally) = (stop.clone(), tally.clone());
+    tokio::spawn(async move {
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let t = Instant::now();
+            let outcome = one(n).await;
+            tally.note(kind, allowed, t.elapsed(), outcome);
+            n += 1;
+        }
+    })
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A GET token request of `user` for push and pull of `who`'s repository.
+fn ask(
+    c: &reqwest::Client,
+    realm: &str,
+    user: &str,
+    password: &str,
+    who: &str,
+) -> reqwest::RequestBuilder {
+    let repo = ASKS.iter().find(|(w, _)| *w == who).expect("ask").1;
+    c.get(realm)
+        .query(&[
+            ("service", SERVICE),
+            ("scope", &format!("repository:{repo}:pull,push")),
+            ("scope", "repository:secret/x:pull"),
+        ])
+        .basic_auth(user, Some(password))
+}
+
+/// `dev` with its registry: (process, realm, registry URL).
+async fn start_dev(dir: &Path) -> (Proc, String, String) {
+    let (issuer, registry) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--data-dir"])
+        .arg(dir.join("dev"))
+        .args(["--listen", &format!("127.0.0.1:{issuer}")])
+        .args(["--registry-listen", &format!("127.0.0.1:{registry}")])
+        .env("TOKEN_ISSUER_DEV_PASSWORD", "dev-pw");
+    let mut proc = Proc::spawn("token-issuer dev", cmd, dir.join("dev.log"));
+    let registry = format!("http://127.0.0.1:{registry}");
+    proc.wait_http(&format!("{registry}/v2/"), 401).await;
+    (proc, format!("http://127.0.0.1:{issuer}"), registry)
+}
+
+/// One push and pull against `dev`: a token, a new layer and the config, the manifest under
+/// one of 50 tags, then the manifest and the layer read back.
+async fn push_and_pull(c: &reqwest::Client, dev: &(String, String, String), n: u64, tally: &Tally) {
+    let (realm, service, registry) = dev;
+    let (at, sent) = timed(send(
+        c.get(realm)
+            .query(&[
+                ("service", service.as_str()),
+                ("scope", "repository:soak/app:pull,push"),
+            ])
+            .basic_auth("admin", Some("dev-pw")),
+    ))
+    .await;
+    let token = match &sent {
+        Ok((200, body)) => serde_json::from_slice::<Value>(body).unwrap_or_default()["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    };
+    tally.note("dev token", &[200], at, outcome(sent, |_| None));
+    let layer = format!("soak layer {n} {}", seconds_since_epoch()).into_bytes();
+    let config = b"{\"soak\":true}".to_vec();
+    for blob in [&layer, &config] {
+        let url = format!(
+            "{registry}/v2/soak/app/blobs/uploads/?digest={}",
+            digest(blob)
+        );
+        let (at, sent) = timed(send(c.post(url).bearer_auth(&token).body(blob.clone()))).await;
+        tally.note("dev push", &[201], at, outcome(sent, |_| None));
+    }
+    let manifest = image_manifest(&digest(&config), config.len(), &digest(&layer), layer.len());
+    let tag = format!("t{}", n % 50);
+    let url = format!("{registry}/v2/soak/app/manifests/{tag}");
+    let put = c
+        .put(&url)
+        .bearer_auth(&token)
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string());
+    let (at, sent) = timed(send(put)).await;
+    tally.note("dev push", &[201], at, outcome(sent, |_| None));
+    let get = c
+        .get(&url)
+        .bearer_auth(&token)
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json");
+    let same = |b: &[u8]| (b != manifest.to_string().as_bytes()).then(|| "another manifest".into());
+    let (at, sent) = timed(send(get)).await;
+    tally.note("dev pull", &[200], at, outcome(sent, same));
+    let url = format!("{registry}/v2/soak/app/blobs/{}", digest(&layer));
+    let same = |b: &[u8]| (b != layer.as_slice()).then(|| "another layer".into());
+    let get = c.get(url).bearer_auth(&token);
+    let (at, sent) = timed(send(get)).await;
+    tally.note("dev pull", &[200], at, outcome(sent, same));
+}
+
+/// How long `f` took, and what it gave.
+async fn timed<T>(f: impl Future<Output = T>) -> (Duration, T) {
+    let at = Instant::now();
+    let out = f.await;
+    (at.elapsed(), out)
+}
+
+/// An answer, with `check` run on a 2xx body.
+fn outcome(
+    sent: Result<(u16, bytes::Bytes), String>,
+    check: impl Fn(&[u8]) -> Option<String>,
+) -> Outcome {
+    match sent {
+        Ok((status, body)) if (200..300).contains(&status) => Outcome::Answer(status, check(&body)),
+        Ok((status, _)) => Outcome::Answer(status, None),
+        Err(e) => Outcome::NoAnswer(e),
+    }
+}
+
+/// The admin API once a second: a group and a generated-secret user made, then both deleted.
+async fn admin_changes(url: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let c = client();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    for n in 0.. {
+        tick.tick().await;
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let steps = [
+            (
+                "POST",
+                "/groups".to_string(),
+                Some(json!({"name": format!("g{n}")})),
+                201,
+            ),
+            (
+                "POST",
+                "/users".into(),
+                Some(json!({"name": format!("u{n}"), "generate": true})),
+                201,
+            ),
+            ("DELETE", format!("/users/u{n}"), None, 204),
+            ("DELETE", format!("/groups/g{n}"), None, 204),
+        ];
+        for (method, path, body, want) in steps {
+            let mut req = c
+                .request(
+                    method.parse().expect("method"),
+                    format!("{url}/admin/v1{path}"),
+                )
+                .basic_auth(BOSS.0, Some(BOSS.1));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let (at, sent) = timed(send(req)).await;
+            tally.note("admin change", &[want], at, outcome(sent, |_| None));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_traffic_with_reloads_loses_nothing_and_leaks_nothing() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let db = Db::new(Kind::Sqlite, dir).await;
+    let api = FakeApi::start().await;
+    let idp = Idp::start().await;
+    users_before_start(dir, &config(&db, &api, &idp, 0), &[("ci", None)]);
+    let issuer = start_on(dir, &config(&db, &api, &idp, 0)).await;
+    let (dev, dev_url, registry) = start_dev(dir).await;
+    let challenge = reqwest::get(format!("{registry}/v2/")).await.expect("/v2/");
+    let challenge = challenge.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let dev_service = challenge
+        .split("service=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("service in the challenge")
+        .to_string();
+    let (_, first) = login(&issuer, CI.0, CI.1).await;
+    let refresh = first["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let realm = issuer.realm();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (r, c) = (realm.clone(), client());
+        tasks.push(worker("warm htpasswd", &[200], &stop, &tally, move |_| {
+            let req = ask(&c, &r, "alice", "alice-pw", "alice");
+            async move { token_outcome(send(req).await, "alice") }
+        }));
+    }
+    for _ in 0..2 {
+        let (r, c) = (realm.clone(), client());
+        tasks.push(worker("warm store", &[200], &stop, &tally, move |_| {
+            let req = ask(&c, &r, CI.0, CI.1, "ci");
+            async move { token_outcome(send(req).await, "ci") }
+        }));
+    }
+    for w in 0..2 {
+        let (r, state) = (realm.clone(), api.state.clone());
+        tasks.push(worker("cold upstream", &[200], &stop, &tally, move |n| {
+            let (token, slug) = (format!("tok-{w}-{n}"), format!("device-{w}-{n}"));
+            state.add(&token, &slug, &["fleet"], &[]);
+            // A new device: a new connection too.
+            let req = ask(&client(), &r, &slug, &token, "fleet");
+            async move { token_outcome(send(req).await, "fleet") }
+        }));
+    }
+    for w in 0..2 {
+        let (r, iss, key, c) = (realm.clone(), idp.issuer(), idp.key("ec-1"), client());
+        tasks.push(worker("oidc", &[200], &stop, &tally, move |n| {
+            let now = seconds_since_epoch();
+            let claims = json!({
+                "iss": iss, "aud": SERVICE, "sub": "repo:my-org/app:ref:refs/heads/main",
+                "repository": "my-org/app", "repository_owner": "my-org",
+                "ref": "refs/heads/main", "iat": now, "exp": now + 300, "jti": format!("{w}-{n}")
+            });
+            let req = ask(&c, &r, "oidc", &sign_with(&key, "ec-1", &claims), "my-org");
+            async move { token_outcome(send(req).await, "my-org") }
+        }));
+    }
+    {
+        let (r, refresh, c) = (realm.clone(), refresh.clone(), client());
+        tasks.push(worker("refresh grant", &[200], &stop, &tally, move |_| {
+            let req = c.post(&r).form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("service", SERVICE),
+                ("client_id", "ci"),
+                ("scope", "repository:ci/app:pull,push"),
+            ]);
+            async move { token_outcome(send(req).await, "ci") }
+        }));
+    }
+    {
+        // The fault injected: a wrong password, refused (401) and soon damped (429).
+        let (r, c) = (realm.clone(), client());
+        tasks.push(worker(
+            "wrong password",
+            &[401, 429],
+            &stop,
+            &tally,
+            move |n| {
+                // A guesser: another password each time (a repeated one is answered from
+                // the failure cache and is not a new guess).
+                let req = ask(&c, &r, "mallory", &format!("guess-{n}"), "alice");
+                async move { token_outcome(send(req).await, "alice") }
+            },
+        ));
+    }
+    {
+        let dev = (format!("{dev_url}/v1/registry"), dev_service, registry);
+        let (stop, tally) = (stop.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                push_and_pull(&c, &dev, n, &tally).await;
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(admin_changes(
+        issuer.url(),
+        stop.clone(),
+        tally.clone(),
+    )));
+
+    // The schedule: a SIGHUP every 10 s alternating the rule sets, a sample of both processes'
+    // memory and files every `every` seconds, until the end.
+    let every = (seconds / 20).max(5);
+    let mut timeline = Timeline::new(&[("serve", issuer.proc.child.id()), ("dev", dev.child.id())]);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let (mut hups, mut next_hup, mut next_sample) = (0, start, start);
+    loop {
+        let now = Instant::now();
+        if now >= next_sample {
+            timeline.sample();
+            next_sample += Duration::from_secs(every);
+        }
+        if now >= end {
+            break;
+        }
+        if now >= next_hup && now > start {
+            hups += 1;
+            std::fs::write(dir.join("issuer.toml"), config(&db, &api, &idp, hups % 2))
+                .expect("config");
+            issuer.proc.signal("-HUP");
+        }
+        if now >= next_hup {
+            next_hup += Duration::from_secs(10);
+        }
+        let wake = next_sample.min(next_hup).min(end);
+        tokio::time::sleep_until(wake.into()).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("worker");
+    }
+    let ran = start.elapsed().as_secs_f64();
+    within(Duration::from_secs(30), "every SIGHUP's reload", || async {
+        issuer
+            .metric("token_issuer_reloads_total{result=\"ok\"}")
+            .await
+            == Some(hups as f64)
+    })
+    .await;
+
+    let baseline = timeline.at((seconds as f64 / 4.0).min(60.0));
+    let last = timeline.last();
+    eprintln!(
+        "soak: {ran:.0} s, {} requests, {hups} reloads\n\n{}\n{}",
+        tally.total(),
+        tally.table(ran),
+        timeline.table()
+    );
+    for kind in KINDS {
+        assert!(
+            tally.answered(kind) > 0,
+            "no {kind} request was answered 2xx"
+        );
+    }
+    let (count, problems) = tally.problems();
+    assert_eq!(count, 0, "{count} problems, the first: {problems:#?}");
+    for (i, name) in timeline.names.iter().enumerate() {
+        let ((rss0, fds0), (rss1, fds1)) = (baseline.procs[i], last.procs[i]);
+        assert!(
+            rss1 as f64 <= 1.2 * rss0 as f64,
+            "{name}: RSS {rss1} KiB at the end, {rss0} KiB at {:.0} s",
+            baseline.at
+        );
+        assert!(
+            fds1 <= fds0 + 8,
+            "{name}: {fds1} open files at the end, {fds0} at {:.0} s",
+            baseline.at
+        );
+    }
+    for (name, log) in [("serve", issuer.proc.log_text()), ("dev", dev.log_text())] {
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .take(5)
+            .collect();
+        assert!(errors.is_empty(), "{name} logged errors: {errors:#?}");
+    }
+}
