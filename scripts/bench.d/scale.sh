@@ -37,20 +37,25 @@ for n in 100 "$scale_n"; do
   "$bin" users list --config "$tmp/scale-$n.toml" >/dev/null
   scale_sql "$n" | python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.stdin.read()); c.close()' "$tmp/scale-$n.db"
   scale_db[sqlite_$n]=$(target/release/examples/store_scale "sqlite://scale-$n.db" "$tmp" store "$n" "$scale_lookups")
-  port=$(free_port)
-  TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/scale-$n.toml" --listen "127.0.0.1:$port" & pids+=($!)
+  scale_port=$(free_port)
+  TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/scale-$n.toml" --listen "127.0.0.1:$scale_port" & pids+=($!)
   scale_pid=$!
-  wait_up "http://127.0.0.1:$port/healthz"
-  url="http://127.0.0.1:$port/v1/registry?service=bench&scope=repository:org/app:pull,push"
-  scale_cpu[$n]=$(for _ in 1 2 3; do (secs=3; run store) | awk '{print $3}'; done | sort -g | sed -n 2p)
-  kill "$scale_pid"; wait "$scale_pid" 2>/dev/null || true
+  wait_up "http://127.0.0.1:$scale_port/healthz"
+  url="http://127.0.0.1:$scale_port/v1/registry?service=bench&scope=repository:org/app:pull,push"
+  scale_runs=$(for _ in 1 2 3; do (secs=3; run store) | awk '{print $3}'; done | sort -g)
+  [ "$(wc -w <<<"$scale_runs")" = 3 ] || { echo "bench: store-size row: a warm run failed ($scale_runs)" >&2; exit 1; }
+  scale_cpu[$n]=$(sed -n 2p <<<"$scale_runs")
+  stop_issuers "$scale_pid"
 done
+url=$url_with_x5c
 # PostgreSQL: a server of its own (as the postgres user when run as root: initdb refuses root),
 # a database per size.
-pg_bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d | sort | tail -1)
+pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -1 || true)
+[ -x "$pg_bin/initdb" ] || { echo "bench: store-size rows: no PostgreSQL in /usr/lib/postgresql (apt-get install postgresql)" >&2; exit 1; }
 pg_port=$(free_port)
 pg_as=()
-[ "$(id -u)" = 0 ] && { pg_as=(runuser -u postgres --); chown postgres "$scale_dir"; chmod 755 "$tmp"; }
+# The postgres user must reach its directory, not read the bench's keys beside it.
+[ "$(id -u)" = 0 ] && { pg_as=(runuser -u postgres --); chown postgres "$scale_dir"; chmod 711 "$tmp"; }
 "${pg_as[@]}" "$pg_bin/initdb" -U postgres --auth=trust -E UTF8 -D "$scale_dir/pg" >/dev/null
 "${pg_as[@]}" "$pg_bin/postgres" -D "$scale_dir/pg" -h 127.0.0.1 -p "$pg_port" -k "$scale_dir" >"$scale_dir/pg.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 400); do "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break; sleep 0.05; done

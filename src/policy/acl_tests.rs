@@ -360,6 +360,10 @@ fn generated_rule(g: &mut Gen) -> AclRule {
         "a**",
         "*/app",
         "team/a*",
+        "/x",
+        "**/x",
+        "team**",
+        "users/${account}/**",
     ];
     let mut r = rule(
         g.pick(&["alice", "bob", "*", "team*", "", "a*"]),
@@ -394,12 +398,14 @@ fn the_index_decides_as_the_plain_scan_on_100000_requests() {
         let rules: Vec<AclRule> = (0..count).map(|_| generated_rule(&mut g)).collect();
         let acl = Acl::compile(&rules).expect("compile");
         for _ in 0..500 {
-            let mut who = who(g.pick(&["alice", "bob", "team1", "a", ""]));
+            let mut who = who(g.pick(&["alice", "bob", "team1", "a", "", "team/app"]));
             who.groups = vec![g.pick(&["dev", "ops", "qa"]).into()];
             let name = match g.pick(&["1", "2", "3"]) {
-                "1" => g.pick(&["team", "a", "alice", "catalog", "x"]).to_string(),
+                "1" => g
+                    .pick(&["team", "a", "alice", "catalog", "x", "/x", "teamx"])
+                    .to_string(),
                 n => (0..n.parse::<usize>().expect("n"))
-                    .map(|_| g.pick(&["team", "a", "b", "c", "app", "alice", "users", "tea"]))
+                    .map(|_| g.pick(&["team", "a", "b", "c", "app", "alice", "users", "tea", "x"]))
                     .collect::<Vec<_>>()
                     .join("/"),
             };

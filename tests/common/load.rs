@@ -73,13 +73,13 @@ impl Tally {
         kinds.values().flat_map(|k| k.statuses.values()).sum()
     }
 
-    /// Requests of `kind` answered 2xx (or, for a kind that is all refusals, 4xx).
-    pub fn answered(&self, kind: &str) -> u64 {
+    /// Requests of `kind` answered with a status in `statuses`.
+    pub fn answered(&self, kind: &str, statuses: std::ops::Range<u16>) -> u64 {
         let kinds = self.kinds.lock().expect("tally");
         kinds.get(kind).map_or(0, |k| {
             k.statuses
                 .iter()
-                .filter(|(s, _)| (200..500).contains(*s))
+                .filter(|(s, _)| statuses.contains(*s))
                 .map(|(_, c)| c)
                 .sum()
         })
@@ -125,8 +125,8 @@ fn quantile(sorted: &[u32], q: f64) -> f64 {
 /// Open file descriptors of a process.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .count()
 }
 
 /// One sample of the watched processes: (seconds since the start, RSS KiB and fds of each).
