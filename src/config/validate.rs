@@ -6,7 +6,7 @@ use anyhow::bail;
 use super::{oidc, setting, Config};
 
 impl Config {
-    pub(super) fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(
                 "{}: {:?} is not an address like 127.0.0.1:8080",

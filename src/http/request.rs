@@ -13,7 +13,7 @@ use crate::scope::Scope;
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
-pub(super) fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest, RealmError> {
+pub(crate) fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest, RealmError> {
     let query = req.uri().query().unwrap_or("");
     let mut tr = TokenRequest::new();
     let mut scope_values = Vec::new();
@@ -39,7 +39,7 @@ pub(super) fn parse_get(req: &Request, max_scopes: usize) -> Result<TokenRequest
     Ok(tr)
 }
 
-pub(super) async fn parse_post(
+pub(crate) async fn parse_post(
     req: &Request,
     body: Body,
     max_scopes: usize,

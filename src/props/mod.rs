@@ -4,6 +4,7 @@
 //! default, what `scripts/test` runs; `scripts/fuzz` runs a million in all). A failing case is
 //! shrunk and kept in `proptest-regressions/`, which proptest replays first on every later run.
 
+mod documents;
 mod names;
 mod realm;
 mod registry;

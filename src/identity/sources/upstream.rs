@@ -87,47 +87,18 @@ impl Upstream {
                 return Err(AuthError::BadCredentials);
             }
         };
-        let name = body
-            .pointer(&self.username_pointer)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                unavailable(
-                    &self.url,
-                    &format!("its answer has no string at {}", self.username_pointer),
-                )
-            })?;
-        if name.is_empty() {
-            // "" is the anonymous caller's name: an identity must never become it.
-            return Err(unavailable(
-                &self.url,
-                &format!("the name at {} is empty", self.username_pointer),
-            )
-            .into());
-        }
+        let (name, groups) = read_answer(
+            &body,
+            &self.username_pointer,
+            self.groups_pointer.as_deref(),
+        )
+        .map_err(|why| unavailable(&self.url, &why))?;
         if self.match_username && name != creds.username {
             tracing::debug!(user = %creds.username, upstream_name = %name, "credential belongs to another user");
             return Err(AuthError::BadCredentials);
         }
-        let groups = match &self.groups_pointer {
-            None => Vec::new(),
-            Some(p) => match body.pointer(p) {
-                None | Some(serde_json::Value::Null) => Vec::new(),
-                Some(serde_json::Value::Array(items)) => items
-                    .iter()
-                    .map(|g| g.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        unavailable(&self.url, &format!("{p} is not an array of strings"))
-                    })?,
-                Some(_) => {
-                    return Err(
-                        unavailable(&self.url, &format!("{p} is not an array of strings")).into(),
-                    )
-                }
-            },
-        };
         Ok(Identity {
-            name: name.to_string(),
+            name,
             groups,
             source: Source::Upstream,
             admin: false,
@@ -136,4 +107,35 @@ impl Upstream {
             subject: None,
         })
     }
+}
+
+/// What an identity API's answer says: the caller's name (at `name_at`) and groups (at
+/// `groups_at`, an array of strings; absent or null is none), or why it cannot be read.
+pub(crate) fn read_answer(
+    body: &serde_json::Value,
+    name_at: &str,
+    groups_at: Option<&str>,
+) -> Result<(String, Vec<String>), String> {
+    let name = body
+        .pointer(name_at)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("its answer has no string at {name_at}"))?;
+    if name.is_empty() {
+        // "" is the anonymous caller's name: an identity must never become it.
+        return Err(format!("the name at {name_at} is empty"));
+    }
+    let not_strings = |p: &str| format!("{p} is not an array of strings");
+    let groups = match groups_at {
+        None => Vec::new(),
+        Some(p) => match body.pointer(p) {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|g| g.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| not_strings(p))?,
+            Some(_) => return Err(not_strings(p)),
+        },
+    };
+    Ok((name.to_string(), groups))
 }

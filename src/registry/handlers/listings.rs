@@ -9,7 +9,7 @@ use crate::registry::errors::RegError;
 use crate::registry::Registry;
 
 /// `n`/`last` pagination with a `Link` header to the next page.
-fn paginate(
+pub(crate) fn paginate(
     all: Vec<String>,
     q: &[(String, String)],
     path: &str,

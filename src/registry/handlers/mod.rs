@@ -5,7 +5,7 @@
 //! and hands the request to the resource's handler.
 
 pub(crate) mod blobs;
-mod listings;
+pub(crate) mod listings;
 mod manifests;
 mod referrers;
 pub(crate) mod uploads;
