@@ -1,5 +1,6 @@
 //! Documents read from outside: token requests (GET query and POST form), config files through
-//! validation, JWKS documents, an identity API's answers, and the registry's pagination.
+//! validation, JWKS documents, an identity API's answers, the admin API's bodies, and the
+//! registry's and the admin API's pagination.
 
 use poem::http::{header, Method};
 use poem::{Body, Request};
@@ -7,10 +8,12 @@ use proptest::prelude::*;
 
 use super::text;
 use crate::config::Config;
+use crate::http::admin::{grants::GrantIn, groups, page, users};
 use crate::http::request::{parse_get, parse_post};
 use crate::identity::sources::upstream::read_answer;
 use crate::keys::jwk::Jwks;
 use crate::registry::handlers::listings::paginate;
+use crate::store::MAX_PAGE;
 
 /// Any JSON value, a few levels deep, with the keys identity APIs and JWKS use.
 fn json() -> impl Strategy<Value = serde_json::Value> {
@@ -24,7 +27,8 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
             proptest::collection::btree_map(
-                "(data|slug|groups|keys|kty|crv|x|y|n|e|kid|alg|x5c|[a-z]{1,4})",
+                "(data|slug|groups|keys|kty|crv|x|y|n|e|kid|alg|x5c|name|password|generate|\
+                 admin|disabled|expires_at|user|group|service|type|actions|[a-z]{1,4})",
                 inner,
                 0..6
             )
@@ -149,6 +153,36 @@ proptest! {
             prop_assert_eq!(&page[..], &after[..page.len()]);
             // n=0 is an empty page with nothing to continue from, so no link.
             prop_assert_eq!(link.is_some(), !page.is_empty() && page.len() < after.len());
+        }
+    }
+
+    /// Any JSON body for the admin API's writes is read or refused, no panic; a user patch
+    /// tells `"expires_at": null` (never expires) from leaving it out (unchanged).
+    #[test]
+    fn prop_admin_bodies_never_panic(body in json(), expires in proptest::option::of("(null|\"7d\")")) {
+        let text = body.to_string();
+        let _ = serde_json::from_str::<users::NewUser>(&text);
+        let _ = serde_json::from_str::<groups::NewGroup>(&text);
+        let _ = serde_json::from_str::<groups::NewMember>(&text);
+        let _ = serde_json::from_str::<GrantIn>(&text);
+        let patch = match &expires {
+            Some(e) => format!("{{\"admin\": true, \"expires_at\": {e}}}"),
+            None => "{\"admin\": true}".to_string(),
+        };
+        let read = serde_json::from_str::<users::Patch>(&patch)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let want = expires.map(|e| (e != "null").then(|| "7d".to_string()));
+        prop_assert_eq!(read.expires_at, want);
+    }
+
+    /// The admin lists' `after` and `limit`: a limit from 1 to the maximum, or a refusal.
+    #[test]
+    fn prop_admin_pages_stay_within_their_bounds(
+        query in "([A-Za-z0-9&=+._~-]|%[0-9A-Fa-f]{0,2}|limit=|after=){0,60}",
+    ) {
+        let req = Request::builder().uri_str(format!("/admin/v1/users?{query}")).finish();
+        if let Ok((_, limit)) = page(&req) {
+            prop_assert!((1..=MAX_PAGE).contains(&limit));
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::store::NewGrant;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantIn {
+pub(crate) struct GrantIn {
     user: Option<String>,
     group: Option<String>,
     /// A glob over the services the grant applies to (`token.services`); none: every one.

@@ -14,13 +14,13 @@ use crate::http::json_response;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewGroup {
+pub(crate) struct NewGroup {
     name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewMember {
+pub(crate) struct NewMember {
     user: String,
 }
 

@@ -6,11 +6,11 @@
 //! `store.cache_ttl_seconds`.
 
 mod explain;
-mod grants;
-mod groups;
+pub(crate) mod grants;
+pub(crate) mod groups;
 mod tokens;
 mod trail;
-mod users;
+pub(crate) mod users;
 
 use std::sync::Arc;
 
@@ -242,7 +242,7 @@ async fn json_body<T: DeserializeOwned>(req: &Request, body: Body) -> Result<T, 
 }
 
 /// `?after=NAME&limit=N`: the page after `after`, at most `limit` (≤ 1000) lines.
-fn page(req: &Request) -> Result<(String, i64), ApiError> {
+pub(crate) fn page(req: &Request) -> Result<(String, i64), ApiError> {
     let mut after = String::new();
     let mut limit = DEFAULT_PAGE;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {

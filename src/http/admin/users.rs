@@ -14,7 +14,7 @@ use crate::store::{self, UserPatch};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(crate) struct NewUser {
     name: String,
     password: Option<String>,
     /// Instead of a password: make a secret (`tis_...`), stored under the pepper and
@@ -30,13 +30,13 @@ struct NewUser {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Patch {
+pub(crate) struct Patch {
     password: Option<String>,
     admin: Option<bool>,
     disabled: Option<bool>,
     /// Absent: unchanged; `null`: never expires; a time: expires then.
     #[serde(default, deserialize_with = "present")]
-    expires_at: Option<Option<String>>,
+    pub(crate) expires_at: Option<Option<String>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`, the default).
