@@ -8,6 +8,7 @@
 # upstream alone). Meanwhile other, warm users keep asking at a modest rate: their p99 says
 # whether a roll-out starves everyone else.
 cold_n=${BENCH_COLD_N:-1000}
+fleet_n=${BENCH_FLEET_N:-10000}
 cold_upstream_concurrent=64   # the default of upstream.max_concurrent, written out
 cores=$(nproc)
 
@@ -20,6 +21,9 @@ cold_port=$(free_port)
 { bench_token_keys; cat <<TOML
 [identity]
 htpasswd = "cold.htpasswd"
+# Room for the fleet row's devices beside the other rows' users: a cache smaller than the
+# fleet would forget devices within their lifetime and ask the API again.
+cache_capacity = $((fleet_n * 2 + cold_n * 4))
 [upstream]
 url = "http://127.0.0.1:$up_port/whoami"
 username_pointer = "/username"
@@ -41,6 +45,7 @@ actions = ["upstream"]
 TOML
 } > "$tmp/cold.toml"
 TOKEN_ISSUER_LOG=warn "$bin" serve --config "$tmp/cold.toml" --listen "127.0.0.1:$cold_port" & pids+=($!)
+cold_pid=$!
 wait_up "http://127.0.0.1:$cold_port/healthz"
 cold_url="http://127.0.0.1:$cold_port/v1/registry?service=bench&scope=repository:org/app:pull,push"
 
@@ -82,6 +87,29 @@ print(b["whoami"] - a["whoami"], b["repository"] - a["repository"])' "$before" "
 up_floor=$(awk -v d="$up_delay_ms" -v w="$cold_whoami" -v r="$cold_repo" -v c="$cold_upstream_concurrent" \
   'function ceil(x) {return (x == int(x)) ? x : int(x) + 1} BEGIN {printf "%.3f", d/1000*(ceil(w/c) + ceil(r/c))}')
 
+# A fleet's roll-out: $fleet_n devices, each with its own API key (upf<i>, key-f<i>), asking
+# once; then every one again, within the cache's lifetime (upstream.cache_ttl_seconds, 60 s).
+# The API must see exactly one identity and one repository call per device, none the second
+# time; the issuer's CPU per new device is printed.
+upstream_counts() { # $1 $2 = /count answers before and after -> "identity repository"
+  python3 -c '
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(b["whoami"] - a["whoami"], b["repository"] - a["repository"])' "$1" "$2"
+}
+for i in $(seq 1 "$fleet_n"); do echo "upf$i:key-f$i"; done | cold_config "$tmp/fleet.curl"
+hz=$(getconf CLK_TCK)
+c0=$(curl -fs "http://127.0.0.1:$up_port/count"); t0=$(awk '{print $14+$15}' "/proc/$cold_pid/stat")
+read -r fleet_s fleet_ok < <(cold_run "$tmp/fleet.curl")
+t1=$(awk '{print $14+$15}' "/proc/$cold_pid/stat"); c1=$(curl -fs "http://127.0.0.1:$up_port/count")
+read -r fleet_again_s fleet_again_ok < <(cold_run "$tmp/fleet.curl")
+c2=$(curl -fs "http://127.0.0.1:$up_port/count")
+read -r fleet_whoami fleet_repo < <(upstream_counts "$c0" "$c1")
+read -r fleet_again_whoami fleet_again_repo < <(upstream_counts "$c1" "$c2")
+fleet_cpu=$(awk -v a="$t0" -v b="$t1" -v n="$fleet_n" -v hz="$hz" 'BEGIN {printf "%.3f", (b-a)*1000/hz/n}')
+[ "$fleet_ok" = "$fleet_n" ] && [ "$fleet_again_ok" = "$fleet_n" ] ||
+  { echo "bench: fleet row: $fleet_ok and $fleet_again_ok of $fleet_n devices got a token" >&2; exit 1; }
+
 echo "cold roll-out: $cold_n never-seen credentials, each asked once, $cold_conns connections; ratio = wall time / floor (target <= 1.2 bcrypt, <= 1.5 upstream)"
 printf '  %-44s %s s   (one verify %s s x %s / %s cores = %s s floor)\n' "htpasswd, bcrypt cost 10" "$cold_local_s" "$bcrypt_s" "$cold_n" "$cores" "$bcrypt_floor"
 printf '  %-44s %s\n' "  ratio to the bcrypt floor" "$(ratio "$cold_local_s" "$bcrypt_floor")"
@@ -89,6 +117,18 @@ printf '  %-44s %s tokens/s, p99 %s   (target p99 < 50ms)\n' "  warm users meanw
 printf '  %-44s %s s   (%s ms answers, max_concurrent %s: floor %s s)\n' "upstream API keys" "$cold_up_s" "$up_delay_ms" "$cold_upstream_concurrent" "$up_floor"
 printf '  %-44s %s\n' "  ratio to the upstream floor" "$(ratio "$cold_up_s" "$up_floor")"
 printf '  %-44s %s identity + %s repository   (exactly %s each expected)\n' "  upstream calls made" "$cold_whoami" "$cold_repo" "$cold_n"
+fleet_floor=$(awk -v d="$up_delay_ms" -v n="$fleet_n" -v c="$cold_upstream_concurrent" \
+  'function ceil(x) {return (x == int(x)) ? x : int(x) + 1} BEGIN {printf "%.3f", d/1000*2*ceil(n/c)}')
+printf '  %-44s %s s   (floor %s s: ratio %s; %s ms CPU per new device)\n' "fleet of $fleet_n devices, upstream API keys" "$fleet_s" "$fleet_floor" "$(ratio "$fleet_s" "$fleet_floor")" "$fleet_cpu"
+printf '  %-44s %s identity + %s repository   (exactly %s each expected)\n' "  upstream calls made" "$fleet_whoami" "$fleet_repo" "$fleet_n"
+printf '  %-44s %s s, %s identity + %s repository calls   (none expected)\n' "  every device again, within the cache TTL" "$fleet_again_s" "$fleet_again_whoami" "$fleet_again_repo"
+fig cold.fleet.seconds "$fleet_s"
+fig cold.fleet.ratio "$(ratio "$fleet_s" "$fleet_floor")"
+fig cold.fleet.cpu_ms_per_device "$fleet_cpu"
+fig cold.fleet.identity_calls "$fleet_whoami"
+fig cold.fleet.repository_calls "$fleet_repo"
+fig cold.fleet.again_seconds "$fleet_again_s"
+fig cold.fleet.again_calls "$((fleet_again_whoami + fleet_again_repo))"
 fig cold.htpasswd.seconds "$cold_local_s"
 fig cold.htpasswd.bcrypt_verify_seconds "$bcrypt_s"
 fig cold.htpasswd.floor_seconds "$bcrypt_floor"
