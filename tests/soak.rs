@@ -10,17 +10,17 @@
 
 mod common;
 
-use std::future::Future;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
 use common::hygiene::*;
 use common::idp::{sign_with, Idp};
-use common::load::{Outcome, Tally, Timeline};
+use common::load::{
+    admin_changes, client, push_and_pull, seconds_since_epoch, send, start_dev, timed, Outcome,
+    Tally, Timeline,
+};
 use common::store_api::*;
 use common::*;
 use serde_json::{json, Value};
@@ -112,21 +112,6 @@ fn config(db: &Db, api: &FakeApi, idp: &Idp, set: usize) -> String {
         .replace("[identity]\n", "[identity]\ncache_capacity = 2000\n")
 }
 
-fn seconds_since_epoch() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-/// Sends `req` and reads the answer: status and body, or why there was none.
-async fn send(req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), String> {
-    let r = req.send().await.map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    let body = r.bytes().await.map_err(|e| e.to_string())?;
-    Ok((status, body))
-}
-
 /// Tokens that granted what rule set 0 or 1 grants: the reloads alternate them, so both count.
 static GRANTED_BY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
@@ -188,13 +173,6 @@ impl Load {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
 /// A GET token request of `user` for push and pull of `who`'s repository.
 fn ask(
     c: &reqwest::Client,
@@ -211,136 +189,6 @@ fn ask(
             ("scope", "repository:secret/x:pull"),
         ])
         .basic_auth(user, Some(password))
-}
-
-/// `dev` with its registry: (process, realm, registry URL).
-async fn start_dev(dir: &Path) -> (Proc, String, String) {
-    let (issuer, registry) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
-    cmd.args(["dev", "--data-dir"])
-        .arg(dir.join("dev"))
-        .args(["--listen", &format!("127.0.0.1:{issuer}")])
-        .args(["--registry-listen", &format!("127.0.0.1:{registry}")])
-        .env("TOKEN_ISSUER_DEV_PASSWORD", "dev-pw");
-    let mut proc = Proc::spawn("token-issuer dev", cmd, dir.join("dev.log"));
-    let registry = format!("http://127.0.0.1:{registry}");
-    proc.wait_http(&format!("{registry}/v2/"), 401).await;
-    (proc, format!("http://127.0.0.1:{issuer}"), registry)
-}
-
-/// One push and pull against `dev`: a token, a new layer and the config, the manifest under
-/// one of 50 tags, then the manifest and the layer read back.
-async fn push_and_pull(c: &reqwest::Client, dev: &(String, String, String), n: u64, tally: &Tally) {
-    let (realm, service, registry) = dev;
-    let (at, sent) = timed(send(
-        c.get(realm)
-            .query(&[
-                ("service", service.as_str()),
-                ("scope", "repository:soak/app:pull,push"),
-            ])
-            .basic_auth("admin", Some("dev-pw")),
-    ))
-    .await;
-    let token = match &sent {
-        Ok((200, body)) => serde_json::from_slice::<Value>(body).unwrap_or_default()["token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        _ => String::new(),
-    };
-    tally.note("dev token", &[200], at, outcome(sent, |_| None));
-    let layer = format!("soak layer {n} {}", seconds_since_epoch()).into_bytes();
-    let config = b"{\"soak\":true}".to_vec();
-    for blob in [&layer, &config] {
-        let url = format!(
-            "{registry}/v2/soak/app/blobs/uploads/?digest={}",
-            digest(blob)
-        );
-        let (at, sent) = timed(send(c.post(url).bearer_auth(&token).body(blob.clone()))).await;
-        tally.note("dev push", &[201], at, outcome(sent, |_| None));
-    }
-    let manifest = image_manifest(&digest(&config), config.len(), &digest(&layer), layer.len());
-    let tag = format!("t{}", n % 50);
-    let url = format!("{registry}/v2/soak/app/manifests/{tag}");
-    let put = c
-        .put(&url)
-        .bearer_auth(&token)
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string());
-    let (at, sent) = timed(send(put)).await;
-    tally.note("dev push", &[201], at, outcome(sent, |_| None));
-    let get = c
-        .get(&url)
-        .bearer_auth(&token)
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json");
-    let same = |b: &[u8]| (b != manifest.to_string().as_bytes()).then(|| "another manifest".into());
-    let (at, sent) = timed(send(get)).await;
-    tally.note("dev pull", &[200], at, outcome(sent, same));
-    let url = format!("{registry}/v2/soak/app/blobs/{}", digest(&layer));
-    let same = |b: &[u8]| (b != layer.as_slice()).then(|| "another layer".into());
-    let get = c.get(url).bearer_auth(&token);
-    let (at, sent) = timed(send(get)).await;
-    tally.note("dev pull", &[200], at, outcome(sent, same));
-}
-
-/// How long `f` took, and what it gave.
-async fn timed<T>(f: impl Future<Output = T>) -> (Duration, T) {
-    let at = Instant::now();
-    let out = f.await;
-    (at.elapsed(), out)
-}
-
-/// An answer, with `check` run on a 2xx body.
-fn outcome(
-    sent: Result<(u16, bytes::Bytes), String>,
-    check: impl Fn(&[u8]) -> Option<String>,
-) -> Outcome {
-    match sent {
-        Ok((status, body)) if (200..300).contains(&status) => Outcome::Answer(status, check(&body)),
-        Ok((status, _)) => Outcome::Answer(status, None),
-        Err(e) => Outcome::NoAnswer(e),
-    }
-}
-
-/// The admin API once a second: a group and a generated-secret user made, then both deleted.
-async fn admin_changes(url: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let c = client();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    for n in 0.. {
-        tick.tick().await;
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let steps = [
-            (
-                "POST",
-                "/groups".to_string(),
-                Some(json!({"name": format!("g{n}")})),
-                201,
-            ),
-            (
-                "POST",
-                "/users".into(),
-                Some(json!({"name": format!("u{n}"), "generate": true})),
-                201,
-            ),
-            ("DELETE", format!("/users/u{n}"), None, 204),
-            ("DELETE", format!("/groups/g{n}"), None, 204),
-        ];
-        for (method, path, body, want) in steps {
-            let mut req = c
-                .request(
-                    method.parse().expect("method"),
-                    format!("{url}/admin/v1{path}"),
-                )
-                .basic_auth(BOSS.0, Some(BOSS.1));
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let (at, sent) = timed(send(req)).await;
-            tally.note("admin change", &[want], at, outcome(sent, |_| None));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
