@@ -72,16 +72,19 @@ warm_rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/warm.out")
 grep -q 'Non-2xx' "$tmp/warm.out" && { cat "$tmp/warm.out" >&2; echo "bench: warm users were refused during the roll-out" >&2; exit 1; }
 [ "$cold_local_ok" = "$cold_n" ] || { echo "bench: only $cold_local_ok of $cold_n cold htpasswd logins got a token" >&2; exit 1; }
 
+upstream_counts() { # $1 $2 = /count answers before and after -> "identity repository"
+  python3 -c '
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(b["whoami"] - a["whoami"], b["repository"] - a["repository"])' "$1" "$2"
+}
 # Upstream API keys: user upc<i> with key key-c<i> (the stand-in answers "upc<i>").
 up_delay_ms=20
 before=$(curl -fs "http://127.0.0.1:$up_port/count")
 for i in $(seq 1 "$cold_n"); do echo "upc$i:key-c$i"; done | cold_config "$tmp/cold-up.curl"
 read -r cold_up_s cold_up_ok < <(cold_run "$tmp/cold-up.curl")
 after=$(curl -fs "http://127.0.0.1:$up_port/count")
-read -r cold_whoami cold_repo < <(python3 -c '
-import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(b["whoami"] - a["whoami"], b["repository"] - a["repository"])' "$before" "$after")
+read -r cold_whoami cold_repo < <(upstream_counts "$before" "$after")
 [ "$cold_up_ok" = "$cold_n" ] || { echo "bench: only $cold_up_ok of $cold_n cold upstream logins got a token" >&2; exit 1; }
 # Each request makes its identity call, then its repository call: two rounds of the semaphore.
 up_floor=$(awk -v d="$up_delay_ms" -v w="$cold_whoami" -v r="$cold_repo" -v c="$cold_upstream_concurrent" \
@@ -91,12 +94,6 @@ up_floor=$(awk -v d="$up_delay_ms" -v w="$cold_whoami" -v r="$cold_repo" -v c="$
 # once; then every one again, within the cache's lifetime (upstream.cache_ttl_seconds, 60 s).
 # The API must see exactly one identity and one repository call per device, none the second
 # time; the issuer's CPU per new device is printed.
-upstream_counts() { # $1 $2 = /count answers before and after -> "identity repository"
-  python3 -c '
-import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(b["whoami"] - a["whoami"], b["repository"] - a["repository"])' "$1" "$2"
-}
 for i in $(seq 1 "$fleet_n"); do echo "upf$i:key-f$i"; done | cold_config "$tmp/fleet.curl"
 hz=$(getconf CLK_TCK)
 c0=$(curl -fs "http://127.0.0.1:$up_port/count"); t0=$(awk '{print $14+$15}' "/proc/$cold_pid/stat")
