@@ -181,3 +181,47 @@ async fn concurrent_patches_of_different_fields_all_land_on_postgres() {
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
 }
+
+/// The cold login's read keeps its connections outside the pool, without a ping before each
+/// use (src/store/readers.rs); a restart closes them all, and the first login after it must
+/// still get its answer, not a 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_logins_after_a_postgres_restart_are_answered() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut pg = Postgres::start(dir).await;
+    let (env, _) = keys(dir);
+    let issuer = start(&dir.join("a"), &pg.url(), 1, &env).await;
+    add_boss(&dir.join("a/issuer.toml"));
+    let names: Vec<String> = (0..6).map(|i| format!("robot-{i}")).collect();
+    for n in &names {
+        let body = json!({"name": n, "password": format!("{n}-pw")});
+        assert_eq!(
+            api(&issuer, "POST", "/users", Some(BOSS), Some(body))
+                .await
+                .0,
+            201
+        );
+    }
+    // Several logins at once, so that several connections are kept.
+    let first = futures::future::join_all(names[..3].iter().map(|n| {
+        let pw = format!("{n}-pw");
+        let issuer = &issuer;
+        async move { token(issuer, (n, &pw), &[]).await.0 }
+    }))
+    .await;
+    assert_eq!(first, [200; 3]);
+    pg.stop();
+    pg.resume().await;
+    // Users never asked for before: each login reads the store.
+    let after = futures::future::join_all(names[3..].iter().map(|n| {
+        let pw = format!("{n}-pw");
+        let issuer = &issuer;
+        async move { token(issuer, (n, &pw), &[]).await }
+    }))
+    .await;
+    for (n, (s, msg)) in names[3..].iter().zip(after) {
+        assert_eq!(s, 200, "{n}: {msg}");
+    }
+    assert_eq!(api(&issuer, "GET", "/users", Some(BOSS), None).await.0, 200);
+}

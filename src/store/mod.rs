@@ -10,6 +10,7 @@ mod grants;
 mod groups;
 mod last_used;
 mod names;
+mod readers;
 mod records;
 mod refresh;
 mod secrets;
@@ -80,6 +81,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
     pool: AnyPool,
+    /// The cold login's read, outside the pool (see `readers`).
+    readers: readers::Readers,
     /// PostgreSQL rather than SQLite: where a check and a write need a lock to be one step.
     postgres: bool,
     /// What the log and errors call it: the URL without its password.
@@ -130,6 +133,7 @@ impl Store {
             .map_err(|e| anyhow::anyhow!("store {shown}: cannot apply the schema: {e}"))?;
         let store = Self {
             pool,
+            readers: readers::Readers::new(url),
             postgres,
             shown,
             max_expiry: std::sync::atomic::AtomicI64::new(0),

@@ -50,3 +50,57 @@ async fn an_account_is_its_user_groups_and_the_grants_of_both_in_one_read() {
     assert!(bob.user.admin && bob.groups.is_empty() && bob.rights.len() == 1);
     assert_eq!(s.account("nobody").await.expect("read"), None);
 }
+
+#[tokio::test]
+async fn sequential_account_reads_reuse_one_kept_connection() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = Store::open("sqlite://s.db", tmp.path())
+        .await
+        .expect("store");
+    s.add_user("ann", "h-ann", false, false, None)
+        .await
+        .expect("ann");
+    assert_eq!(s.readers.kept(), 0, "connected on first use");
+    for _ in 0..5 {
+        assert!(s.account("ann").await.expect("read").is_some());
+        assert_eq!(s.readers.kept(), 1);
+    }
+    // A change made through the pool is seen by the kept connection's next read.
+    let patch = UserPatch {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    s.update_user("ann", &patch).await.expect("patch");
+    assert!(
+        s.account("ann")
+            .await
+            .expect("read")
+            .expect("ann")
+            .user
+            .disabled
+    );
+}
+
+#[tokio::test]
+async fn a_users_groups_are_read_from_the_index_alone() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = Store::open("sqlite://s.db", tmp.path())
+        .await
+        .expect("store");
+    let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", users::ACCOUNT))
+        .bind("ann")
+        .fetch_all(&s.pool)
+        .await
+        .expect("plan")
+        .iter()
+        .map(|r| get::<String>(r, 3).expect("detail"))
+        .collect();
+    let members: Vec<&String> = plan.iter().filter(|d| d.contains(" members ")).collect();
+    assert_eq!(members.len(), 2, "{plan:#?}");
+    assert!(
+        members
+            .iter()
+            .all(|d| d.contains("COVERING INDEX members_user")),
+        "{plan:#?}"
+    );
+}
