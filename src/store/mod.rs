@@ -36,8 +36,9 @@ pub use secrets::{is_keyed, looks_generated, refuse_generated, Keyed, Peppers};
 /// How long a store call may take before the request that needs it gets a 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a call waits for a connection: sqlx retries a refused connect until then, so this
-/// is how soon a database that went away turns into 503s. Sixteen connections serving
-/// indexed lookups are never a second behind unless the database is.
+/// is how soon a database that went away turns into 503s (a cold login's read, outside the
+/// pool, bounds its connect the same; see `readers`). Sixteen connections serving indexed
+/// lookups are never a second behind unless the database is.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Lines a list returns at most (`limit` is capped to this).
 pub const MAX_PAGE: i64 = 1000;
@@ -133,7 +134,7 @@ impl Store {
             .map_err(|e| anyhow::anyhow!("store {shown}: cannot apply the schema: {e}"))?;
         let store = Self {
             pool,
-            readers: readers::Readers::new(url),
+            readers: readers::Readers::new(url, postgres),
             postgres,
             shown,
             max_expiry: std::sync::atomic::AtomicI64::new(0),

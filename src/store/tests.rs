@@ -52,7 +52,7 @@ async fn an_account_is_its_user_groups_and_the_grants_of_both_in_one_read() {
 }
 
 #[tokio::test]
-async fn sequential_account_reads_reuse_one_kept_connection() {
+async fn account_reads_reuse_a_kept_connection_until_it_idles_a_minute() {
     let tmp = tempfile::tempdir().expect("tmp");
     let s = Store::open("sqlite://s.db", tmp.path())
         .await
@@ -65,6 +65,12 @@ async fn sequential_account_reads_reuse_one_kept_connection() {
         assert!(s.account("ann").await.expect("read").is_some());
         assert_eq!(s.readers.kept(), 1);
     }
+    // One idle past a minute is closed, not used; the next read opens another.
+    assert!(!s.readers.take_after(std::time::Duration::from_secs(61)));
+    assert_eq!(s.readers.kept(), 0);
+    assert!(s.account("ann").await.expect("read").is_some());
+    assert!(s.readers.take_after(std::time::Duration::from_secs(59)));
+    assert!(s.account("ann").await.expect("read").is_some());
     // A change made through the pool is seen by the kept connection's next read.
     let patch = UserPatch {
         disabled: Some(true),
@@ -100,7 +106,7 @@ async fn a_users_groups_are_read_from_the_index_alone() {
     assert!(
         members
             .iter()
-            .all(|d| d.contains("COVERING INDEX members_user")),
+            .all(|d| d.contains("COVERING INDEX members_user_group")),
         "{plan:#?}"
     );
 }
