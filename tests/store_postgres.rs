@@ -7,7 +7,20 @@ use std::time::Duration;
 
 use common::postgres::Postgres;
 use common::store_api::*;
+use common::Issuer;
 use serde_json::json;
+
+/// A PostgreSQL server and one issuer on it (a cache lifetime of 1 s, `boss` its admin), with
+/// the temporary directory they live in.
+async fn pg_issuer() -> (tempfile::TempDir, Postgres, Issuer) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let pg = Postgres::start(dir).await;
+    let (env, _) = keys(dir);
+    let issuer = start(&dir.join("a"), &pg.url(), 1, &env).await;
+    add_boss(&dir.join("a/issuer.toml"));
+    (tmp, pg, issuer)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_replicas_see_changes_within_the_bound_and_survive_an_outage() {
@@ -151,12 +164,7 @@ async fn postgres_replicas_see_changes_within_the_bound_and_survive_an_outage() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_patches_of_different_fields_all_land_on_postgres() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let pg = Postgres::start(dir).await;
-    let (env, _) = keys(dir);
-    let issuer = start(&dir.join("a"), &pg.url(), 1, &env).await;
-    add_boss(&dir.join("a/issuer.toml"));
+    let (_tmp, _pg, issuer) = pg_issuer().await;
     concurrent_patches_lose_nothing(&issuer).await;
     // Two admins stepping down at once: the table lock lets one through, never both.
     add_deputy(&issuer).await;
@@ -187,12 +195,7 @@ async fn concurrent_patches_of_different_fields_all_land_on_postgres() {
 /// still get its answer, not a 503.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_logins_after_a_postgres_restart_are_answered() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let mut pg = Postgres::start(dir).await;
-    let (env, _) = keys(dir);
-    let issuer = start(&dir.join("a"), &pg.url(), 1, &env).await;
-    add_boss(&dir.join("a/issuer.toml"));
+    let (_tmp, mut pg, issuer) = pg_issuer().await;
     let names: Vec<String> = (0..6).map(|i| format!("robot-{i}")).collect();
     for n in &names {
         let body = json!({"name": n, "password": format!("{n}-pw")});

@@ -13,6 +13,7 @@ mod names;
 mod readers;
 mod records;
 mod refresh;
+mod schema;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -128,7 +129,7 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("store {shown}: cannot open: {e}"))?;
-        sqlx::migrate!("./migrations")
+        schema::migrator()
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("store {shown}: cannot apply the schema: {e}"))?;

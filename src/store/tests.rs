@@ -2,12 +2,18 @@
 
 use super::*;
 
-#[tokio::test]
-async fn an_account_is_its_user_groups_and_the_grants_of_both_in_one_read() {
+/// A new SQLite store in a temporary directory, which lives as long as the first value.
+async fn open_store() -> (tempfile::TempDir, Store) {
     let tmp = tempfile::tempdir().expect("tmp");
     let s = Store::open("sqlite://s.db", tmp.path())
         .await
         .expect("store");
+    (tmp, s)
+}
+
+#[tokio::test]
+async fn an_account_is_its_user_groups_and_the_grants_of_both_in_one_read() {
+    let (_tmp, s) = open_store().await;
     s.add_user("ann", "h-ann", false, false, Some(4_000_000_000))
         .await
         .expect("ann");
@@ -53,10 +59,7 @@ async fn an_account_is_its_user_groups_and_the_grants_of_both_in_one_read() {
 
 #[tokio::test]
 async fn account_reads_reuse_a_kept_connection_until_it_idles_a_minute() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let s = Store::open("sqlite://s.db", tmp.path())
-        .await
-        .expect("store");
+    let (_tmp, s) = open_store().await;
     s.add_user("ann", "h-ann", false, false, None)
         .await
         .expect("ann");
@@ -89,10 +92,7 @@ async fn account_reads_reuse_a_kept_connection_until_it_idles_a_minute() {
 
 #[tokio::test]
 async fn a_users_groups_are_read_from_the_index_alone() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let s = Store::open("sqlite://s.db", tmp.path())
-        .await
-        .expect("store");
+    let (_tmp, s) = open_store().await;
     let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", users::ACCOUNT))
         .bind("ann")
         .fetch_all(&s.pool)
