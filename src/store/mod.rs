@@ -129,6 +129,9 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("store {shown}: cannot open: {e}"))?;
+        if !postgres {
+            write_ahead(&pool, &shown).await;
+        }
         schema::migrator()
             .run(&pool)
             .await
@@ -241,6 +244,29 @@ fn resolve(url: &str, base: &Path) -> anyhow::Result<(String, String)> {
     anyhow::bail!(
         "store.url (TOKEN_ISSUER_STORE__URL): use sqlite://FILE or postgres://USER:PASSWORD@HOST/DB"
     )
+}
+
+/// Puts a SQLite store in write-ahead-log mode (kept in the file, so once is enough): a write
+/// (the admin API, the minute's last-use flush, a refresh token) then never stops a login's
+/// read, which in the default rollback-journal mode waits out every commit's exclusive lock; and
+/// a read no longer rereads the file's header to learn whether it changed, about a sixth of a
+/// cold read at a million users (docs/speed.md, "Store size"). The switch needs the file to
+/// itself (no other process mid-transaction) and write access: failing that, the store goes on
+/// as it is, with a warning, and the switch is tried again at the next start.
+async fn write_ahead(pool: &AnyPool, shown: &str) {
+    match sqlx::query("PRAGMA journal_mode = WAL").fetch_one(pool).await {
+        Ok(row) if row.try_get::<String, _>(0).is_ok_and(|m| m.eq_ignore_ascii_case("wal")) => {}
+        Ok(row) => tracing::warn!(
+            store = shown,
+            mode = row.try_get::<String, _>(0).unwrap_or_default(),
+            "store: SQLite kept its journal mode instead of write-ahead logging; writes will stall reads"
+        ),
+        Err(e) => tracing::warn!(
+            store = shown,
+            error = %e,
+            "store: SQLite could not switch to write-ahead logging (tried again at the next start); until then writes stall reads"
+        ),
+    }
 }
 
 /// Creates a missing SQLite file (and its directory) readable by this user alone, whatever the

@@ -110,3 +110,35 @@ async fn a_users_groups_are_read_from_the_index_alone() {
         "{plan:#?}"
     );
 }
+
+/// Write-ahead logging (`write_ahead` in mod.rs): another connection holding the write lock,
+/// mid-transaction, does not stop a login's read, which sees the last committed state. In the
+/// rollback-journal mode the read would wait for the lock, past this test's second.
+#[tokio::test]
+async fn a_login_reads_while_another_connection_holds_the_write_lock() {
+    use sqlx::Connection;
+    let (tmp, s) = open_store().await;
+    s.add_user("ann", "h-ann", false, false, None)
+        .await
+        .expect("ann");
+    let url = format!("sqlite://{}", tmp.path().join("s.db").display());
+    let mut other = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    for sql in [
+        "BEGIN EXCLUSIVE",
+        "UPDATE users SET disabled = 1 WHERE name = 'ann'",
+    ] {
+        sqlx::query(sql).execute(&mut other).await.expect(sql);
+    }
+    let read = tokio::time::timeout(std::time::Duration::from_secs(1), s.account("ann"))
+        .await
+        .expect("the read did not wait for the writer")
+        .expect("read")
+        .expect("ann");
+    assert!(!read.user.disabled, "the uncommitted change is not seen");
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    let read = s.account("ann").await.expect("read").expect("ann");
+    assert!(read.user.disabled, "the committed change is");
+}
