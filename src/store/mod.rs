@@ -251,14 +251,19 @@ fn resolve(url: &str, base: &Path) -> anyhow::Result<(String, String)> {
 /// read, which in the default rollback-journal mode waits out every commit's exclusive lock; and
 /// a read no longer rereads the file's header to learn whether it changed, about a sixth of a
 /// cold read at a million users (docs/speed.md, "Store size"). The switch needs the file to
-/// itself (no other process mid-transaction) and write access: failing that, the store goes on
-/// as it is, with a warning, and the switch is tried again at the next start.
+/// itself: if another process is mid-write, the store goes on as it is, with a warning, and the
+/// switch is tried again at the next start.
 async fn write_ahead(pool: &AnyPool, shown: &str) {
-    match sqlx::query("PRAGMA journal_mode = WAL").fetch_one(pool).await {
-        Ok(row) if row.try_get::<String, _>(0).is_ok_and(|m| m.eq_ignore_ascii_case("wal")) => {}
-        Ok(row) => tracing::warn!(
+    let mode = sqlx::query("PRAGMA journal_mode = WAL")
+        .fetch_one(pool)
+        .await
+        .map(|row| row.try_get::<String, _>(0).unwrap_or_default());
+    match mode {
+        // "memory": a `?mode=memory` store, which has no file to log beside.
+        Ok(m) if m.eq_ignore_ascii_case("wal") || m.eq_ignore_ascii_case("memory") => {}
+        Ok(m) => tracing::warn!(
             store = shown,
-            mode = row.try_get::<String, _>(0).unwrap_or_default(),
+            mode = m,
             "store: SQLite kept its journal mode instead of write-ahead logging; writes will stall reads"
         ),
         Err(e) => tracing::warn!(

@@ -131,7 +131,7 @@ async fn a_login_reads_while_another_connection_holds_the_write_lock() {
     }
     let read = tokio::time::timeout(std::time::Duration::from_secs(1), s.account("ann"))
         .await
-        .expect("the read did not wait for the writer")
+        .expect("the read waited for the writer")
         .expect("read")
         .expect("ann");
     assert!(!read.user.disabled, "the uncommitted change is not seen");

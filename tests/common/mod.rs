@@ -139,6 +139,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
 
+/// A SQLite store's bytes as they stand on disk: the file and its write-ahead log, where writes
+/// stay until a checkpoint copies them into the file (the issuer keeps the store in WAL mode).
+pub fn sqlite_bytes(db: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(db).expect("the store's file");
+    if let Ok(log) = std::fs::read(format!("{}-wal", db.display())) {
+        bytes.extend(log);
+    }
+    bytes
+}
+
 pub fn htpasswd_line(user: &str, password: &str) -> String {
     format!("{user}:{}\n", bcrypt::hash(password, 4).expect("bcrypt"))
 }
