@@ -334,11 +334,38 @@ impl Issuer {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Spawns and waits until this process serves. A port from `free_port` may be taken by a
+    /// parallel test's process before this one binds it, and a 200 from `/healthz` would then be
+    /// the other's (seen once in CI: a test talking to another test's issuer). So ready is this
+    /// process's own log saying it listens on its port; a port lost that way is tried again
+    /// with another.
     pub async fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
-        let mut issuer = Self::spawn(dir, config, env);
-        let health = format!("{}/healthz", issuer.url());
-        issuer.proc.wait_http(&health, 200).await;
-        issuer
+        for _ in 0..3 {
+            let mut issuer = Self::spawn(dir, config, env);
+            let listening = format!("listening listen=127.0.0.1:{} ", issuer.port);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let log = issuer.proc.log_text();
+                if log.contains(&listening) {
+                    let health = format!("{}/healthz", issuer.url());
+                    issuer.proc.wait_http(&health, 200).await;
+                    return issuer;
+                }
+                if let Ok(Some(status)) = issuer.proc.child.try_wait() {
+                    assert!(
+                        log.contains("in use"),
+                        "token-issuer exited with {status} before it was ready:\n{log}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "token-issuer not listening:\n{log}"
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        panic!("token-issuer lost its port to another process three times")
     }
 }
 
