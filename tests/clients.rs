@@ -431,7 +431,8 @@ async fn against_every_registry(docker: &Docker, tmp: &Path) {
         tmp,
         &[person("dora", "dora-pw", &["team"])],
         Transport::Plain,
-    );
+    )
+    .await;
     let extra = format!(
         "[[oidc]]\nissuer = \"{}\"\naudiences = [\"{SERVICE}\"]\nusername = \"{{sub}}\"\n\
          [[acl]]\naccount = \"ci-bot\"\nname = \"org/ci\"\nactions = [\"pull\", \"push\"]\n\

@@ -24,27 +24,7 @@ struct Dev {
 }
 
 async fn start_dev(dir: &Path, password: &str) -> Dev {
-    let (issuer, registry) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
-    cmd.args(["dev", "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{issuer}"),
-            "--registry-listen",
-            &format!("127.0.0.1:{registry}"),
-        ])
-        .env("TOKEN_ISSUER_DEV_PASSWORD", password)
-        .current_dir(dir);
-    let mut proc = Proc::spawn(
-        "token-issuer dev",
-        cmd,
-        dir.join(format!("dev-{issuer}.log")),
-    );
-    proc.wait_http(&format!("http://127.0.0.1:{issuer}/healthz"), 200)
-        .await;
-    proc.wait_http(&format!("http://127.0.0.1:{registry}/v2/"), 401)
-        .await;
+    let (proc, issuer, registry) = common::start_dev(dir, &dir.join("data"), password).await;
     Dev {
         proc,
         issuer,

@@ -109,7 +109,7 @@ fn access(a: &Answer) -> Vec<(String, Vec<String>)> {
 }
 
 async fn setup(tmp: &Path, tls: Transport, extra: &str) -> (Slapd, Issuer) {
-    let directory = Slapd::start(tmp, &people(), tls);
+    let directory = Slapd::start(tmp, &people(), tls).await;
     let issuer = Issuer::start(tmp, &config(tmp, &directory, extra), &[]).await;
     (directory, issuer)
 }
@@ -150,7 +150,7 @@ async fn a_user_in_two_groups_gets_exactly_their_scopes() {
 #[tokio::test]
 async fn groups_from_member_of_count_only_under_the_group_base() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let directory = Slapd::start(tmp.path(), &people(), Transport::Plain);
+    let directory = Slapd::start(tmp.path(), &people(), Transport::Plain).await;
     let config = config(tmp.path(), &directory, "").replace(
         "group_filter = \"(&(objectClass=groupOfNames)(member={dn}))\"",
         "member_of_attribute = \"memberOf\"",
@@ -269,7 +269,7 @@ async fn the_directory_down_is_a_503_and_its_return_needs_no_restart() {
     // A login verified before the outage is still known for identity.cache_ttl_seconds.
     assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
 
-    directory.start_again();
+    directory.start_again().await;
     // The pooled connection that died with the server is replaced, not reused.
     let b = ask(&issuer, "bob", "bob-pw", &[]).await;
     assert_eq!(b.status, 200, "{}", b.body);
@@ -283,7 +283,7 @@ async fn ldaps_and_start_tls_with_a_test_ca() {
         (Transport::StartTls, "start_tls = true\n"),
     ] {
         let tmp = tempfile::tempdir().expect("tmp");
-        let directory = Slapd::start(tmp.path(), &people(), tls);
+        let directory = Slapd::start(tmp.path(), &people(), tls).await;
         let ca = directory.ca.clone().expect("a CA");
         let trusting = format!("{extra}ca_file = {:?}", ca.display().to_string());
         let trusted = config(tmp.path(), &directory, &trusting);
@@ -310,7 +310,7 @@ async fn a_directory_that_never_answers_is_a_503_within_the_timeout() {
     // Connections are accepted by the kernel and never read.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let directory = Slapd::start(tmp.path(), &people(), Transport::Plain);
+    let directory = Slapd::start(tmp.path(), &people(), Transport::Plain).await;
     let silent_config = config(tmp.path(), &directory, "")
         .replace(&directory.url, &format!("ldap://127.0.0.1:{port}"));
     let issuer = Issuer::start(tmp.path(), &silent_config, &[]).await;
@@ -339,7 +339,7 @@ async fn one_name_in_two_sources_is_refused_wherever_the_directory_sits() {
     // rules, and the file's users still log in.
     let other = tmp.path().join("first");
     std::fs::create_dir_all(&other).expect("dir");
-    let directory = Slapd::start(&other, &people(), Transport::Plain);
+    let directory = Slapd::start(&other, &people(), Transport::Plain).await;
     let issuer = Issuer::start(
         &other,
         &config(&other, &directory, "position = \"first\""),
@@ -389,7 +389,7 @@ async fn push_and_pull_through_distribution_as_a_directory_user() {
 #[tokio::test]
 async fn a_directory_unreachable_at_start_up_is_a_warning_not_an_error() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut directory = Slapd::start(tmp.path(), &people(), Transport::Plain);
+    let mut directory = Slapd::start(tmp.path(), &people(), Transport::Plain).await;
     directory.stop();
     let issuer = Issuer::start(tmp.path(), &config(tmp.path(), &directory, ""), &[]).await;
     let log = issuer.proc.log_text();
@@ -399,7 +399,7 @@ async fn a_directory_unreachable_at_start_up_is_a_warning_not_an_error() {
     );
     assert_eq!(ask(&issuer, "local", "local-pw", &[]).await.status, 200);
     assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 503);
-    directory.start_again();
+    directory.start_again().await;
     assert_eq!(ask(&issuer, "alice", "alice-pw", &[]).await.status, 200);
 }
 
@@ -407,7 +407,7 @@ async fn a_directory_unreachable_at_start_up_is_a_warning_not_an_error() {
 async fn an_upstream_identity_named_like_a_directory_user_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let directory = Slapd::start(dir, &people(), Transport::Plain);
+    let directory = Slapd::start(dir, &people(), Transport::Plain).await;
     let api = common::fake_api::FakeApi::start().await;
     api.state.add("key-alice", "alice", &[], &[]);
     api.state.add("key-eve", "eve", &[], &[]);

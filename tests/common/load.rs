@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::future::Future;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::store_api::BOSS;
-use super::{digest, free_port, image_manifest, Proc, BIN};
+use super::{digest, image_manifest, Proc};
 
 /// What one request came to.
 pub enum Outcome {
@@ -226,17 +225,12 @@ pub fn client() -> reqwest::Client {
 
 /// `dev` with its registry: (process, realm, registry URL).
 pub async fn start_dev(dir: &Path) -> (Proc, String, String) {
-    let (issuer, registry) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
-    cmd.args(["dev", "--data-dir"])
-        .arg(dir.join("dev"))
-        .args(["--listen", &format!("127.0.0.1:{issuer}")])
-        .args(["--registry-listen", &format!("127.0.0.1:{registry}")])
-        .env("TOKEN_ISSUER_DEV_PASSWORD", "dev-pw");
-    let mut proc = Proc::spawn("token-issuer dev", cmd, dir.join("dev.log"));
-    let registry = format!("http://127.0.0.1:{registry}");
-    proc.wait_http(&format!("{registry}/v2/"), 401).await;
-    (proc, format!("http://127.0.0.1:{issuer}"), registry)
+    let (proc, issuer, registry) = super::start_dev(dir, &dir.join("dev"), "dev-pw").await;
+    (
+        proc,
+        format!("http://127.0.0.1:{issuer}"),
+        format!("http://127.0.0.1:{registry}"),
+    )
 }
 
 /// One push and pull against `dev`: a token, a new layer and the config, the manifest under

@@ -135,6 +135,19 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Starts a server with `start` on a port from [`free_port`], which is free when picked but not
+/// held: a parallel test's process may bind it before this server does. `start` gives `None`
+/// when its server lost the port that way ([`Proc::wait_listening`]), and it is tried again on
+/// another, three times in all.
+pub async fn on_free_port<T>(what: &str, mut start: impl AsyncFnMut(u16) -> Option<T>) -> T {
+    for _ in 0..3 {
+        if let Some(server) = start(free_port()).await {
+            return server;
+        }
+    }
+    panic!("{what} lost its port to another process three times")
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
@@ -199,6 +212,35 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until this process's own log holds `line`, its word that it listens. Something
+    /// answering on its port is not enough: that may be another test's process that took the
+    /// port first (seen once in CI: a test talking to another test's issuer). Returns false when
+    /// the process exited because its address was in use, so that [`on_free_port`] tries another
+    /// port; any other exit, or no such line within 30 s, fails the test with the log.
+    pub async fn wait_listening(&mut self, line: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log_text();
+            if log.contains(line) {
+                return true;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    log.contains("in use"),
+                    "{} exited with {status} before it was ready:\n{log}",
+                    self.name
+                );
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not listening (no {line:?} in its log):\n{log}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Polls `url` until it answers `want` (the process may still be binding its port).
@@ -303,7 +345,11 @@ impl Issuer {
 
     /// Writes `config` to DIR/issuer.toml and starts `serve` with `env`, on a fresh port.
     pub fn spawn(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::spawn_on(free_port(), dir, config, env)
+    }
+
+    /// As [`Self::spawn`], on `port` (see [`on_free_port`]).
+    pub fn spawn_on(port: u16, dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let path = dir.join("issuer.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(BIN);
@@ -334,39 +380,52 @@ impl Issuer {
             .and_then(|v| v.parse().ok())
     }
 
-    /// Spawns and waits until this process serves. A port from `free_port` may be taken by a
-    /// parallel test's process before this one binds it, and a 200 from `/healthz` would then be
-    /// the other's (seen once in CI: a test talking to another test's issuer). So ready is this
-    /// process's own log saying it listens on its port; a port lost that way is tried again
-    /// with another.
+    /// Spawns and waits until this process serves: its own log says it listens on its port
+    /// ([`on_free_port`]), and `/healthz` answers.
     pub async fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
-        for _ in 0..3 {
-            let mut issuer = Self::spawn(dir, config, env);
-            let listening = format!("listening listen=127.0.0.1:{} ", issuer.port);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let log = issuer.proc.log_text();
-                if log.contains(&listening) {
-                    let health = format!("{}/healthz", issuer.url());
-                    issuer.proc.wait_http(&health, 200).await;
-                    return issuer;
-                }
-                if let Ok(Some(status)) = issuer.proc.child.try_wait() {
-                    assert!(
-                        log.contains("in use"),
-                        "token-issuer exited with {status} before it was ready:\n{log}"
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "token-issuer not listening:\n{log}"
-                );
-                tokio::time::sleep(Duration::from_millis(25)).await;
+        on_free_port("token-issuer", async |port| {
+            let mut issuer = Self::spawn_on(port, dir, config, env);
+            let listening = format!("listening listen=127.0.0.1:{port} ");
+            if !issuer.proc.wait_listening(&listening).await {
+                return None;
             }
-        }
-        panic!("token-issuer lost its port to another process three times")
+            let health = format!("{}/healthz", issuer.url());
+            issuer.proc.wait_http(&health, 200).await;
+            Some(issuer)
+        })
+        .await
     }
+}
+
+/// `token-issuer dev` with its data in `data` and `password`, run in `dir`, both ports picked
+/// free: (process, issuer port, registry port).
+pub async fn start_dev(dir: &Path, data: &Path, password: &str) -> (Proc, u16, u16) {
+    on_free_port("token-issuer dev", async |issuer| {
+        let registry = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["dev", "--data-dir"])
+            .arg(data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{issuer}"),
+                "--registry-listen",
+                &format!("127.0.0.1:{registry}"),
+            ])
+            .env("TOKEN_ISSUER_DEV_PASSWORD", password)
+            .current_dir(dir);
+        let log = dir.join(format!("dev-{issuer}.log"));
+        let mut proc = Proc::spawn("token-issuer dev", cmd, log);
+        // `serve` binds every listener before any says it listens, so this line means both
+        // ports are this process's.
+        let listening = format!("registry listening listen=127.0.0.1:{registry} ");
+        if !proc.wait_listening(&listening).await {
+            return None;
+        }
+        proc.wait_http(&format!("http://127.0.0.1:{registry}/v2/"), 401)
+            .await;
+        Some((proc, issuer, registry))
+    })
+    .await
 }
 
 /// Which distribution registry: Debian's 2.8, or a 3.x binary from `DISTRIBUTION_V3_DIR`.
@@ -468,7 +527,23 @@ impl Registry {
         trust: &Trust<'_>,
     ) -> Result<Self, String> {
         let program = version.program()?;
-        let port = free_port();
+        Ok(on_free_port(version.name(), async |port| {
+            Self::start_on(port, &program, version, dir, realm, service, issuer, trust).await
+        })
+        .await)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_on(
+        port: u16,
+        program: &Path,
+        version: Distribution,
+        dir: &Path,
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        trust: &Trust<'_>,
+    ) -> Option<Self> {
         let storage = dir.join(format!("registry-{port}"));
         let mut auth = format!(
             "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n"
@@ -486,7 +561,7 @@ impl Registry {
         );
         let cfg_path = dir.join(format!("registry-{port}.yml"));
         std::fs::write(&cfg_path, config).expect("registry config");
-        let mut cmd = Command::new(&program);
+        let mut cmd = Command::new(program);
         cmd.arg("serve").arg(&cfg_path);
         // 3.x reports traces to an OTLP collector unless told not to.
         cmd.env("OTEL_TRACES_EXPORTER", "none");
@@ -495,9 +570,16 @@ impl Registry {
             cmd,
             dir.join(format!("registry-{port}.log")),
         );
+        // 2.8 and 3.x alike log this once their listener is bound.
+        if !proc
+            .wait_listening(&format!("msg=\"listening on 127.0.0.1:{port}\""))
+            .await
+        {
+            return None;
+        }
         proc.wait_http(&format!("http://127.0.0.1:{port}/v2/"), 401)
             .await;
-        Ok(Self { proc, port })
+        Some(Self { proc, port })
     }
 
     pub fn host(&self) -> String {

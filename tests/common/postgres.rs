@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{free_port, Proc};
+use super::{on_free_port, Proc};
 
 pub const PASSWORD: &str = "pg-secret-pw";
 
@@ -77,7 +77,7 @@ impl Postgres {
             std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).expect("chown pwfile");
         }
         let mut pg = Self {
-            port: free_port(),
+            port: 0,
             bin: bin_dir(),
             data: dir.join("data"),
             dir,
@@ -100,7 +100,11 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        pg.resume().await;
+        on_free_port("postgres", async |port| {
+            pg.port = port;
+            pg.listen().await.then_some(())
+        })
+        .await;
         pg
     }
 
@@ -120,19 +124,35 @@ impl Postgres {
         )
     }
 
-    /// Starts the server (again) and waits until it accepts connections.
+    /// Starts the server again on the same port and waits until it accepts connections.
     pub async fn resume(&mut self) {
+        assert!(
+            self.listen().await,
+            "postgres lost its port {} to another process",
+            self.port
+        );
+    }
+
+    /// False when another process took the port first ([`Proc::wait_listening`]).
+    async fn listen(&mut self) -> bool {
         self.starts += 1;
         let mut cmd = self.command("postgres");
         cmd.arg("-D")
             .arg(&self.data)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
             .arg(&self.dir);
-        self.proc = Some(Proc::spawn(
+        let mut proc = Proc::spawn(
             "postgres",
             cmd,
             self.dir.join(format!("postgres-{}.log", self.starts)),
-        ));
+        );
+        let listening = format!(
+            "listening on IPv4 address \"127.0.0.1\", port {}\n",
+            self.port
+        );
+        if !proc.wait_listening(&listening).await {
+            return false;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(self.bin.join("pg_isready"))
@@ -147,12 +167,11 @@ impl Postgres {
                 .output()
                 .expect("pg_isready");
             if ready.status.success() {
-                return;
+                self.proc = Some(proc);
+                return true;
             }
-            if let Some(p) = self.proc.as_mut() {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    panic!("postgres exited ({status}):\n{}", p.log_text());
-                }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("postgres exited ({status}):\n{}", proc.log_text());
             }
             assert!(Instant::now() < deadline, "postgres not ready in 30 s");
             tokio::time::sleep(Duration::from_millis(50)).await;

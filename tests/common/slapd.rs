@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{free_port, run, Proc};
+use super::{on_free_port, run, Proc};
 
 pub const BASE: &str = "dc=example,dc=test";
 pub const SERVICE_DN: &str = "cn=token-issuer,ou=services,dc=example,dc=test";
@@ -60,10 +60,9 @@ pub struct Slapd {
 impl Slapd {
     /// A directory under `dir` holding `people` (and their groups), started. Only the service
     /// account may read entries: a search made while still bound as a user finds nothing.
-    pub fn start(dir: &Path, people: &[Person<'_>], tls: Transport) -> Self {
+    pub async fn start(dir: &Path, people: &[Person<'_>], tls: Transport) -> Self {
         let dir = dir.join("slapd");
         std::fs::create_dir_all(dir.join("db")).expect("slapd dir");
-        let port = free_port();
         let mut conf = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -107,21 +106,32 @@ impl Slapd {
         } else {
             "ldap"
         };
-        let mut slapd = Self {
-            port,
-            url: format!("{scheme}://127.0.0.1:{port}"),
-            ca,
-            dir,
-            proc: None,
-            starts: 0,
-        };
-        slapd.start_again();
-        slapd
+        on_free_port("slapd", async |port| {
+            let mut slapd = Self {
+                port,
+                url: format!("{scheme}://127.0.0.1:{port}"),
+                ca: ca.clone(),
+                dir: dir.clone(),
+                proc: None,
+                starts: 0,
+            };
+            slapd.listen().await.then_some(slapd)
+        })
+        .await
     }
 
-    /// Starts the server (again) on the same port and data; returns once it accepts
+    /// Starts the server again on the same port and data; returns once it accepts
     /// connections.
-    pub fn start_again(&mut self) {
+    pub async fn start_again(&mut self) {
+        assert!(
+            self.listen().await,
+            "slapd lost its port {} to another process",
+            self.port
+        );
+    }
+
+    /// False when another process took the port first ([`Proc::wait_listening`]).
+    async fn listen(&mut self) -> bool {
         assert!(self.proc.is_none(), "slapd is running");
         self.starts += 1;
         let mut cmd = Command::new("/usr/sbin/slapd");
@@ -134,19 +144,21 @@ impl Slapd {
             cmd,
             self.dir.join(format!("slapd-{}.log", self.starts)),
         );
+        // slapd has bound its port when it says this; it accepts connections soon after.
+        if !proc.wait_listening("slapd starting").await {
+            return false;
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("slapd exited with {status}:\n{}", proc.log_text());
-            }
             assert!(
                 Instant::now() < deadline,
-                "slapd not listening:\n{}",
+                "slapd not accepting connections:\n{}",
                 proc.log_text()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.proc = Some(proc);
+        true
     }
 
     /// Kills the server; its port refuses connections until [`Self::start_again`].

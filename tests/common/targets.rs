@@ -83,12 +83,19 @@ pub async fn every_registry_with(tmp: &Path, extra: &str) -> Vec<Target> {
     let dir = tmp.join("builtin");
     std::fs::create_dir_all(&dir).expect("dir");
     gen_cert(&dir, ISSUER);
-    let reg_port = free_port();
-    let mut issuer = Issuer::spawn(&dir, &config(&dir, Some(reg_port), extra), &[]);
-    issuer
-        .proc
-        .wait_http(&format!("http://127.0.0.1:{reg_port}/v2/"), 401)
-        .await;
+    let (issuer, reg_port) = on_free_port("token-issuer", async |port| {
+        let reg_port = free_port();
+        let mut issuer = Issuer::spawn_on(port, &dir, &config(&dir, Some(reg_port), extra), &[]);
+        // `serve` binds every listener before any says it listens (see `start_dev`).
+        let listening = format!("registry listening listen=127.0.0.1:{reg_port} ");
+        if !issuer.proc.wait_listening(&listening).await {
+            return None;
+        }
+        let v2 = format!("http://127.0.0.1:{reg_port}/v2/");
+        issuer.proc.wait_http(&v2, 401).await;
+        Some((issuer, reg_port))
+    })
+    .await;
     targets.push(Target {
         label: "built-in registry",
         dir,
