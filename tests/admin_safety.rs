@@ -4,8 +4,6 @@
 //! files created readable by everyone. PostgreSQL's half of the PATCH race is in
 //! tests/store_postgres.rs.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
 use common::store_api::*;

@@ -4,8 +4,6 @@
 //! good user is served throughout. (Generated-secret-shaped passwords cost no bcrypt, so the
 //! flood runs at the issuer's full rate; each is still a failed login.)
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

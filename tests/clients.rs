@@ -6,8 +6,6 @@
 //! token as the password (a provider from tests/common/idp.rs): login, push where its rule
 //! allows, refused elsewhere.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -6,8 +6,6 @@
 //! should work pushes and pulls with skopeo, bytes identical; each that cannot is refused, for
 //! the reason the README gives, which the registry's log must show.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,8 +2,6 @@
 //! needed), the same stack run natively by scripts/dev-stack with .env.example, gen-env, and the
 //! image's health check.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -210,7 +208,7 @@ fn dockerfile_and_healthcheck() {
     // The health check itself: fails with nothing listening, passes once the issuer serves.
     let port = free_port();
     let check = || {
-        Command::new(BIN)
+        Command::new(bin())
             .arg("healthcheck")
             .env_clear()
             .env("TOKEN_ISSUER_LISTEN", format!("0.0.0.0:{port}"))
@@ -218,7 +216,7 @@ fn dockerfile_and_healthcheck() {
             .expect("healthcheck")
     };
     assert!(!check().success(), "healthy with nothing listening");
-    let said = Command::new(BIN)
+    let said = Command::new(bin())
         .arg("healthcheck")
         .env_clear()
         .env("TOKEN_ISSUER_LISTEN", format!("0.0.0.0:{port}"))
@@ -235,7 +233,7 @@ fn dockerfile_and_healthcheck() {
     let cfg = "[token]\nissuer = \"hc.test\"\nservice = \"s\"\n[keys]\ncert_file = \"hc.test.crt\"\nkey_file = \"hc.test.pem\"\n[identity]\nanonymous = true\n";
     let path = tmp.path().join("hc.toml");
     std::fs::write(&path, cfg).expect("cfg");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(["serve", "--config"])
         .arg(&path)
         .env("TOKEN_ISSUER_LISTEN", format!("0.0.0.0:{port}"));
@@ -258,7 +256,7 @@ fn gen_env_writes_a_working_env_and_refuses_to_overwrite() {
             ])
             .arg(&out)
             .args(extra)
-            .env("ISSUER_BIN", BIN)
+            .env("ISSUER_BIN", bin())
             .output()
             .expect("gen-env")
     };
@@ -317,7 +315,7 @@ async fn dev_stack_with_env_example_push_and_pull() {
     let (issuer_port, registry_port) = (free_port(), free_port());
     let mut cmd = Command::new(repo().join("scripts/dev-stack"));
     cmd.arg(".env.example")
-        .env("ISSUER_BIN", BIN)
+        .env("ISSUER_BIN", bin())
         .env("DEV_STACK_ISSUER_PORT", issuer_port.to_string())
         .env("DEV_STACK_REGISTRY_PORT", registry_port.to_string())
         .env("DEV_STACK_DIR", dir.join("stack"));
@@ -364,7 +362,7 @@ async fn dev_stack_with_env_example_push_and_pull() {
     let t0 = std::time::Instant::now();
     let out = Command::new(repo().join("scripts/dev-stack"))
         .arg(".env.example")
-        .env("ISSUER_BIN", BIN)
+        .env("ISSUER_BIN", bin())
         .env("DEV_STACK_ISSUER_PORT", free_port().to_string())
         .env("DEV_STACK_REGISTRY_PORT", registry_port.to_string())
         .env("DEV_STACK_DIR", dir.join("second"))

@@ -7,8 +7,6 @@
 //! 3.1.1, docker pushing and pulling through it. open-balena-registry's image cannot be had
 //! here: its service stays checked by `tests/compose_stack.rs`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -183,7 +181,7 @@ async fn image_and_compose_stack_with_docker() {
         dir,
         "issuer-ctx",
         &dockerfile,
-        &[("token-issuer", Path::new(BIN))],
+        &[("token-issuer", Path::new(bin()))],
     );
     engine.ok(
         "docker",
@@ -356,7 +354,7 @@ async fn image_and_compose_stack_with_docker() {
 
     // `dev`'s docker lines work as pasted, with this engine as the user's docker.
     let (issuer_port, registry_port) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(["dev", "--data-dir", "data"])
         .args(["--listen", &format!("127.0.0.1:{issuer_port}")])
         .args(["--registry-listen", &format!("127.0.0.1:{registry_port}")])

@@ -4,8 +4,6 @@
 //! `client_id=containerd-client`, and falls back to GET on 401. What `ctr` prints for each
 //! refusal is asserted as the README records it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -3,8 +3,6 @@
 //! answer goes out); and every decision answered before a clean shutdown (SIGTERM) in the
 //! audit file.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

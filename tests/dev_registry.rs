@@ -1,8 +1,6 @@
 //! The built-in development registry as a process: `dev` with skopeo, restarts and the storage
 //! lock, `serve` with `[registry]`, and the `gc` command. The API itself: registry_api.rs.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -92,7 +90,7 @@ async fn dev_mode_with_skopeo_and_a_restart() {
     assert_eq!(mode("data/pepper"), 0o600);
     assert_eq!(std::fs::read_to_string(&pw_file).expect("pw"), "first-pw");
     // dev makes a pepper, so generated secrets work at once, from the CLI as from the API.
-    let made = Command::new(BIN)
+    let made = Command::new(bin())
         .args(["users", "add", "robot", "--generate", "--data-dir"])
         .arg(dir.join("data"))
         .output()
@@ -278,7 +276,7 @@ impl Env {
 
 /// `token-issuer gc --config DIR/issuer.toml ARGS`.
 fn run_gc(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(bin())
         .arg("gc")
         .arg("--config")
         .arg(dir.join("issuer.toml"))
@@ -436,7 +434,7 @@ async fn dev_restart_waits_for_the_storage_lock() {
         .expect("lock file");
     lock.try_lock().expect("lock");
     let (issuer, registry) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(["dev", "--data-dir"]).arg(dir.join("data")).args([
         "--listen",
         &format!("127.0.0.1:{issuer}"),
@@ -478,7 +476,7 @@ async fn dev_with_a_taken_port_says_so_before_any_hint() {
     let dir = tmp.path();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(["dev", "--data-dir"])
         .arg(dir.join("data"))
         .args([

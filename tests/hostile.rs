@@ -3,8 +3,6 @@
 //! everyone else, forwarded addresses believed only from trusted proxies, log lines that
 //! cannot be forged, bounded upstream use, and the registry's upload bounds.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::path::Path;
@@ -200,7 +198,7 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
     let mut cmd = std::process::Command::new("bash");
     cmd.arg("-c")
         .arg(r#"ulimit -n 256 && exec "$0" serve --config "$1" --listen "$2""#)
-        .arg(BIN)
+        .arg(bin())
         .arg(&path)
         .arg(format!("127.0.0.1:{port}"));
     let mut proc = Proc::spawn("token-issuer", cmd, tmp.path().join("issuer.log"));

@@ -3,11 +3,10 @@
 //! accounts, rotation that keeps the expiry and revokes the refresh tokens of the old password,
 //! and admin changes in the audit log.
 
-mod common;
-
 use std::path::Path;
 
 use common::hygiene::*;
+use common::on_both;
 use common::store_api::*;
 use serde_json::{json, Value};
 

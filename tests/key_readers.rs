@@ -2,8 +2,6 @@
 //! open-balena's API does with `REGISTRY_TOKEN_AUTH_CERT_KEY`), our tokens verify in Node against
 //! the published JWKS, and the keys OpenSSL writes load here in every shape it writes them.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -84,7 +82,7 @@ fn generated_keys_load_in_openssl_and_node() {
     run(Command::new("scripts/gen-env")
         .args(["api.example.test", "--out"])
         .arg(&env_file)
-        .env("ISSUER_BIN", BIN));
+        .env("ISSUER_BIN", bin()));
     let example = std::fs::read_to_string(".env.example").expect(".env.example");
     for (name, text) in [
         ("gen-env", std::fs::read_to_string(&env_file).expect("env")),

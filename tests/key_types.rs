@@ -4,8 +4,6 @@
 //! built-in registry; and without `x5c`, through 2.8 (the kid in the bundle) and 3.1.1 (the JWKS
 //! alone). P-256 (ES256) runs through every other test.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -61,7 +59,7 @@ async fn v3_round_trip(dir: &Path, issuer: &Issuer, trust: &Trust<'_>, label: &s
 async fn through_every_registry(key_type: &str, alg: &str, kty: &str) {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "gen-token-auth-cert",
             ISSUER,
@@ -156,7 +154,7 @@ async fn p384_keys_sign_es384() {
 async fn the_algorithm_setting_must_agree_with_the_key() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["gen-token-auth-cert", ISSUER, "--type", "rsa", "--out-dir"])
         .arg(dir)
         .output()

@@ -2,11 +2,10 @@
 //! at shutdown (not per token), shown by the admin API and the CLI, and the list of accounts
 //! idle for a span; on SQLite and PostgreSQL, and by two replicas on one PostgreSQL.
 
-mod common;
-
 use std::path::Path;
 
 use common::hygiene::*;
+use common::on_both;
 use common::postgres::Postgres;
 use common::store_api::*;
 use common::Issuer;

@@ -4,8 +4,6 @@
 //! away and coming back, ldaps:// with a test CA, the place in the chain, and a push and pull
 //! through distribution 2.8 as a directory user.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

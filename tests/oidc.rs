@@ -2,8 +2,6 @@
 //! GitHub-shaped (RS256) and Kubernetes-shaped (ES256) tokens, every refusal the provider's
 //! rules call for, key rotation, and the provider going away.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -464,7 +462,7 @@ async fn config_errors_name_the_setting() {
             .build();
         let path = dir.join("bad.toml");
         std::fs::write(&path, cfg).expect("write");
-        let out = std::process::Command::new(BIN)
+        let out = std::process::Command::new(bin())
             .args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
@@ -487,7 +485,7 @@ async fn an_oidc_identitys_groups_get_their_store_grants() {
     let path = dir.join("issuer.toml");
     std::fs::write(&path, &cfg).expect("write");
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
+        let out = std::process::Command::new(bin())
             .args(args)
             .arg("--config")
             .arg(&path)

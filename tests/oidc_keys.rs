@@ -4,8 +4,6 @@
 //! held, requests for an unknown kid share one slow fetch, and NumericDates are numbers,
 //! fractions included.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -6,8 +6,6 @@
 //! distribution 3.0.0 (what open-balena-registry ships) accepting a user's push, a device's
 //! pull and the builder's push, and refusing a device's push.
 
-mod common;
-
 use std::sync::Arc;
 
 use common::fake_balena::{self, Actor, Image, State};

@@ -1,8 +1,6 @@
 //! Running it in production: `/metrics`, the audit log (and that no secret reaches it or the
 //! log), hot reload under load (SIGHUP and watched files), and SIGTERM under load.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::store_api::within;
-use common::{free_port, gen_cert, htpasswd_line, ConfigBuilder, Issuer};
+use common::{free_port, gen_cert, htpasswd_line, metrics, ConfigBuilder, Issuer};
 use data_encoding::BASE64URL_NOPAD;
 use serde_json::Value;
 
@@ -82,23 +80,6 @@ fn granted(token: &str) -> Vec<String> {
                 a["name"].as_str().unwrap_or(""),
                 actions.join(",")
             )
-        })
-        .collect()
-}
-
-/// `/metrics` as a map from `name{labels}` to value.
-async fn metrics(url: &str) -> HashMap<String, f64> {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
 }

@@ -5,8 +5,6 @@
 //! the realm for `push`. That is the client's bug; the server does not work around it, and the
 //! test asserts the refusal so that the README's note stays true.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -2,8 +2,6 @@
 //! `TOKEN_ISSUER_TEST_PANIC=1`) is answered 500 with the cause in the log, and its neighbours,
 //! on other connections and on the same one, are served as if nothing happened.
 
-mod common;
-
 use common::store_api::{keys, SERVICE};
 use common::{write_users, ConfigBuilder, Issuer};
 

@@ -4,8 +4,6 @@
 //! only that file accepts the realm's tokens, for every key type: OpenSSL (`openssl dgst
 //! -verify`, the JOSE signature turned into DER) and Node's `crypto`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -60,7 +58,7 @@ async fn token(issuer: &Issuer) -> String {
 }
 
 async fn check(dir: &Path, key_type: &str, alg: &str, digest: &str) {
-    run(Command::new(BIN)
+    run(Command::new(bin())
         .args([
             "gen-token-auth-cert",
             ISSUER,

@@ -5,8 +5,6 @@
 //! from what works. The key rotation's blocks (docs/operating.md) run the same way, from the
 //! Quick start's state.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -29,7 +27,7 @@ fn block(readme: &str, name: &str) -> String {
 fn bin_dir(dir: &Path) -> String {
     let d = dir.join("bin");
     std::fs::create_dir_all(&d).expect("bin dir");
-    std::os::unix::fs::symlink(BIN, d.join("token-issuer")).expect("link");
+    std::os::unix::fs::symlink(bin(), d.join("token-issuer")).expect("link");
     format!(
         "{}:{}",
         d.display(),
@@ -162,7 +160,7 @@ fn systemd_unit_verifies() {
     // Verified with the binary under test in place of /usr/local/bin/token-issuer.
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("token-issuer.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/token-issuer", BIN)).expect("write");
+    std::fs::write(&path, unit.replace("/usr/local/bin/token-issuer", bin())).expect("write");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)

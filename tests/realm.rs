@@ -1,8 +1,6 @@
 //! The realm over HTTP, against the real binary: statuses, bodies, headers, claims; and
 //! start-up refusals that name the setting.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -505,7 +503,7 @@ async fn bad_configuration_stops_start_up() {
         }
     }
     // gen-token-auth-cert --days 0 would write a certificate valid for minutes.
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["gen-token-auth-cert", "x.test", "--days", "0", "--out-dir"])
         .arg(dir.join("days0"))
         .output()

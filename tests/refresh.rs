@@ -4,8 +4,6 @@
 //! against a real HTTP API); revocation by CLI and admin API; nothing secret in the store or
 //! the log. docker's own login and pulls with the token: tests/clients.rs.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 

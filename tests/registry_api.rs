@@ -2,8 +2,6 @@
 //! storage directory of its own, with tokens minted by the issuer's `Signer`. One behaviour per
 //! test; the end-to-end tests (skopeo, docker, distribution) stay the compatibility layer.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

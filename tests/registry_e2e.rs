@@ -1,7 +1,5 @@
 //! End to end: token-issuer in front of Debian's distribution registry (2.8), driven by skopeo.
 
-mod common;
-
 use std::path::Path;
 
 use common::*;

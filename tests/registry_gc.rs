@@ -1,8 +1,6 @@
 //! Garbage collection inside the serving registry: a push loop while it collects every second,
 //! and every pushed image pulls back intact, while the garbage around them does go.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,6 @@
 //! slowly is applied whole, never half; and an htpasswd user's refresh tokens die with the
 //! password hash they were issued under, even if that hash comes back from a backup.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};

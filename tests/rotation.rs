@@ -5,8 +5,6 @@
 //! both, and by the built-in registry; once the old key is dropped from the registries, its
 //! tokens are refused and the new key's accepted.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -108,7 +106,7 @@ async fn rotation_with_every_registry() {
         config(&old_cert, &old_key, &[], "auto", None),
     )
     .expect("config");
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["keys", "rotate", "--config"])
         .arg(dir.join("issuer.toml"))
         .arg("--out-dir")
@@ -159,7 +157,7 @@ async fn rotation_with_every_registry() {
         Some(&format!("TOKEN_ISSUER_KEYS__PUBLISHED=[\"{old_b64}\"]").as_str())
     );
     // Not twice on one day without noticing.
-    let again = std::process::Command::new(BIN)
+    let again = std::process::Command::new(bin())
         .args(["keys", "rotate", "--config"])
         .arg(dir.join("issuer.toml"))
         .arg("--out-dir")
@@ -169,7 +167,7 @@ async fn rotation_with_every_registry() {
     assert!(!again.status.success());
     let said_again = String::from_utf8_lossy(&again.stderr);
     assert!(said_again.contains("--force"), "{said_again}");
-    let forced = std::process::Command::new(BIN)
+    let forced = std::process::Command::new(bin())
         .args(["keys", "rotate", "--force", "--config"])
         .arg(dir.join("issuer.toml"))
         .arg("--out-dir")

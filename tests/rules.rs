@@ -4,8 +4,6 @@
 //! an htpasswd user, store users (with grants and the admin flag), GitHub-shaped OIDC
 //! identities, the anonymous caller, two services and four networks.
 
-mod common;
-
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -4,11 +4,10 @@
 //! refused and damped; found by `find-secret`; a pepper rotation keeping them working until the
 //! old pepper is removed.
 
-mod common;
-
 use std::path::Path;
 
 use common::hygiene::*;
+use common::on_both;
 use common::sqlite_bytes;
 use common::store_api::*;
 use serde_json::json;

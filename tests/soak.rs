@@ -8,8 +8,6 @@
 //! rule sets grants, on RSS at the end above 1.2× the baseline (taken after the first minute, or
 //! a quarter of a shorter run), on open files growing, and on any `ERROR` in either log.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
 //! The database store with SQLite: users, groups and grants through the admin API and the CLI,
 //! tokens through distribution 2.8 with skopeo. PostgreSQL: tests/store_postgres.rs.
 
-mod common;
-
 use common::store_api::*;
 use common::*;
 use serde_json::{json, Value};

@@ -1,8 +1,6 @@
 //! The database store on a real PostgreSQL server shared by two issuers (replicas): changes
 //! seen within the bound, and the database stopped mid-run.
 
-mod common;
-
 use std::time::Duration;
 
 use common::postgres::Postgres;

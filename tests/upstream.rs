@@ -1,7 +1,5 @@
 //! The upstream identity API path, against a real HTTP API started in the test.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -5,8 +5,6 @@
 //! key type, with the key as zot's `cert` setting reads it (the certificate, or the public key
 //! PEM), on a zot whose clock trails ours.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -124,7 +122,7 @@ fn now() -> f64 {
 /// An issuer with a key of `kind` (`p256`, `p384`, `rsa`): alice may do anything under
 /// `org/`, bob only push `org/app`.
 async fn issuer(dir: &Path, kind: &str) -> Issuer {
-    run(Command::new(BIN)
+    run(Command::new(bin())
         .args(["gen-token-auth-cert", ISSUER, "--type", kind, "--out-dir"])
         .arg(dir));
     write_users(dir, &[("alice", "alice-pw"), ("bob", "bob-pw")]);

@@ -92,13 +92,13 @@ macro_rules! on_both {
             #[tokio::test(flavor = "multi_thread")]
             async fn sqlite() {
                 let tmp = tempfile::tempdir().expect("tmp");
-                super::$name(super::common::hygiene::Kind::Sqlite, tmp.path()).await;
+                super::$name($crate::hygiene::Kind::Sqlite, tmp.path()).await;
             }
 
             #[tokio::test(flavor = "multi_thread")]
             async fn postgres() {
                 let tmp = tempfile::tempdir().expect("tmp");
-                super::$name(super::common::hygiene::Kind::Postgres, tmp.path()).await;
+                super::$name($crate::hygiene::Kind::Postgres, tmp.path()).await;
             }
         }
     };

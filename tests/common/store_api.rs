@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{gen_cert, write_users, ConfigBuilder, Issuer, BIN};
+use super::{bin, gen_cert, write_users, ConfigBuilder, Issuer};
 
 pub const SERVICE: &str = "registry.test";
 pub const ISSUER: &str = "issuer.test";
@@ -42,7 +42,7 @@ pub async fn start(dir: &Path, url: &str, ttl: u64, env: &[(String, String)]) ->
 
 /// `token-issuer ARGS` with `stdin`.
 pub fn cli(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
