@@ -360,6 +360,11 @@ async fn image_and_compose_stack_with_docker() {
         .args(["--registry-listen", &format!("127.0.0.1:{registry_port}")])
         .current_dir(dir);
     let mut dev = Proc::spawn("token-issuer dev", cmd, dir.join("dev.log"));
+    // Its own word that it has the port (docs/testing.md, "Ports").
+    dev.wait_said(&format!(
+        "registry listening listen=127.0.0.1:{registry_port} "
+    ))
+    .await;
     dev.wait_http(&format!("http://127.0.0.1:{registry_port}/v2/"), 401)
         .await;
     let log = dev.log_text();

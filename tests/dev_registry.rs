@@ -458,6 +458,9 @@ async fn dev_restart_waits_for_the_storage_lock() {
     }
     drop(lock);
     second
+        .wait_said(&format!("registry listening listen=127.0.0.1:{registry} "))
+        .await;
+    second
         .wait_http(&format!("http://127.0.0.1:{registry}/v2/"), 401)
         .await;
 

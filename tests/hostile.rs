@@ -194,16 +194,27 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
     let cfg = config(tmp.path(), "");
     let path = tmp.path().join("issuer.toml");
     std::fs::write(&path, cfg).expect("config");
-    let port = free_port();
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg("-c")
-        .arg(r#"ulimit -n 256 && exec "$0" serve --config "$1" --listen "$2""#)
-        .arg(bin())
-        .arg(&path)
-        .arg(format!("127.0.0.1:{port}"));
-    let mut proc = Proc::spawn("token-issuer", cmd, tmp.path().join("issuer.log"));
+    // The 300 connections below must reach this test's issuer (docs/testing.md, "Ports").
+    let (proc, port) = on_free_port("token-issuer", async |port| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c")
+            .arg(r#"ulimit -n 256 && exec "$0" serve --config "$1" --listen "$2""#)
+            .arg(bin())
+            .arg(&path)
+            .arg(format!("127.0.0.1:{port}"))
+            .env("TOKEN_ISSUER_LOG", "info");
+        let log = tmp.path().join(format!("issuer-{port}.log"));
+        let mut proc = Proc::spawn("token-issuer", cmd, log);
+        let listening = format!("listening listen=127.0.0.1:{port} ");
+        if !proc.wait_listening(&listening, &[&lost(port)]).await {
+            return None;
+        }
+        let health = format!("http://127.0.0.1:{port}/healthz");
+        proc.wait_http(&health, 200).await;
+        Some((proc, port))
+    })
+    .await;
     let health = format!("http://127.0.0.1:{port}/healthz");
-    proc.wait_http(&health, 200).await;
     let pid = proc.child.id();
 
     // 300 connections against 256 descriptors: the rest wait in the kernel's queue.

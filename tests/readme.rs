@@ -63,6 +63,8 @@ fn with_server(dir: &Path, path: &str, script: &str, name: &str) -> Proc {
     }
     let mut cmd = Command::new("bash");
     cmd.arg("-c").arg(server).current_dir(dir).env("PATH", path);
+    // The README's default log level, whatever this shell's: the tests wait for info lines.
+    cmd.env_remove("TOKEN_ISSUER_LOG").env_remove("RUST_LOG");
     Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
 }
 
@@ -82,8 +84,12 @@ async fn quick_start_works_as_written() {
             &storage.to_string_lossy(),
         );
     let health = format!("http://127.0.0.1:{issuer_port}/healthz");
+    // Each server's own word that it has its port (docs/testing.md, "Ports").
+    let issuer_listening = format!("listening listen=127.0.0.1:{issuer_port} ");
+    let registry_listening = format!("msg=\"listening on 127.0.0.1:{registry_port}\"");
 
     let mut issuer = with_server(dir, &path, &block(&readme, "issuer"), "issuer");
+    issuer.wait_said(&issuer_listening).await;
     issuer.wait_http(&health, 200).await;
     use std::os::unix::fs::PermissionsExt;
     for secret in ["keys/env", "keys/api.example.test.pem"] {
@@ -111,9 +117,11 @@ async fn quick_start_works_as_written() {
 
     // The environment variant, on the same port once the first is gone.
     let mut issuer = with_server(dir, &path, &block(&readme, "issuer-env"), "issuer-env");
+    issuer.wait_said(&issuer_listening).await;
     issuer.wait_http(&health, 200).await;
 
     let mut registry = with_server(dir, &path, &block(&readme, "registry"), "registry");
+    registry.wait_said(&registry_listening).await;
     registry
         .wait_http(&format!("http://127.0.0.1:{registry_port}/v2/"), 401)
         .await;
@@ -237,8 +245,14 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     cmd.arg("-c")
         .arg(&server)
         .current_dir(dir)
-        .env("PATH", &path);
+        .env("PATH", &path)
+        .env_remove("TOKEN_ISSUER_LOG")
+        .env_remove("RUST_LOG");
     let mut issuer = Proc::spawn("issuer", cmd, dir.join("issuer.log"));
+    // Each server's own word that it has its port (docs/testing.md, "Ports").
+    issuer
+        .wait_said(&format!("listening listen=127.0.0.1:{issuer_port} "))
+        .await;
     issuer
         .wait_http(&format!("{issuer_url}/healthz"), 200)
         .await;
@@ -254,8 +268,10 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
             .env("OTEL_TRACES_EXPORTER", "none");
         Proc::spawn("registry", cmd, dir.join("registry.log"))
     };
+    let registry_listening = format!("msg=\"listening on 127.0.0.1:{registry_port}\"");
     let v2 = format!("http://127.0.0.1:{registry_port}/v2/");
     let mut registry = start_registry();
+    registry.wait_said(&registry_listening).await;
     registry.wait_http(&v2, 401).await;
     bash(dir, &path, "token-issuer sample-image sample");
     let host = format!("127.0.0.1:{registry_port}");
@@ -355,6 +371,7 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     bash(dir, &path, &block(&readme, "rotate-3"));
     drop(registry);
     registry = start_registry();
+    registry.wait_said(&registry_listening).await;
     registry.wait_http(&v2, 401).await;
     push_and_pull("step3");
 
@@ -393,6 +410,7 @@ async fn rotation_as_written(issuer_as_nobody: bool) {
     assert_eq!(certs_listed().await, 1);
     drop(registry);
     registry = start_registry();
+    registry.wait_said(&registry_listening).await;
     registry.wait_http(&v2, 401).await;
     push_and_pull("step5");
     assert_eq!(

@@ -134,7 +134,10 @@ impl Registry {
             );
             // 2.8 and 3.x alike log this once their listener is bound.
             if !proc
-                .wait_listening(&format!("msg=\"listening on 127.0.0.1:{port}\""))
+                .wait_listening(
+                    &format!("msg=\"listening on 127.0.0.1:{port}\""),
+                    &[&format!("listen tcp 127.0.0.1:{port}: bind: address already in use")],
+                )
                 .await
             {
                 return None;

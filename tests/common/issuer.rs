@@ -74,7 +74,7 @@ impl Issuer {
         on_free_port("token-issuer", async |port| {
             let mut issuer = Self::spawn_on(port, dir, config, env);
             let listening = format!("listening listen=127.0.0.1:{port} ");
-            if !issuer.proc.wait_listening(&listening).await {
+            if !issuer.proc.wait_listening(&listening, &[&lost(port)]).await {
                 return None;
             }
             let health = format!("{}/healthz", issuer.url());
@@ -100,13 +100,16 @@ pub async fn start_dev(dir: &Path, data: &Path, password: &str) -> (Proc, u16, u
                 &format!("127.0.0.1:{registry}"),
             ])
             .env("TOKEN_ISSUER_DEV_PASSWORD", password)
+            // The listening lines are at info, whatever the environment asks for.
+            .env("TOKEN_ISSUER_LOG", "info")
             .current_dir(dir);
         let log = dir.join(format!("dev-{issuer}.log"));
         let mut proc = Proc::spawn("token-issuer dev", cmd, log);
         // `serve` binds every listener before any says it listens, so this line means both
         // ports are this process's.
         let listening = format!("registry listening listen=127.0.0.1:{registry} ");
-        if !proc.wait_listening(&listening).await {
+        let (a, b) = (lost(issuer), lost(registry));
+        if !proc.wait_listening(&listening, &[&a, &b]).await {
             return None;
         }
         proc.wait_http(&format!("http://127.0.0.1:{registry}/v2/"), 401)
@@ -131,4 +134,9 @@ pub async fn metrics(url: &str) -> HashMap<String, f64> {
             Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
+}
+
+/// What the issuer says when `port`, picked for it, is taken (src/server/mod.rs `bind`).
+pub fn lost(port: u16) -> String {
+    format!("127.0.0.1:{port}: Address already in use")
 }

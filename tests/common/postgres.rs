@@ -140,7 +140,9 @@ impl Postgres {
         cmd.arg("-D")
             .arg(&self.data)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
-            .arg(&self.dir);
+            .arg(&self.dir)
+            // The lines waited for below in English, whatever the machine's locale.
+            .args(["-c", "lc_messages=C"]);
         let mut proc = Proc::spawn(
             "postgres",
             cmd,
@@ -150,7 +152,8 @@ impl Postgres {
             "listening on IPv4 address \"127.0.0.1\", port {}\n",
             self.port
         );
-        if !proc.wait_listening(&listening).await {
+        let lost = "could not bind IPv4 address \"127.0.0.1\": Address already in use";
+        if !proc.wait_listening(&listening, &[lost]).await {
             return false;
         }
         let deadline = Instant::now() + Duration::from_secs(30);

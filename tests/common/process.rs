@@ -7,11 +7,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The `token-issuer` binary: cargo builds it for the integration tests, into the directory
-/// above the one the test binaries run from (`target/<profile>/deps/`).
+/// The `token-issuer` binary. `CARGO_BIN_EXE_token-issuer` is given to the test binaries at
+/// compile time only (this library is not one of them), and at run time by newer cargo; else
+/// it is where cargo builds it for the integration tests, the directory above the one the test
+/// binaries run from (`target/<profile>/deps/`).
 pub fn bin() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("CARGO_BIN_EXE_token-issuer") {
+            return bin;
+        }
         let exe = std::env::current_exe().expect("the test binary's path");
         let bin = exe
             .parent()
@@ -100,9 +105,11 @@ impl Proc {
     /// Waits until this process's own log holds `line`, its word that it listens. Something
     /// answering on its port is not enough: that may be another test's process that took the
     /// port first (seen once in CI: a test talking to another test's issuer). Returns false when
-    /// the process exited because its address was in use, so that [`on_free_port`] tries another
-    /// port; any other exit, or no such line within 30 s, fails the test with the log.
-    pub async fn wait_listening(&mut self, line: &str) -> bool {
+    /// the process exited with one of `lost` in its log, its words for "a port picked for this
+    /// try is taken", so that [`on_free_port`] tries others; any other exit (a port the test
+    /// chose outside the retry, a lock, a bad config), or no such line within 30 s, fails the
+    /// test with the log.
+    pub async fn wait_listening(&mut self, line: &str, lost: &[&str]) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.log_text();
@@ -111,7 +118,7 @@ impl Proc {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 assert!(
-                    log.contains("in use"),
+                    lost.iter().any(|l| log.contains(l)),
                     "{} exited with {status} before it was ready:\n{log}",
                     self.name
                 );
@@ -124,6 +131,13 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Waits until this process says `line`, failing the test if it exits first: for a port the
+    /// test cannot move (written into a README block or a script's settings), so that a
+    /// server answering there is known to be this one.
+    pub async fn wait_said(&mut self, line: &str) {
+        assert!(self.wait_listening(line, &[]).await);
     }
 
     /// Polls `url` until it answers `want` (the process may still be binding its port).

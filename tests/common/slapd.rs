@@ -145,7 +145,11 @@ impl Slapd {
             self.dir.join(format!("slapd-{}.log", self.starts)),
         );
         // slapd has bound its port when it says this; it accepts connections soon after.
-        if !proc.wait_listening("slapd starting").await {
+        // Its one listener: "daemon: bind(N) failed errno=98 (Address already in use)".
+        if !proc
+            .wait_listening("slapd starting", &["(Address already in use)"])
+            .await
+        {
             return false;
         }
         let deadline = Instant::now() + Duration::from_secs(20);

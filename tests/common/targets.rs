@@ -88,7 +88,8 @@ pub async fn every_registry_with(tmp: &Path, extra: &str) -> Vec<Target> {
         let mut issuer = Issuer::spawn_on(port, &dir, &config(&dir, Some(reg_port), extra), &[]);
         // `serve` binds every listener before any says it listens (see `start_dev`).
         let listening = format!("registry listening listen=127.0.0.1:{reg_port} ");
-        if !issuer.proc.wait_listening(&listening).await {
+        let (a, b) = (lost(port), lost(reg_port));
+        if !issuer.proc.wait_listening(&listening, &[&a, &b]).await {
             return None;
         }
         let v2 = format!("http://127.0.0.1:{reg_port}/v2/");
