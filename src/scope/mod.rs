@@ -3,10 +3,8 @@
 //! A name may carry a `host:port` prefix, so the type runs to the FIRST `:` and the actions
 //! start after the LAST one. Classes are deprecated: accepted and dropped.
 
-use std::collections::hash_map::{Entry, HashMap};
-use std::sync::LazyLock;
+use std::collections::HashMap;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// One resource with actions: a requested scope, or an entry of a token's `access` claim.
@@ -36,29 +34,13 @@ pub enum ScopesError {
 
 /// Actions one scope may name (real clients use pull, push, delete and `*`).
 pub const MAX_ACTIONS: usize = 16;
+/// Resources one request's scopes are merged by scanning, before a map takes over.
+const SCAN_RESOURCES: usize = 8;
 /// How much of a malformed scope an error message repeats.
 const MAX_ECHO: usize = 200;
 
-static RESOURCE_TYPE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^([a-z0-9]+)(?:\(([a-zA-Z0-9]+)\))?$").expect("static regex"));
-static ACTION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(?:\*|[a-z][a-z0-9_-]*)$").expect("static regex"));
-// distribution/reference: an optional domain (host[:port]), then path components.
-static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
-    let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
-    let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-    // As distribution: the first component is a host only with a dot, a port, or as localhost.
-    let domain = format!(
-        r"(?:{dc}(?:\.{dc})+(?::[0-9]+)?|{dc}:[0-9]+|localhost)",
-        dc = domain_component
-    );
-    Regex::new(&format!(r"^(?:{domain}/)?{component}(?:/{component})*$")).expect("static regex")
-});
-
-/// distribution's repository name grammar (an optional `host[:port]/` prefix included).
-pub fn is_repository_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 255 && REPOSITORY.is_match(name)
-}
+mod grammar;
+pub use grammar::is_repository_name;
 
 impl Scope {
     pub fn new(resource_type: &str, name: &str, actions: &[&str]) -> Self {
@@ -79,11 +61,8 @@ impl Scope {
             _ => return Err(err("expected type:name:actions")),
         };
         let (type_part, name, actions_part) = (&s[..first], &s[first + 1..last], &s[last + 1..]);
-        let resource_type = RESOURCE_TYPE
-            .captures(type_part)
-            .and_then(|c| c.get(1))
-            .ok_or_else(|| err("the resource type must be lowercase letters and digits"))?
-            .as_str();
+        let resource_type = grammar::resource_type(type_part)
+            .ok_or_else(|| err("the resource type must be lowercase letters and digits"))?;
         if name.is_empty() {
             return Err(err("the name is empty"));
         }
@@ -96,7 +75,7 @@ impl Scope {
         }
         let mut actions: Vec<String> = Vec::new();
         for a in actions_part.split(',') {
-            if !ACTION.is_match(a) {
+            if !grammar::is_action(a) {
                 return Err(err("actions must be a comma-separated list like pull,push"));
             }
             if !actions.iter().any(|x| x == a) {
@@ -121,7 +100,10 @@ impl Scope {
         max: usize,
     ) -> Result<Vec<Self>, ScopesError> {
         let mut out: Vec<Self> = Vec::new();
-        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        // Where each resource (type, name) is in `out`: found by a scan while `out` is short (a
+        // request asks for one to a few resources), by a map once it is not, so that many
+        // scopes stay linear. The map and its keys cost allocations every request would pay.
+        let mut index: Option<HashMap<(String, String), usize>> = None;
         let mut count = 0;
         for value in values {
             for piece in value.split_ascii_whitespace() {
@@ -130,19 +112,34 @@ impl Scope {
                     return Err(ScopesError::TooMany(max));
                 }
                 let scope = Self::parse(piece)?;
-                match index.entry((scope.resource_type.clone(), scope.name.clone())) {
-                    Entry::Occupied(e) => {
+                let seen = match &mut index {
+                    Some(map) => {
+                        let key = (scope.resource_type.clone(), scope.name.clone());
+                        let next = out.len();
+                        Some(*map.entry(key).or_insert(next)).filter(|&i| i < next)
+                    }
+                    None => out.iter().position(|s| {
+                        s.resource_type == scope.resource_type && s.name == scope.name
+                    }),
+                };
+                match seen {
+                    Some(i) => {
                         // At most MAX_ACTIONS each: this stays small.
-                        let existing = &mut out[*e.get()];
+                        let existing = &mut out[i];
                         for a in scope.actions {
                             if !existing.actions.contains(&a) {
                                 existing.actions.push(a);
                             }
                         }
                     }
-                    Entry::Vacant(e) => {
-                        e.insert(out.len());
+                    None => {
                         out.push(scope);
+                        if index.is_none() && out.len() > SCAN_RESOURCES {
+                            let keys = out
+                                .iter()
+                                .map(|s| (s.resource_type.clone(), s.name.clone()));
+                            index = Some(keys.zip(0..).collect());
+                        }
                     }
                 }
             }
