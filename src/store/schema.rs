@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order. A new migration is a new file and a new line here.
-pub(super) const FILES: [(i64, &str, &str); 6] = [
+pub(super) const FILES: [(i64, &str, &str); 7] = [
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
@@ -39,6 +39,11 @@ pub(super) const FILES: [(i64, &str, &str); 6] = [
         6,
         "member groups covered",
         include_str!("../../migrations/0006_member_groups_covered.sql"),
+    ),
+    (
+        7,
+        "users expires at",
+        include_str!("../../migrations/0007_users_expires_at.sql"),
     ),
 ];
 

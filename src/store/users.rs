@@ -25,6 +25,16 @@ pub(super) const ACCOUNT: &str = "\
     ORDER BY 1, 2";
 
 /// The columns [`User::from_row`] reads, in its order.
+/// Accounts expiring within a span, and a page of users kept by a condition: both read by
+/// `users_expires_at` (migrations/0007), not by a walk over every user.
+pub(super) const COUNT_EXPIRING: &str =
+    "SELECT COUNT(*) FROM users WHERE expires_at > $1 AND expires_at <= $2";
+pub(super) const EXPIRING: &str = " AND expires_at > $3 AND expires_at <= $4";
+
+pub(super) fn page_sql(cond: &str) -> String {
+    format!("SELECT {USER_COLUMNS} FROM users WHERE name > $1{cond} ORDER BY name LIMIT $2")
+}
+
 const USER_COLUMNS: &str =
     "name, password_hash, admin, disabled, expires_at, created_at, updated_at, last_used_at";
 
@@ -79,10 +89,7 @@ impl Store {
         let t = now();
         let (cond, bounds): (&str, &[i64]) = match filter {
             UserFilter::All => ("", &[]),
-            UserFilter::Expiring(w) => (
-                " AND expires_at > $3 AND expires_at <= $4",
-                &[t, t.saturating_add(w)],
-            ),
+            UserFilter::Expiring(w) => (EXPIRING, &[t, t.saturating_add(w)]),
             // Never used counts from the account's creation, or from when last use began to be
             // recorded if that is later: a robot made 90 days ago and never used is as idle as
             // one last used then, but one made before the upgrade may have been used since.
@@ -92,9 +99,7 @@ impl Store {
                 &[t.saturating_sub(span), self.last_used_since()],
             ),
         };
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE name > $1{cond} ORDER BY name LIMIT $2"
-        );
+        let sql = page_sql(cond);
         let mut q = sqlx::query(&sql).bind(after).bind(limit.clamp(1, MAX_PAGE));
         for b in bounds {
             q = q.bind(*b);
@@ -108,12 +113,10 @@ impl Store {
         let t = now();
         let row = self
             .timed(
-                sqlx::query(
-                    "SELECT COUNT(*) FROM users WHERE expires_at > $1 AND expires_at <= $2",
-                )
-                .bind(t)
-                .bind(t.saturating_add(within))
-                .fetch_one(&self.pool),
+                sqlx::query(COUNT_EXPIRING)
+                    .bind(t)
+                    .bind(t.saturating_add(within))
+                    .fetch_one(&self.pool),
             )
             .await?;
         get(&row, 0)
