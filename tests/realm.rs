@@ -188,6 +188,32 @@ async fn docker_login_gets_a_token_with_no_access() {
     assert!(claims.access.is_empty());
 }
 
+/// `GET` and `POST` on the realm's exact paths are served ahead of the router
+/// (`http::Issuer`); everything else on or near them is still the router's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_realm_paths_answer_other_methods_and_near_paths_as_the_router_does() {
+    let realm = Realm::start().await;
+    let url = realm.issuer.url();
+    let alice = |r: reqwest::RequestBuilder| r.basic_auth("alice", Some("alice-pw"));
+    for path in ["/v1/registry", "/auth/v1/token"] {
+        let get = alice(realm.client.get(format!("{url}{path}?service={SERVICE}")));
+        assert_eq!(Realm::reply(get).await.status, 200, "GET {path}");
+        // HEAD is the router's GET without the body.
+        let head = alice(realm.client.head(format!("{url}{path}?service={SERVICE}")));
+        let head = head.send().await.expect("head");
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(head.bytes().await.expect("body").len(), 0, "HEAD {path}");
+        for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+            let r = alice(realm.client.request(method.clone(), format!("{url}{path}")));
+            assert_eq!(Realm::reply(r).await.status, 405, "{method} {path}");
+        }
+    }
+    for path in ["/v1/registry/", "/v1/registryx", "/auth/v1/token/x"] {
+        let r = alice(realm.client.get(format!("{url}{path}?service={SERVICE}")));
+        assert_eq!(Realm::reply(r).await.status, 404, "GET {path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scopes_repeated_or_space_joined_are_intersected_and_the_ungranted_left_out() {
     let realm = Realm::start().await;

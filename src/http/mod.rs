@@ -10,9 +10,9 @@ mod trail;
 
 use std::sync::Arc;
 
-use poem::http::StatusCode;
+use poem::http::{Method, StatusCode};
 use poem::web::Data;
-use poem::{get, handler, Endpoint, EndpointExt, Response, Route};
+use poem::{get, handler, Endpoint, EndpointExt, Request, Response, Route};
 
 use crate::app::App;
 use crate::reload::Live;
@@ -41,7 +41,37 @@ pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
     if with_metrics {
         route = route.at("/metrics", get(metrics));
     }
-    on_current_app(route, live)
+    Issuer { live, route }
+}
+
+/// The realm is what nearly every request asks for, so it is served before the router: a
+/// `GET` or `POST` on its exact path goes straight to `realm::token`. Through the router each
+/// token request paid for the tree's lookup, its path pattern (stored in the request and the
+/// response), the method's route and three boxed endpoints, each moving the request and its
+/// future once more. Any other path or method takes the router, where the realm's paths are
+/// also declared, so a `HEAD` or a `PUT` is answered as before.
+struct Issuer {
+    live: Arc<Live>,
+    route: Route,
+}
+
+/// The realm's paths: `/v1/registry`, and open-balena-api's `/auth/v1/token`.
+fn is_realm(path: &str) -> bool {
+    path == "/v1/registry" || path == "/auth/v1/token"
+}
+
+impl Endpoint for Issuer {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let app = self.live.current();
+        let method = req.method();
+        if is_realm(req.uri().path()) && (method == Method::GET || method == Method::POST) {
+            return Ok(realm::token(req, &app).await);
+        }
+        req.extensions_mut().insert(app);
+        self.route.call(req).await
+    }
 }
 
 /// `/metrics` alone, for `metrics.listen`.

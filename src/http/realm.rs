@@ -40,20 +40,40 @@ fn from(mut tr: TokenRequest, req: &Request, trusted: &[ipnet::IpNet]) -> TokenR
     tr
 }
 
-#[handler]
-pub(crate) async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+/// `GET` and `POST` on the realm's paths: what `super::Issuer` serves ahead of the router.
+pub(crate) async fn token(mut req: Request, app: &App) -> Response {
+    if req.method() == poem::http::Method::POST {
+        let body = req.take_body();
+        post(&req, body, app).await
+    } else {
+        get(&req, app).await
+    }
+}
+
+async fn get(req: &Request, app: &App) -> Response {
     let started = Instant::now();
     let parsed = parse_get(req, app.max_scopes).map(|tr| from(tr, req, &app.trusted_proxies));
     answer(app, req, parsed, started).await
 }
 
-#[handler]
-pub(crate) async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+async fn post(req: &Request, body: Body, app: &App) -> Response {
     let started = Instant::now();
     let parsed = parse_post(req, body, app.max_scopes)
         .await
         .map(|tr| from(tr, req, &app.trusted_proxies));
     answer(app, req, parsed, started).await
+}
+
+/// The same through the router, for a `HEAD` (answered as a `GET` without its body) and
+/// for the router's own "method not allowed" to every other method.
+#[handler]
+pub(crate) async fn get_token(req: &Request, Data(app): Data<&Arc<App>>) -> Response {
+    get(req, app).await
+}
+
+#[handler]
+pub(crate) async fn post_token(req: &Request, body: Body, Data(app): Data<&Arc<App>>) -> Response {
+    post(req, body, app).await
 }
 
 /// Issues (or refuses), then counts the outcome and writes the audit line.

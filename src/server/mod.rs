@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Endpoint, EndpointExt};
+use poem::Endpoint;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -62,12 +62,8 @@ pub async fn serve(
         what,
     } = bound;
     tracing::info!(listen = %local, max_connections = limits.max_connections, "{what} listening");
-    let endpoint = Arc::new(
-        panics::test_route(endpoint)
-            .with(poem::middleware::CatchPanic::new().with_handler(panics::answer))
-            .map_to_response()
-            .boxed(),
-    );
+    let endpoint = Arc::new(endpoint);
+    let test_route = panics::test_route();
     let timeouts = Timeouts {
         header: limits.header_timeout,
         idle: limits.idle_timeout,
@@ -113,7 +109,7 @@ pub async fn serve(
                     poem::http::uri::Scheme::HTTP,
                 ));
                 let in_flight = InFlight::begin();
-                let resp = endpoint.get_response(req).await;
+                let resp = panics::respond(&*endpoint, req, test_route).await;
                 drop(in_flight);
                 drop(guard);
                 Ok::<_, Infallible>(hyper::Response::from(resp))

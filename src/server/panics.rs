@@ -3,13 +3,15 @@
 //! connection task would end with the panic and the client would see a reset with no word.)
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 
+use futures::FutureExt;
 use poem::http::StatusCode;
-use poem::{Endpoint, EndpointExt, IntoResponse, Response};
+use poem::{Endpoint, IntoResponse, Request, Response};
 
 /// The 500 for a panic, in the realm's error shape; the cause goes to the log only (it may
 /// name internals), with the panic's message.
-pub(super) fn answer(cause: Box<dyn Any + Send + 'static>) -> Response {
+fn answer(cause: Box<dyn Any + Send + 'static>) -> Response {
     let message = cause
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -23,15 +25,25 @@ pub(super) fn answer(cause: Box<dyn Any + Send + 'static>) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, poem::web::Json(body)).into_response()
 }
 
-/// In a debug build with `TOKEN_ISSUER_TEST_PANIC=1`, `GET /__test/panic` panics: what the
-/// tests prove the 500 with. A release build has no such route.
-pub(super) fn test_route<E: Endpoint + 'static>(ep: E) -> impl Endpoint {
-    let armed =
-        cfg!(debug_assertions) && std::env::var("TOKEN_ISSUER_TEST_PANIC").is_ok_and(|v| v == "1");
-    ep.around(move |ep, req| async move {
-        if armed && req.uri().path() == "/__test/panic" {
+/// Answers `req` with `ep`; a panic anywhere in it is the 500 above. Done here, in the
+/// connection's service, rather than with poem's `CatchPanic` and the layers that go with it
+/// (`map_to_response`, a boxed endpoint): each of those moves the request and its future once
+/// more on every token request, for nothing this function does not do.
+pub(super) async fn respond<E: Endpoint>(ep: &E, req: Request, test_route: bool) -> Response {
+    let call = async move {
+        if test_route && req.uri().path() == "/__test/panic" {
             panic!("the test route panicked, as asked");
         }
-        ep.call(req).await.map(IntoResponse::into_response)
-    })
+        ep.get_response(req).await
+    };
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(answer)
+}
+
+/// In a debug build with `TOKEN_ISSUER_TEST_PANIC=1`, `GET /__test/panic` panics: what the
+/// tests prove the 500 with. A release build has no such route.
+pub(super) fn test_route() -> bool {
+    cfg!(debug_assertions) && std::env::var("TOKEN_ISSUER_TEST_PANIC").is_ok_and(|v| v == "1")
 }
