@@ -3,29 +3,30 @@
 
 use std::path::Path;
 
-use figment::providers::{Env, Format, Toml};
-use figment::{Figment, Provider};
+use figment::providers::Env;
+use figment::value::Value;
+use figment::Figment;
 
 use super::SEED_ENV;
 
 /// Says which keys of the file the environment or a flag replaced with another value (the
 /// container image's `TOKEN_ISSUER_LISTEN`, a stray variable): a config that says one thing
 /// while the process does another must not be silent. Values are not shown (some are secret).
-pub(super) fn warn_overridden(fig: &Figment, file: &Path) {
-    let from_file = Figment::from(Toml::file(file));
-    let Ok(data) = from_file.data() else { return };
+pub(super) fn warn_overridden(fig: &Figment, given: &Given, from_file: &Figment, file: &Path) {
+    let mine = Given::of(from_file);
+    let Some(Value::Dict(_, dict)) = &mine.0 else {
+        return;
+    };
     let mut keys = Vec::new();
-    for dict in data.values() {
-        leaves("", dict, &mut keys);
-    }
+    leaves("", dict, &mut keys);
     for key in keys {
-        let (Ok(mine), Ok(theirs)) = (from_file.find_value(&key), fig.find_value(&key)) else {
+        let (Some(mine), Some(theirs)) = (mine.find(&key), given.find(&key)) else {
             continue;
         };
         if mine == theirs {
             continue;
         }
-        let by = match fig.find_metadata(&key) {
+        let by = match fig.get_metadata(theirs.tag()) {
             Some(m) if m.name.contains("environment") => env_var_for(&key),
             _ => "a command-line flag".to_string(),
         };
@@ -45,6 +46,26 @@ fn env_var_for(key: &str) -> String {
     {
         Some((env, _)) => format!("{env} ({key})"),
         None => format!("TOKEN_ISSUER_{}", key.to_uppercase().replace('.', "__")),
+    }
+}
+
+/// The merged layers of a figment, copied once: `Figment::find_value` copies the whole tree
+/// on every call, which a config of 10,000 rules makes the cost of start-up.
+pub(super) struct Given(Option<Value>);
+
+impl Given {
+    pub(super) fn of(fig: &Figment) -> Self {
+        // The empty path is the root: the merged tree itself, tags (and so metadata) kept.
+        Self(fig.find_value("").ok())
+    }
+
+    /// The value at a dotted `key`, as `Figment::find_value` finds it.
+    pub(super) fn find(&self, key: &str) -> Option<&Value> {
+        self.0.as_ref()?.find_ref(key)
+    }
+
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.find(key).is_some()
     }
 }
 

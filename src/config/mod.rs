@@ -14,7 +14,7 @@ use figment::value::magic::RelativePathBuf;
 use figment::Figment;
 use serde::Deserialize;
 
-use layers::{describe, seed_env, warn_overridden};
+use layers::{describe, seed_env, warn_overridden, Given};
 
 mod ineffective;
 mod key_sources;
@@ -290,13 +290,12 @@ impl Config {
         for (key, value) in overrides {
             fig = fig.merge(Serialized::default(key, value));
         }
-        if let Some(f) = file {
+        // The file alone, parsed once here for the two checks on it below.
+        let file_only = file.map(|f| (f, Figment::from(Toml::file(f))));
+        if let Some((f, file_fig)) = &file_only {
             // A config file is read, copied and shown: the directory's password stays out of
             // it. Checked before parsing, whose errors would show the value.
-            if Figment::from(Toml::file(f))
-                .find_value("ldap.bind_password")
-                .is_ok()
-            {
+            if file_fig.find_value("ldap.bind_password").is_ok() {
                 bail!(
                     "ldap.bind_password in {}: set {BIND_PASSWORD_ENV} or ldap.bind_password_file \
                      instead of the password in the config file",
@@ -319,16 +318,20 @@ impl Config {
             .upstream
             .as_ref()
             .is_some_and(|u| u.profile == UpstreamProfile::OpenBalena);
-        if open_balena && fig.find_value("token.ttl_seconds").is_err() {
+        // Every question below about what was given reads this one copy of the merged
+        // layers: each `Figment::find_value` copies the whole tree first, so with 10,000
+        // `[[acl]]` rules the forty-odd questions were most of the start-up.
+        let given = Given::of(&fig);
+        if open_balena && !given.has("token.ttl_seconds") {
             // open-balena-api's default (REGISTRY_TOKEN_EXPIRY_SECONDS), "so that huge
             // pulls/pushes go through".
             cfg.token.ttl_seconds = OPEN_BALENA_TTL;
         }
-        if let Some(f) = file {
-            warn_overridden(&fig, f);
+        if let Some((f, file_fig)) = &file_only {
+            warn_overridden(&fig, &given, file_fig, f);
         }
         cfg.validate()?;
-        cfg.ineffective = ineffective::warnings(&cfg, |key| fig.find_value(key).is_ok());
+        cfg.ineffective = ineffective::warnings(&cfg, |key| given.has(key));
         Ok(cfg)
     }
 

@@ -139,3 +139,33 @@ fn several_services_the_first_the_default() {
         Ok(())
     });
 }
+
+/// `Given` (the merged layers copied once) answers as `Figment::find_value` would, key by key,
+/// values and the metadata naming their layer alike: the start-up's questions read it instead.
+#[test]
+fn the_layers_copied_once_answer_as_the_figment_does() {
+    let fig = Figment::from(Toml::string(
+        "listen = \"127.0.0.1:1\"\n[token]\nttl_seconds = 5\n[audit]\npath = \"a.log\"\n\
+         [[acl]]\naccount = \"*\"\nname = \"**\"\nactions = [\"pull\"]\n",
+    ))
+    .merge(Serialized::default("token.ttl_seconds", 7));
+    let given = layers::Given::of(&fig);
+    for key in [
+        "listen",
+        "token",
+        "token.ttl_seconds",
+        "audit.path",
+        "acl",
+        "audit.keep",
+        "nothing.here",
+    ] {
+        let figment = fig.find_value(key).ok();
+        assert_eq!(given.find(key), figment.as_ref(), "{key}");
+        assert_eq!(
+            given.find(key).and_then(|v| fig.get_metadata(v.tag())),
+            fig.find_metadata(key),
+            "{key}"
+        );
+    }
+    assert!(given.has("token.ttl_seconds") && !given.has("audit.keep"));
+}
