@@ -90,17 +90,35 @@ async fn account_reads_reuse_a_kept_connection_until_it_idles_a_minute() {
     );
 }
 
-#[tokio::test]
-async fn a_users_groups_are_read_from_the_index_alone() {
-    let (_tmp, s) = open_store().await;
-    let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", users::ACCOUNT))
-        .bind("ann")
-        .fetch_all(&s.pool)
+/// A statement's parameter, for [`plan`].
+enum Arg {
+    Text(&'static str),
+    Int(i64),
+}
+
+/// SQLite's plan for `sql` with `args` bound: the detail column of `EXPLAIN QUERY PLAN`, one
+/// line a step (`SEARCH users USING INDEX ...`, `SCAN users`).
+async fn plan(s: &Store, sql: &str, args: &[Arg]) -> Vec<String> {
+    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut q = sqlx::query(&explain);
+    for a in args {
+        q = match a {
+            Arg::Text(t) => q.bind(*t),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q.fetch_all(&s.pool)
         .await
         .expect("plan")
         .iter()
         .map(|r| get::<String>(r, 3).expect("detail"))
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn a_users_groups_are_read_from_the_index_alone() {
+    let (_tmp, s) = open_store().await;
+    let plan = plan(&s, users::ACCOUNT, &[Arg::Text("ann")]).await;
     let members: Vec<&String> = plan.iter().filter(|d| d.contains(" members ")).collect();
     assert_eq!(members.len(), 2, "{plan:#?}");
     assert!(
@@ -118,21 +136,10 @@ async fn the_expiry_report_reads_only_the_expiring_accounts() {
     let (_tmp, s) = open_store().await;
     let count = users::COUNT_EXPIRING.to_string();
     let page = users::page_sql(users::EXPIRING);
-    for (sql, binds) in [(count, 0), (page, 2)] {
-        let explain = format!("EXPLAIN QUERY PLAN {sql}");
-        let mut q = sqlx::query(&explain);
-        if binds == 2 {
-            q = q.bind("").bind(100_i64);
-        }
-        let plan: Vec<String> = q
-            .bind(0_i64)
-            .bind(1_i64)
-            .fetch_all(&s.pool)
-            .await
-            .expect("plan")
-            .iter()
-            .map(|r| get::<String>(r, 3).expect("detail"))
-            .collect();
+    let span = [Arg::Int(0), Arg::Int(1)];
+    let after_page = [Arg::Text(""), Arg::Int(100), Arg::Int(0), Arg::Int(1)];
+    for (sql, args) in [(count, &span[..]), (page, &after_page[..])] {
+        let plan = plan(&s, &sql, args).await;
         assert!(
             plan.iter().any(|d| d.contains("INDEX users_expires_at"))
                 && !plan.iter().any(|d| d.starts_with("SCAN users")),

@@ -146,7 +146,8 @@ impl Postgres {
         let mut proc = Proc::spawn(
             "postgres",
             cmd,
-            self.dir.join(format!("postgres-{}.log", self.starts)),
+            self.dir
+                .join(format!("postgres-{}-{}.log", self.port, self.starts)),
         );
         let listening = format!(
             "listening on IPv4 address \"127.0.0.1\", port {}\n",

@@ -142,7 +142,8 @@ impl Slapd {
         let mut proc = Proc::spawn(
             "slapd",
             cmd,
-            self.dir.join(format!("slapd-{}.log", self.starts)),
+            self.dir
+                .join(format!("slapd-{}-{}.log", self.port, self.starts)),
         );
         // slapd has bound its port when it says this; it accepts connections soon after.
         // Its one listener: "daemon: bind(N) failed errno=98 (Address already in use)".
