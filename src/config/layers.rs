@@ -12,8 +12,8 @@ use super::SEED_ENV;
 /// Says which keys of the file the environment or a flag replaced with another value (the
 /// container image's `TOKEN_ISSUER_LISTEN`, a stray variable): a config that says one thing
 /// while the process does another must not be silent. Values are not shown (some are secret).
-pub(super) fn warn_overridden(fig: &Figment, given: &Given, from_file: &Figment, file: &Path) {
-    let mine = Given::of(from_file);
+/// `given` is `fig`'s merged layers, `mine` the file's alone.
+pub(super) fn warn_overridden(fig: &Figment, given: &Given, mine: &Given, file: &Path) {
     let Some(Value::Dict(_, dict)) = &mine.0 else {
         return;
     };

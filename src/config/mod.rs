@@ -290,12 +290,12 @@ impl Config {
         for (key, value) in overrides {
             fig = fig.merge(Serialized::default(key, value));
         }
-        // The file alone, parsed once here for the two checks on it below.
-        let file_only = file.map(|f| (f, Figment::from(Toml::file(f))));
-        if let Some((f, file_fig)) = &file_only {
+        // The file alone, parsed and copied once here for the two checks on it below.
+        let file_only = file.map(|f| (f, Given::of(&Figment::from(Toml::file(f)))));
+        if let Some((f, in_file)) = &file_only {
             // A config file is read, copied and shown: the directory's password stays out of
             // it. Checked before parsing, whose errors would show the value.
-            if file_fig.find_value("ldap.bind_password").is_ok() {
+            if in_file.has("ldap.bind_password") {
                 bail!(
                     "ldap.bind_password in {}: set {BIND_PASSWORD_ENV} or ldap.bind_password_file \
                      instead of the password in the config file",
@@ -327,8 +327,8 @@ impl Config {
             // pulls/pushes go through".
             cfg.token.ttl_seconds = OPEN_BALENA_TTL;
         }
-        if let Some((f, file_fig)) = &file_only {
-            warn_overridden(&fig, &given, file_fig, f);
+        if let Some((f, in_file)) = &file_only {
+            warn_overridden(&fig, &given, in_file, f);
         }
         cfg.validate()?;
         cfg.ineffective = ineffective::warnings(&cfg, |key| given.has(key));

@@ -48,8 +48,9 @@ pub fn routes(live: Arc<Live>, with_metrics: bool) -> impl poem::Endpoint {
 /// `GET` or `POST` on its exact path goes straight to `realm::token`. Through the router each
 /// token request paid for the tree's lookup, its path pattern (stored in the request and the
 /// response), the method's route, two boxed endpoints and the `around` that put the `App` in
-/// the request, each moving the request and its future once more. Any other path or method takes the router, where the realm's paths are
-/// also declared, so a `HEAD` or a `PUT` is answered as before.
+/// the request, each moving the request and its future once more. Any other path or method
+/// takes the router, where the realm's paths are also declared, so a `HEAD` or a `PUT` is
+/// answered as before.
 struct Issuer {
     live: Arc<Live>,
     route: Route,

@@ -25,11 +25,11 @@ fn answer(cause: Box<dyn Any + Send + 'static>) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, poem::web::Json(body)).into_response()
 }
 
-/// Answers `req` with `ep`; a panic while routing or in a handler is the 500 above (one
-/// while hyper streams a response body comes after this returns, and ends the connection). Done here, in the
-/// connection's service, rather than with poem's `CatchPanic` and the layers that go with it
-/// (`map_to_response`, a boxed endpoint): each of those moves the request and its future once
-/// more on every token request, for nothing this function does not do.
+/// Answers `req` with `ep`; a panic while routing or in a handler is the 500 above (one while
+/// hyper streams a response body comes after this returns, and ends the connection). Done
+/// here, in the connection's service, rather than with poem's `CatchPanic` and the layers that
+/// go with it (`map_to_response`, a boxed endpoint): each of those moves the request and its
+/// future once more on every token request, for nothing this function does not do.
 pub(super) async fn respond<E: Endpoint>(ep: &E, req: Request, test_route: bool) -> Response {
     let call = async move {
         if test_route && req.uri().path() == "/__test/panic" {
@@ -43,8 +43,8 @@ pub(super) async fn respond<E: Endpoint>(ep: &E, req: Request, test_route: bool)
         .unwrap_or_else(answer)
 }
 
-/// In a debug build with `TOKEN_ISSUER_TEST_PANIC=1`, any request to `/__test/panic` panics: what the
-/// tests prove the 500 with. A release build has no such route.
+/// In a debug build with `TOKEN_ISSUER_TEST_PANIC=1`, any request to `/__test/panic` panics:
+/// what the tests prove the 500 with. A release build has no such route.
 pub(super) fn test_route() -> bool {
     cfg!(debug_assertions) && std::env::var("TOKEN_ISSUER_TEST_PANIC").is_ok_and(|v| v == "1")
 }

@@ -24,7 +24,6 @@ pub(super) const ACCOUNT: &str = "\
         OR group_name IN (SELECT group_name FROM members WHERE user_name = $1) \
     ORDER BY 1, 2";
 
-/// The columns [`User::from_row`] reads, in its order.
 /// Accounts expiring within a span, and a page of users kept by a condition: both read by
 /// `users_expires_at` (migrations/0007), not by a walk over every user.
 pub(super) const COUNT_EXPIRING: &str =
@@ -35,6 +34,7 @@ pub(super) fn page_sql(cond: &str) -> String {
     format!("SELECT {USER_COLUMNS} FROM users WHERE name > $1{cond} ORDER BY name LIMIT $2")
 }
 
+/// The columns [`User::from_row`] reads, in its order.
 const USER_COLUMNS: &str =
     "name, password_hash, admin, disabled, expires_at, created_at, updated_at, last_used_at";
 
